@@ -1,0 +1,140 @@
+//! The coordination directory: the owner file and lock, each process's upgrade socket, stale
+//! socket cleanup.
+//!
+//! This layer knows nothing of descriptors being passed: it finds, binds, locks and cleans.
+
+mod owner_file;
+mod upgrade_socket;
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+pub(crate) use owner_file::OwnerLock;
+pub(crate) use upgrade_socket::{bind_upgrade_socket, connect_to_owner};
+
+use crate::error::{Error, Result};
+use crate::id::{self, MAX_SOCKET_PATH};
+use crate::unix_sockets::{self, PathState};
+
+/// The name of the owner file, which is also the lock file.
+const OWNER_FILE: &str = "pid";
+const SOCKET_SUFFIX: &str = ".sock";
+
+/// A coordination directory that exists and that this process may write to.
+#[derive(Debug, Clone)]
+pub(crate) struct Directory {
+    path: PathBuf,
+}
+
+impl Directory {
+    /// Checks that `path` is a writable directory; creates nothing.
+    ///
+    /// The path is made absolute (without resolving symlinks) so that the socket paths this
+    /// process binds can be found in the kernel's socket table by other processes.
+    pub(crate) fn open(path: &Path) -> Result<Directory> {
+        let path = std::path::absolute(path)
+            .map_err(|e| Error::io_at("resolving the coordination directory", path, e))?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| Error::io_at("opening the coordination directory", &path, e))?;
+        if !meta.is_dir() {
+            let e = io::Error::new(io::ErrorKind::NotADirectory, "not a directory");
+            return Err(Error::io_at("opening the coordination directory", &path, e));
+        }
+        rustix::fs::access(&path, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK).map_err(
+            |e| Error::io_at("checking write access to the coordination directory", &path, e.into()),
+        )?;
+        Ok(Directory { path })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn owner_file(&self) -> PathBuf {
+        self.path.join(OWNER_FILE)
+    }
+
+    /// `<dir>/<id>.sock`, checked to be a valid id whose path fits a socket address.
+    pub(crate) fn socket_path(&self, id: &[u8]) -> Result<PathBuf> {
+        id::validate(id)?;
+        let mut name = id.to_vec();
+        name.extend_from_slice(SOCKET_SUFFIX.as_bytes());
+        let path = self.path.join(OsString::from_vec(name));
+        let len = path.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(Error::PathTooLong { path, len, max: MAX_SOCKET_PATH });
+        }
+        Ok(path)
+    }
+
+    /// Removes the upgrade sockets of dead processes, keeping those named in `keep`.
+    ///
+    /// Runs under the lock. Only sockets whose process is gone (see [`unix_sockets::state`])
+    /// are removed; a live one, or anything that is not a socket, is left alone.
+    pub(crate) fn remove_stale_sockets(&self, keep: &[&[u8]]) {
+        let Ok(entries) = std::fs::read_dir(&self.path) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.as_bytes().strip_suffix(SOCKET_SUFFIX.as_bytes()) else { continue };
+            if keep.contains(&id) {
+                continue;
+            }
+            let path = entry.path();
+            if let Ok(PathState::Stale) = unix_sockets::state(&path) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => tracing::debug!(path = %path.display(), "removed stale upgrade socket"),
+                    Err(e) => {
+                        tracing::debug!(path = %path.display(), error = %e, "could not remove stale upgrade socket")
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_or_non_directory_paths_are_clear_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("nope");
+        let err = Directory::open(&missing).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(Directory::open(&file).is_err());
+        assert!(!missing.exists());
+    }
+
+    #[test]
+    fn socket_paths_are_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Directory::open(tmp.path()).unwrap();
+        let ok = dir.socket_path(b"web-1").unwrap();
+        assert!(ok.ends_with("web-1.sock"));
+        let long = vec![b'a'; MAX_SOCKET_PATH - tmp.path().as_os_str().len()];
+        assert!(matches!(dir.socket_path(&long), Err(Error::PathTooLong { .. })));
+        assert!(matches!(dir.socket_path(b".."), Err(Error::InvalidId { .. })));
+        assert!(matches!(dir.socket_path(b"../../etc/x"), Err(Error::InvalidId { .. })));
+    }
+
+    #[test]
+    fn sweeps_only_stale_sockets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Directory::open(tmp.path()).unwrap();
+        let live = std::os::unix::net::UnixListener::bind(dir.socket_path(b"live").unwrap()).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(dir.socket_path(b"dead").unwrap()).unwrap());
+        drop(std::os::unix::net::UnixListener::bind(dir.socket_path(b"kept").unwrap()).unwrap());
+        std::fs::write(tmp.path().join("file.sock"), b"").unwrap();
+        dir.remove_stale_sockets(&[b"kept"]);
+        assert!(dir.socket_path(b"live").unwrap().exists());
+        assert!(!dir.socket_path(b"dead").unwrap().exists());
+        assert!(dir.socket_path(b"kept").unwrap().exists());
+        assert!(tmp.path().join("file.sock").exists());
+        drop(live);
+    }
+}

@@ -1,0 +1,123 @@
+//! Each process's upgrade socket `<dir>/<id>.sock`: binding our own, connecting to the owner's.
+
+use std::io;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+use rustix::fs::{fchmod, Mode};
+use rustix::io::Errno;
+use rustix::net::{bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+use crate::error::{Error, Result};
+use crate::unix_sockets::{self, PathState};
+
+/// Room for newcomers queued behind a session in progress.
+const BACKLOG: i32 = 128;
+
+/// Binds and listens on `path`, owner-only (0600).
+///
+/// A socket file left behind by a crashed process with the same id is replaced; a live one
+/// means the id is taken, and anything that is not a socket is left alone.
+pub(crate) fn bind_upgrade_socket(path: &Path, id: &str) -> Result<UnixListener> {
+    match bind_owner_only(path) {
+        Err(Errno::ADDRINUSE) => {}
+        other => return other.map_err(|e| Error::io_at("binding the upgrade socket", path, e.into())),
+    }
+    let state =
+        unix_sockets::state(path).map_err(|e| Error::io_at("inspecting the upgrade socket", path, e))?;
+    match state {
+        PathState::Live => return Err(Error::IdInUse { id: id.to_owned(), path: path.to_owned() }),
+        PathState::NotASocket => {
+            let e = io::Error::new(io::ErrorKind::AlreadyExists, "a file that is not a socket is in the way");
+            return Err(Error::io_at("binding the upgrade socket", path, e));
+        }
+        PathState::Stale => {
+            tracing::debug!(path = %path.display(), "replacing the stale upgrade socket of a previous process with this id");
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(Error::io_at("removing a stale upgrade socket", path, e))
+                }
+                _ => {}
+            }
+        }
+        PathState::Missing => {}
+    }
+    bind_owner_only(path).map_err(|e| Error::io_at("binding the upgrade socket", path, e.into()))
+}
+
+/// `socket`, `fchmod(0600)`, `bind`, `listen`. The mode is set on the socket before `bind`,
+/// which creates the file with it, so there is no moment where the file is more open.
+fn bind_owner_only(path: &Path) -> rustix::io::Result<UnixListener> {
+    let addr = SocketAddrUnix::new(path)?;
+    let sock = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    fchmod(&sock, Mode::from_raw_mode(0o600))?;
+    bind(&sock, &addr)?;
+    if let Err(e) = listen(&sock, BACKLOG) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(UnixListener::from(sock))
+}
+
+/// Connects to the owner's upgrade socket; `Ok(None)` when the owner is gone (no socket file,
+/// or nobody listening on it: it crashed).
+pub(crate) fn connect_to_owner(path: &Path) -> Result<Option<UnixStream>> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io_at("inspecting the owner's upgrade socket", path, e)),
+    };
+    if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+        let e = io::Error::new(io::ErrorKind::InvalidInput, "not a socket (refusing to follow it)");
+        return Err(Error::io_at("connecting to the owner's upgrade socket", path, e));
+    }
+    match UnixStream::connect(path) {
+        Ok(stream) => Ok(Some(stream)),
+        Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(Error::io_at("connecting to the owner's upgrade socket", path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn socket_is_owner_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.sock");
+        let _l = bind_upgrade_socket(&path, "a").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn replaces_stale_refuses_live_and_foreign() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        let live = bind_upgrade_socket(&path, "a").unwrap();
+        assert!(matches!(bind_upgrade_socket(&path, "a"), Err(Error::IdInUse { .. })));
+        drop(live);
+        let file = tmp.path().join("f.sock");
+        std::fs::write(&file, b"keep me").unwrap();
+        assert!(bind_upgrade_socket(&file, "f").is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn connect_treats_dead_owners_as_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("o.sock");
+        assert!(connect_to_owner(&path).unwrap().is_none());
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(connect_to_owner(&path).unwrap().is_none());
+        std::fs::remove_file(&path).unwrap();
+        let _l = UnixListener::bind(&path).unwrap();
+        assert!(connect_to_owner(&path).unwrap().is_some());
+        let link = tmp.path().join("l.sock");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(connect_to_owner(&link).is_err());
+    }
+}

@@ -1,0 +1,53 @@
+//! The newcomer's side of a session: receive the list and the descriptors, later run the ready
+//! handshake.
+
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+
+use crate::error::{Error, Result};
+use crate::protocol::messages::{
+    ReadyReply, ReadyRequest, MAX_PAYLOAD, PROTOCOL_VERSION, READY_V0, READY_V1,
+};
+use crate::protocol::{frame, Channel, WireEntry};
+
+/// What the owner sent.
+pub(crate) struct Received {
+    /// The version of its descriptor list: 0 for a version 0 owner.
+    pub(crate) version: u32,
+    pub(crate) entries: Vec<(WireEntry, OwnedFd)>,
+}
+
+/// Receives the descriptor list and then exactly one descriptor per entry, in list order.
+pub(crate) fn receive(ch: &Channel<'_>) -> Result<Received> {
+    let (version, list): (u32, Vec<WireEntry>) = frame::read_list(ch)?;
+    let mut seen = HashSet::with_capacity(list.len());
+    if let Some(dup) = list.iter().find(|e| !seen.insert(e.id.as_str())) {
+        return Err(Error::protocol(format!("the owner listed id {:?} twice", dup.id)));
+    }
+    let mut payload = vec![0u8; MAX_PAYLOAD];
+    let total = list.len();
+    let mut entries = Vec::with_capacity(total);
+    for (index, wire) in list.into_iter().enumerate() {
+        let (_, fd) = ch.recv_fd(&mut payload).map_err(|e| {
+            Error::protocol(format!("receiving descriptor {} of {} ({:?}): {e}", index + 1, total, wire.id))
+        })?;
+        entries.push((wire, fd));
+    }
+    Ok(Received { version, entries })
+}
+
+/// The newcomer's half of the ready handshake: the version 0 byte to a version 0 owner; else
+/// the version 1 byte, `{"version":1}`, and waiting for `{"msg":"stepping down"}`.
+pub(crate) fn ready(ch: &Channel<'_>, owner_version: u32) -> Result<()> {
+    if owner_version == 0 {
+        return ch.write_all(&[READY_V0]);
+    }
+    let mut request = vec![READY_V1];
+    request.extend(frame::encode(0, &ReadyRequest { version: PROTOCOL_VERSION })?);
+    ch.write_all(&request)?;
+    let (_, reply): (u32, ReadyReply) = frame::read_small(ch)?;
+    if reply.msg != ReadyReply::STEPPING_DOWN {
+        return Err(Error::protocol(format!("the owner answered {:?} instead of stepping down", reply.msg)));
+    }
+    Ok(())
+}

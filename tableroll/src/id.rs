@@ -1,0 +1,77 @@
+//! Process ids: validation and the default id.
+
+use crate::error::{Error, Result};
+
+/// The longest path a Unix socket address holds on Linux (108 bytes with the terminating NUL).
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
+
+/// Checks that `id` can name a file in the coordination directory.
+///
+/// An id is non-empty, has no `/` and no NUL, and is not `.` or `..`. Whether it is short
+/// enough depends on the directory and is checked there.
+pub(crate) fn validate(id: &[u8]) -> Result<()> {
+    let reason = if id.is_empty() {
+        "an id must not be empty"
+    } else if id.contains(&b'/') {
+        "an id must not contain '/'"
+    } else if id.contains(&0) {
+        "an id must not contain NUL"
+    } else if id == b"." || id == b".." {
+        "an id must not be '.' or '..'"
+    } else if id.len() > MAX_SOCKET_PATH {
+        "an id must fit in a Unix socket path"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidId { id: String::from_utf8_lossy(id).into_owned(), reason })
+}
+
+/// A fresh id: this process's pid and 64 random bits, in hex.
+///
+/// Process ids repeat across PID namespaces (every container's first process is pid 1), so the
+/// pid alone would not do; the random part makes collisions as unlikely as 64 random bits are.
+pub(crate) fn default_id() -> String {
+    let mut bytes = [0u8; 8];
+    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
+        // getrandom(2) only fails on kernels older than 3.17; fall back to clock and address
+        // entropy, which still differs between processes started in the same namespace.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let stack = &bytes as *const _ as u64;
+        bytes = (nanos ^ stack.rotate_left(32)).to_le_bytes();
+    }
+    format!("{}-{:016x}", std::process::id(), u64::from_le_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_ids() {
+        for id in ["a", "web-1", "12345-00ff", "with space", "ünï", "...", ".hidden"] {
+            validate(id.as_bytes()).unwrap();
+        }
+    }
+
+    #[test]
+    fn refuses_ids_that_escape_or_break_paths() {
+        for id in ["", ".", "..", "a/b", "/", "../x", "a\0b"] {
+            let err = validate(id.as_bytes()).unwrap_err();
+            assert!(matches!(err, Error::InvalidId { .. }), "{id:?}: {err}");
+        }
+        assert!(validate(&[b'x'; MAX_SOCKET_PATH + 1]).is_err());
+    }
+
+    #[test]
+    fn default_ids_are_valid_and_distinct() {
+        let a = default_id();
+        let b = default_id();
+        validate(a.as_bytes()).unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("{}-", std::process::id())));
+        assert!(a.len() <= 11 + 16, "{a}");
+    }
+}

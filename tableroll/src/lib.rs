@@ -1,0 +1,96 @@
+//! Zero-downtime upgrades for network services: hand listening sockets and other descriptors
+//! from a running process to its independently started successor.
+//!
+//! The new version of a server is started next to the old one, as a separate process that
+//! nobody forked (a second systemd template instance, a new container sharing a volume). The
+//! two agree only on a coordination directory. The newcomer takes the owner's listening
+//! sockets over a Unix socket, starts serving, says it is ready, and the old process is told to
+//! drain. The listening socket never closes, so no connection attempt is refused during the
+//! upgrade.
+//!
+//! This crate speaks the wire protocol of the Go library
+//! [tableroll](https://github.com/ngrok/tableroll) (protocol version 1, and the version 0
+//! ready byte): a Go tableroll process and a Rust one can hand over to each other in either
+//! direction.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use std::time::Duration;
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let upgrader = tableroll::Upgrader::builder("/run/myapp/tableroll")
+//!         .upgrade_timeout(Duration::from_secs(30))
+//!         .build()?;
+//!     // The previous owner's listener if there is one, else a new one.
+//!     let listener = upgrader.fds().listen_tcp("web", "127.0.0.1:8080")?;
+//!     listener.set_nonblocking(true)?; // shared with the other process: see `Fds`
+//!     upgrader.ready()?; // now the owner; the previous one drains
+//!
+//!     let done = upgrader.upgrade_complete();
+//!     while !done.is_complete() {
+//!         match listener.accept() {
+//!             Ok((mut conn, _)) => {
+//!                 conn.set_nonblocking(false)?;
+//!                 let mut request = [0u8; 1024];
+//!                 let _ = conn.read(&mut request)?;
+//!                 conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nhi\n")?;
+//!             }
+//!             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+//!                 done.wait_timeout(Duration::from_millis(10));
+//!             }
+//!             Err(e) => return Err(e.into()),
+//!         }
+//!     }
+//!     // A newer process took over: stop accepting, finish what is in flight, exit.
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # How it works
+//!
+//! The directory holds the owner file `pid` (the current owner's id, also the `flock(2)` lock
+//! file) and one upgrade socket `<id>.sock` per live process. A newcomer binds its socket,
+//! takes the lock, connects to the owner's socket and receives the descriptor list and each
+//! descriptor (`SCM_RIGHTS`, one per message). On [`Upgrader::ready`] it tells the owner it is
+//! ready, the owner answers that it steps down, and the newcomer writes its id to the owner
+//! file and releases the lock. A newcomer that crashes, hangs or misbehaves at any step leaves
+//! the owner serving; an owner that crashed is replaced by the next process with fresh
+//! descriptors.
+//!
+//! The library needs no async runtime: the owner serves upgrade requests on one background
+//! thread of its own, and [`UpgradeComplete`] can be waited on from a thread or awaited on any
+//! executor. Nothing is logged unless the application installs a [`tracing`] subscriber.
+//!
+//! # Security
+//!
+//! Upgrade sockets are created mode 0600, and every connection's peer credentials are checked
+//! against the [`PeerPolicy`] (same user or root by default) before anything is sent. Ids read
+//! from the owner file that could leave the directory are refused; every length read from the
+//! wire is bounded before anything is allocated.
+
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod coordination;
+mod descriptor;
+mod error;
+mod fds;
+mod handoff;
+mod id;
+mod protocol;
+mod server;
+mod signal;
+mod state;
+mod unix_sockets;
+mod upgrader;
+
+pub use descriptor::{Descriptor, Kind};
+pub use error::{Error, Result};
+pub use fds::Fds;
+pub use signal::UpgradeComplete;
+pub use upgrader::{Builder, PeerPolicy, Upgrader};
+
+#[cfg(test)]
+mod upgrader_tests;

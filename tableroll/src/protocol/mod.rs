@@ -1,0 +1,13 @@
+//! Bytes on the wire: frames, the version prefix, descriptor passing and the ready handshake.
+//!
+//! This layer knows nothing of files, directories or ownership: it moves messages over a
+//! connected Unix stream socket. See `PROTOCOL.md` for the contract.
+
+pub(crate) mod channel;
+pub(crate) mod fd_passing;
+pub(crate) mod frame;
+pub(crate) mod messages;
+pub(crate) mod version;
+
+pub(crate) use channel::Channel;
+pub(crate) use messages::WireEntry;

@@ -1,0 +1,405 @@
+//! The public face: [`Upgrader`] and its [`Builder`].
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::coordination::{bind_upgrade_socket, connect_to_owner, Directory, OwnerLock};
+use crate::error::{Error, Result};
+use crate::fds::{self, Fds, Inner};
+use crate::handoff::take;
+use crate::id;
+use crate::protocol::{Channel, WireEntry};
+use crate::server::{ServerConfig, UpgradeServer};
+use crate::signal::UpgradeComplete;
+use crate::state::State;
+use crate::unix_sockets::{self, PathState};
+
+/// Which processes may connect to this process's upgrade socket and receive its descriptors,
+/// checked with `SO_PEERCRED` on every connection before anything is sent (and, on the
+/// newcomer's side, applied to the owner it connects to).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerPolicy {
+    /// Processes of this process's effective user, and root. The default.
+    #[default]
+    SameUserOrRoot,
+    /// Any user that can reach the socket (it is created mode 0600, so the file system still
+    /// restricts who can).
+    AnyUser,
+    /// Only these user ids.
+    Uids(Vec<u32>),
+}
+
+impl PeerPolicy {
+    pub(crate) fn allows(&self, uid: u32) -> bool {
+        match self {
+            PeerPolicy::SameUserOrRoot => uid == 0 || uid == rustix::process::geteuid().as_raw(),
+            PeerPolicy::AnyUser => true,
+            PeerPolicy::Uids(uids) => uids.contains(&uid),
+        }
+    }
+
+    fn check(&self, stream: &UnixStream) -> Result<()> {
+        let cred = rustix::net::sockopt::socket_peercred(stream)
+            .map_err(|e| Error::io("reading the peer credentials of the owner", e.into()))?;
+        if self.allows(cred.uid.as_raw()) {
+            Ok(())
+        } else {
+            Err(Error::PeerRefused { pid: cred.pid.as_raw_nonzero().get(), uid: cred.uid.as_raw() })
+        }
+    }
+}
+
+/// Settings for an [`Upgrader`]; see [`Upgrader::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct Builder {
+    dir: PathBuf,
+    id: Option<String>,
+    upgrade_timeout: Duration,
+    connect_timeout: Option<Duration>,
+    peer_policy: PeerPolicy,
+}
+
+impl Builder {
+    /// This process's id in the group (default: the pid and 64 random bits). It names the
+    /// upgrade socket `<dir>/<id>.sock`, so it must be a valid file name, unique among the live
+    /// processes of the group, and short enough for the socket path to fit 107 bytes.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// How long this process, as owner, waits for a newcomer to receive everything and finish
+    /// its ready handshake before giving up on it and remaining the owner. Default 60 s.
+    ///
+    /// It bounds the time between a newcomer's construction and its `ready()`.
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrade_timeout = timeout;
+        self
+    }
+
+    /// A bound on each wait for the current owner as a newcomer: taking the coordination lock
+    /// and receiving the descriptors (in [`build`](Self::build)), and the ready handshake (in
+    /// [`Upgrader::ready`]). Default: unbounded, as in the Go original.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Who may connect to the upgrade socket. Default [`PeerPolicy::SameUserOrRoot`].
+    pub fn peer_policy(mut self, policy: PeerPolicy) -> Self {
+        self.peer_policy = policy;
+        self
+    }
+
+    /// Joins the group: binds this process's upgrade socket, takes the coordination lock
+    /// (waiting while another newcomer holds it), and, if there is a live owner, receives
+    /// all its descriptors into [`Upgrader::fds`]. The lock is held until
+    /// [`Upgrader::ready`] or until the upgrader is dropped.
+    ///
+    /// # Errors
+    ///
+    /// The directory is missing or not writable; the id is invalid, too long or in use by a
+    /// live process; the lock or the descriptors did not come within the connect timeout; the
+    /// owner file holds an invalid id; the owner broke the protocol. On error nothing is left
+    /// behind: the upgrade socket is removed and the lock released.
+    pub fn build(self) -> Result<Upgrader> {
+        let dir = Directory::open(&self.dir)?;
+        let id = match self.id {
+            Some(id) => id,
+            None => id::default_id(),
+        };
+        let socket_path = dir.socket_path(id.as_bytes())?;
+        let listener = bind_upgrade_socket(&socket_path, &id)?;
+        let guard = SocketGuard(Some(socket_path.clone()));
+        let deadline = self.connect_timeout.and_then(|t| Instant::now().checked_add(t));
+        let lock = OwnerLock::acquire(&dir.owner_file(), deadline)?;
+        let owner = lock.read_owner()?;
+        let (session, received) = match owner {
+            Some(owner) if owner == id.as_bytes() => {
+                tracing::debug!(id, "the owner file names this id: a previous process with it is gone");
+                (None, Vec::new())
+            }
+            Some(owner) => inherit(&dir, owner, deadline, &self.peer_policy)?,
+            None => (None, Vec::new()),
+        };
+        let shared = Arc::new(Mutex::new(Inner { state: State::Inheriting, entries: BTreeMap::new() }));
+        let fds = Fds::new(Arc::clone(&shared));
+        let mut inherited_ids: Vec<String> = received.iter().map(|(w, _)| w.id.clone()).collect();
+        inherited_ids.sort();
+        fds.insert_inherited(received);
+        let guard = guard.disarm();
+        tracing::debug!(id, inherited = inherited_ids.len(), "joined the upgrade group");
+        Ok(Upgrader {
+            id,
+            dir,
+            socket_path: guard,
+            fds,
+            shared,
+            signal: UpgradeComplete::new(),
+            inherited_ids,
+            upgrade_timeout: self.upgrade_timeout,
+            connect_timeout: self.connect_timeout,
+            peer_policy: self.peer_policy,
+            phase: Mutex::new(Phase::Joining(Box::new(Joining { listener, lock, session }))),
+        })
+    }
+}
+
+/// Removes the upgrade socket if construction fails after binding it.
+struct SocketGuard(Option<PathBuf>);
+
+impl SocketGuard {
+    fn disarm(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The connection to the owner kept open from construction to ready.
+struct Session {
+    stream: UnixStream,
+    owner_version: u32,
+    owner_socket: PathBuf,
+}
+
+/// The open session with the owner (if any) and what it sent.
+type Inheritance = (Option<Session>, Vec<(WireEntry, OwnedFd)>);
+
+/// Connects to the owner named in the owner file and receives its descriptors. An owner that
+/// is gone (its socket missing or refusing) means there is no owner.
+fn inherit(
+    dir: &Directory,
+    owner: Vec<u8>,
+    deadline: Option<Instant>,
+    policy: &PeerPolicy,
+) -> Result<Inheritance> {
+    let owner_socket = dir
+        .socket_path(&owner)
+        .map_err(|e| Error::protocol(format!("the owner file names an id that cannot be used: {e}")))?;
+    let Some(stream) = connect_to_owner(&owner_socket)? else {
+        tracing::info!(owner = %String::from_utf8_lossy(&owner), "the previous owner is gone; starting with fresh descriptors");
+        return Ok((None, Vec::new()));
+    };
+    policy.check(&stream)?;
+    let ch = Channel::new(stream, deadline, None, "receiving descriptors from the owner")?;
+    let received = take::receive(&ch)?;
+    let stream = ch.into_stream();
+    Ok((Some(Session { stream, owner_version: received.version, owner_socket }), received.entries))
+}
+
+struct Joining {
+    listener: UnixListener,
+    lock: OwnerLock,
+    session: Option<Session>,
+}
+
+enum Phase {
+    /// Constructed: holding the lock and maybe a session with the owner.
+    Joining(Box<Joining>),
+    /// The owner, serving upgrade requests.
+    Serving(UpgradeServer),
+    /// Stopped, or ready failed.
+    Done,
+}
+
+/// A member of an upgrade group: the process that owns the shared descriptors, or the
+/// newcomer taking them over.
+///
+/// The lifecycle of a server process:
+///
+/// 1. [`Upgrader::new`] (or [`Upgrader::builder`]) joins the group and inherits the current
+///    owner's descriptors.
+/// 2. The application gets its listeners from [`Upgrader::fds`] (inherited, or created on the
+///    first start) and starts serving on them.
+/// 3. [`Upgrader::ready`] makes this process the owner; the previous owner is told to drain.
+/// 4. When a newer process takes over, [`Upgrader::upgrade_complete`] fires: stop accepting,
+///    finish the requests in flight, exit.
+///
+/// Dropping the upgrader stops it (see [`Upgrader::stop`]).
+pub struct Upgrader {
+    id: String,
+    dir: Directory,
+    socket_path: PathBuf,
+    fds: Fds,
+    shared: fds::Shared,
+    signal: UpgradeComplete,
+    inherited_ids: Vec<String>,
+    upgrade_timeout: Duration,
+    connect_timeout: Option<Duration>,
+    peer_policy: PeerPolicy,
+    phase: Mutex<Phase>,
+}
+
+impl std::fmt::Debug for Upgrader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgrader")
+            .field("id", &self.id)
+            .field("dir", &self.dir.path())
+            .field("state", &fds::lock(&self.shared).state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upgrader {
+    /// Joins the group coordinated in `dir` with the default settings; see [`Builder::build`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Builder::build`].
+    pub fn new(dir: impl AsRef<Path>) -> Result<Upgrader> {
+        Upgrader::builder(dir).build()
+    }
+
+    /// Settings for joining the group coordinated in `dir`.
+    pub fn builder(dir: impl AsRef<Path>) -> Builder {
+        Builder {
+            dir: dir.as_ref().to_owned(),
+            id: None,
+            upgrade_timeout: Duration::from_secs(60),
+            connect_timeout: None,
+            peer_policy: PeerPolicy::default(),
+        }
+    }
+
+    /// This process's id in the group.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The descriptor store.
+    pub fn fds(&self) -> &Fds {
+        &self.fds
+    }
+
+    /// The ids received from the previous owner, sorted; empty for the first process of a
+    /// group or after the previous owner crashed.
+    pub fn inherited_ids(&self) -> &[String] {
+        &self.inherited_ids
+    }
+
+    /// The signal that fires when a newcomer took over (or this upgrader was stopped).
+    pub fn upgrade_complete(&self) -> UpgradeComplete {
+        self.signal.clone()
+    }
+
+    /// Declares this process ready to serve: makes it the owner of the group.
+    ///
+    /// Inherited descriptors the application did not claim are closed first and will not be
+    /// passed on. If there was an owner, the ready handshake tells it to step down (it is then
+    /// told through its own [`upgrade_complete`](Self::upgrade_complete)). This process's id
+    /// is written to the owner file, the lock is released, and this process starts serving
+    /// upgrade requests. If the previous owner died after handing over its descriptors, this
+    /// process becomes the owner all the same: it holds every descriptor.
+    ///
+    /// Calling it again once owner does nothing.
+    ///
+    /// # Errors
+    ///
+    /// The owner is alive but refused the handshake (its upgrade timeout passed, say), or the
+    /// handshake broke. This process then does not become the owner, releases the lock and
+    /// is stopped: it should exit, leaving the old owner serving. [`Error::Stopped`] if the
+    /// upgrader was stopped or a previous ready failed.
+    pub fn ready(&self) -> Result<()> {
+        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        let joining = match std::mem::replace(&mut *phase, Phase::Done) {
+            Phase::Joining(joining) => joining,
+            Phase::Serving(server) => {
+                *phase = Phase::Serving(server);
+                return Ok(());
+            }
+            Phase::Done => return Err(Error::Stopped),
+        };
+        let Joining { listener, lock, session } = *joining;
+        let closed = self.fds.close_unclaimed();
+        if !closed.is_empty() {
+            tracing::info!(ids = ?closed, "closed inherited descriptors that were not claimed before ready");
+        }
+        let mut previous_owner = None;
+        if let Some(session) = session {
+            previous_owner = session.owner_socket.file_stem().map(|s| s.to_owned());
+            if let Err(e) = self.handshake(session) {
+                fds::lock(&self.shared).state.stop();
+                self.signal.fire();
+                drop(listener);
+                let _ = std::fs::remove_file(&self.socket_path);
+                return Err(e);
+            }
+        }
+        lock.write_owner(self.id.as_bytes())?;
+        let keep: Vec<&[u8]> =
+            [Some(self.id.as_bytes()), previous_owner.as_deref().map(|s| s.as_encoded_bytes())]
+                .into_iter()
+                .flatten()
+                .collect();
+        self.dir.remove_stale_sockets(&keep);
+        fds::lock(&self.shared).state.become_owner()?;
+        let server = UpgradeServer::spawn(ServerConfig {
+            listener,
+            socket_path: self.socket_path.clone(),
+            shared: Arc::clone(&self.shared),
+            signal: self.signal.clone(),
+            upgrade_timeout: self.upgrade_timeout,
+            peer_policy: self.peer_policy.clone(),
+        })?;
+        drop(lock);
+        *phase = Phase::Serving(server);
+        tracing::info!(id = self.id, "this process is now the owner");
+        Ok(())
+    }
+
+    /// Runs the handshake; a failure is forgiven if the owner turns out to be dead.
+    fn handshake(&self, session: Session) -> Result<()> {
+        let deadline = self.connect_timeout.and_then(|t| Instant::now().checked_add(t));
+        let result = Channel::new(session.stream, deadline, None, "waiting for the owner to step down")
+            .and_then(|ch| take::ready(&ch, session.owner_version));
+        let Err(e) = result else { return Ok(()) };
+        match unix_sockets::state(&session.owner_socket) {
+            Ok(PathState::Stale | PathState::Missing) => {
+                tracing::warn!(error = %e, "the previous owner died during the handoff; taking over with the descriptors it sent");
+                Ok(())
+            }
+            _ => Err(Error::OwnerRefused(e.to_string())),
+        }
+    }
+
+    /// Stops serving upgrades, removes this process's upgrade socket and fires
+    /// [`upgrade_complete`](Self::upgrade_complete). A handoff in progress is abandoned (the
+    /// newcomer sees this process gone). Descriptors handed out stay open; the store can no
+    /// longer change. If called before `ready`, the lock is released without becoming owner.
+    pub fn stop(&self) {
+        fds::lock(&self.shared).state.stop();
+        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *phase, Phase::Done) {
+            Phase::Serving(mut server) => server.stop(),
+            Phase::Joining(joining) => drop(joining),
+            Phase::Done => {}
+        }
+        drop(phase);
+        match std::fs::remove_file(&self.socket_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %self.socket_path.display(), error = %e, "could not remove the upgrade socket")
+            }
+            _ => {}
+        }
+        self.signal.fire();
+    }
+}
+
+impl Drop for Upgrader {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,197 @@
+//! In-process tests of the whole upgrader: two upgraders in one process behave like two
+//! processes, since the lock is per open file description and each has its own sockets.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use crate::{Error, Kind, Upgrader};
+
+fn builder(dir: &tempfile::TempDir, id: &str) -> crate::Builder {
+    Upgrader::builder(dir.path()).id(id).connect_timeout(Duration::from_secs(20))
+}
+
+#[test]
+fn hands_a_listener_to_a_newcomer() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = builder(&dir, "old").build().unwrap();
+    assert!(old.inherited_ids().is_empty());
+    let ln = old.fds().listen_tcp("web", "127.0.0.1:0").unwrap();
+    let addr = ln.local_addr().unwrap();
+    old.ready().unwrap();
+    assert_eq!(std::fs::read(dir.path().join("pid")).unwrap(), b"old");
+
+    let new = builder(&dir, "new").build().unwrap();
+    assert_eq!(new.inherited_ids(), ["web"]);
+    let inherited = new.fds().listen_tcp("web", "127.0.0.1:0").unwrap();
+    assert_eq!(inherited.local_addr().unwrap(), addr);
+    assert!(!old.upgrade_complete().is_complete());
+    new.ready().unwrap();
+    assert!(old.upgrade_complete().wait_timeout(Duration::from_secs(20)));
+    assert_eq!(std::fs::read(dir.path().join("pid")).unwrap(), b"new");
+
+    // Both copies accept on the same socket.
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.write_all(b"x").unwrap();
+    let (mut conn, _) = inherited.accept().unwrap();
+    let mut byte = [0u8];
+    conn.read_exact(&mut byte).unwrap();
+    // The old owner's upgrade socket is gone; the new one's is there.
+    old.stop();
+    assert!(!dir.path().join("old.sock").exists());
+    assert!(dir.path().join("new.sock").exists());
+}
+
+#[test]
+fn mutation_rules_follow_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = builder(&dir, "old").build().unwrap();
+    old.fds().listen_tcp("a", "127.0.0.1:0").unwrap();
+    old.fds().listen_tcp("b", "127.0.0.1:0").unwrap();
+    old.ready().unwrap();
+    let new = builder(&dir, "new").build().unwrap();
+    // The owner is mid-transfer until the newcomer is ready.
+    assert!(matches!(old.fds().listen_tcp("c", "127.0.0.1:0"), Err(Error::UpgradeInProgress)));
+    assert!(matches!(old.fds().remove("a"), Err(Error::UpgradeInProgress)));
+    // Reading is always fine.
+    assert!(old.fds().tcp_listener("a").unwrap().is_some());
+    new.fds().tcp_listener("a").unwrap().unwrap();
+    new.fds().tcp_listener("b").unwrap().unwrap();
+    new.ready().unwrap();
+    old.upgrade_complete().wait();
+    assert!(matches!(old.fds().listen_tcp("c", "127.0.0.1:0"), Err(Error::UpgradeCompleted)));
+    old.fds().remove("a").unwrap();
+    assert!(matches!(old.fds().remove("a"), Err(Error::UnknownId(_))));
+    old.stop();
+    assert!(matches!(old.fds().remove("b"), Err(Error::Stopped)));
+    assert!(matches!(old.fds().listen_tcp("c", "127.0.0.1:0"), Err(Error::Stopped)));
+}
+
+#[test]
+fn unclaimed_inherited_descriptors_are_closed_at_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = builder(&dir, "old").build().unwrap();
+    let a = old.fds().listen_tcp("a", "127.0.0.1:0").unwrap();
+    drop(old.fds().listen_tcp("b", "127.0.0.1:0").unwrap());
+    old.ready().unwrap();
+    let new = builder(&dir, "new").build().unwrap();
+    let kinds: Vec<(String, Kind, bool)> =
+        new.fds().list().into_iter().map(|d| (d.id, d.kind, d.inherited)).collect();
+    assert_eq!(kinds, [("a".into(), Kind::TcpListener, true), ("b".into(), Kind::TcpListener, true)]);
+    // Any accessor claims: `fd("b")` keeps b, `listen_tcp` keeps a.
+    drop(new.fds().fd("b").unwrap().unwrap());
+    new.fds().listen_tcp("a", a.local_addr().unwrap()).unwrap();
+    new.ready().unwrap();
+    let kept: Vec<_> = new.fds().list().into_iter().map(|d| d.id).collect();
+    assert_eq!(kept, ["a", "b"]);
+
+    let third = builder(&dir, "third").build().unwrap();
+    assert_eq!(third.inherited_ids(), ["a", "b"]);
+    third.fds().tcp_listener("a").unwrap().unwrap();
+    third.ready().unwrap();
+    assert_eq!(third.fds().list().len(), 1, "b was not claimed, so it was closed");
+    assert!(third.fds().fd("b").unwrap().is_none());
+}
+
+#[test]
+fn kinds_round_trip_through_a_handoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let old = builder(&dir, "old").build().unwrap();
+    old.fds().listen_unix("unix", &sock).unwrap();
+    old.fds().bind_udp("udp", "127.0.0.1:0").unwrap();
+    let (mine, theirs) = UnixStream::pair().unwrap();
+    old.fds().unix_stream_with("conn", || Ok(theirs)).unwrap();
+    let file = dir.path().join("log");
+    old.fds().open_file("log", &file, std::fs::OpenOptions::new().create(true).append(true)).unwrap();
+    old.fds().fd_with("pipe", || Ok(std::os::fd::OwnedFd::from(TcpListener::bind("127.0.0.1:0")?))).unwrap();
+    old.ready().unwrap();
+
+    let new = builder(&dir, "new").build().unwrap();
+    let kinds: Vec<Kind> = new.fds().list().into_iter().map(|d| d.kind).collect();
+    assert_eq!(kinds, [Kind::UnixStream, Kind::File, Kind::Fd, Kind::UdpSocket, Kind::UnixListener]);
+    let ln = new.fds().listen_unix("unix", &sock).unwrap();
+    let mut conn = new.fds().unix_stream("conn").unwrap().unwrap();
+    let mut log = new.fds().file("log").unwrap().unwrap();
+    new.fds().udp_socket("udp").unwrap().unwrap();
+    new.fds().fd("pipe").unwrap().unwrap();
+    assert!(matches!(new.fds().tcp_listener("unix"), Err(Error::KindMismatch { .. })));
+    new.ready().unwrap();
+
+    conn.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    (&mine).read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+    log.write_all(b"line\n").unwrap();
+    assert_eq!(std::fs::read(&file).unwrap(), b"line\n");
+    let _client = UnixStream::connect(&sock).unwrap();
+    ln.accept().unwrap();
+    // Closing every copy never unlinks the Unix listener's path.
+    drop(ln);
+    drop(old);
+    drop(new);
+    assert!(sock.exists());
+}
+
+#[test]
+fn bad_ids_and_directories_are_refused_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for id in ["", ".", "..", "a/b", "a\0b", &"x".repeat(200)] {
+        let err = Upgrader::builder(dir.path()).id(id).build().unwrap_err();
+        assert!(matches!(err, Error::InvalidId { .. } | Error::PathTooLong { .. }), "{id:?}: {err}");
+    }
+    let missing = dir.path().join("missing");
+    let err = Upgrader::new(&missing).unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_live_id_is_refused_and_a_dead_one_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = builder(&dir, "same").build().unwrap();
+    first.ready().unwrap();
+    let err = builder(&dir, "same").build().unwrap_err();
+    assert!(matches!(err, Error::IdInUse { .. }), "{err}");
+    drop(first);
+    // A stale socket of a crashed process with this id, and the owner file naming it.
+    drop(std::os::unix::net::UnixListener::bind(dir.path().join("same.sock")).unwrap());
+    let again = builder(&dir, "same").build().unwrap();
+    assert!(again.inherited_ids().is_empty());
+    again.ready().unwrap();
+}
+
+#[test]
+fn stopping_before_ready_releases_the_lock_and_keeps_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = builder(&dir, "owner").build().unwrap();
+    owner.fds().listen_tcp("web", "127.0.0.1:0").unwrap();
+    owner.ready().unwrap();
+    let quitter = builder(&dir, "quitter").build().unwrap();
+    drop(quitter);
+    assert!(!dir.path().join("quitter.sock").exists());
+    let next = builder(&dir, "next").build().unwrap();
+    assert_eq!(next.inherited_ids(), ["web"]);
+    next.fds().tcp_listener("web").unwrap().unwrap();
+    next.ready().unwrap();
+    assert!(owner.upgrade_complete().wait_timeout(Duration::from_secs(20)));
+}
+
+#[test]
+fn upgrade_complete_works_as_a_future_without_a_runtime() {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = builder(&dir, "old").build().unwrap();
+    old.ready().unwrap();
+    let mut fut = pin!(old.upgrade_complete());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    let new = builder(&dir, "new").build().unwrap();
+    new.ready().unwrap();
+    old.upgrade_complete().wait();
+    assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(()));
+}
