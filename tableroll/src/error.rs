@@ -118,6 +118,15 @@ impl Error {
     pub(crate) fn protocol(detail: impl Into<String>) -> Self {
         Error::Protocol(detail.into())
     }
+
+    /// Prefixes a protocol error's detail with what was being done; other errors (a timeout,
+    /// a stop, an I/O error) keep their own variant.
+    pub(crate) fn in_context(self, context: impl FnOnce() -> String) -> Self {
+        match self {
+            Error::Protocol(detail) => Error::Protocol(format!("{}: {detail}", context())),
+            other => other,
+        }
+    }
 }
 
 impl From<Error> for io::Error {

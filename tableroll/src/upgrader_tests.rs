@@ -195,3 +195,142 @@ fn upgrade_complete_works_as_a_future_without_a_runtime() {
     old.upgrade_complete().wait();
     assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(()));
 }
+
+/// Connects to `dir/<id>.sock` as a raw client, reads the list frame and descriptors away
+/// (or not), and sends `ready` bytes.
+fn raw_newcomer(dir: &tempfile::TempDir, owner: &str, drain: bool, ready: &[u8]) {
+    let mut conn = UnixStream::connect(dir.path().join(format!("{owner}.sock"))).unwrap();
+    if drain {
+        let ch = crate::protocol::Channel::new(conn.try_clone().unwrap(), None, None, "test").unwrap();
+        let received = crate::handoff::take::receive(&ch).unwrap();
+        assert_eq!(received.version, 1);
+        conn.set_nonblocking(false).unwrap();
+    }
+    let _ = conn.write_all(ready);
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    // Wait for the owner to close its side: the session is over.
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+}
+
+#[test]
+fn hostile_newcomers_leave_the_owner_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = builder(&dir, "owner").upgrade_timeout(Duration::from_secs(20)).build().unwrap();
+    let ln = owner.fds().listen_tcp("web", "127.0.0.1:0").unwrap();
+    owner.ready().unwrap();
+    let huge = [&[0x42u8][..], &i32::MAX.to_be_bytes()].concat();
+    let negative = [&[0x42u8][..], &(-5i32).to_be_bytes()].concat();
+    let bad_version = [&[0x42u8][..], &[0, 0, 0, 14], b"{\"version\":9}\n"].concat();
+    let wrong_shape = [&[0x42u8][..], &[0, 0, 0, 3], b"[1]\n"].concat();
+    let cases: [(bool, &[u8]); 8] = [
+        (false, b""),
+        (true, b""),
+        (true, b"\x00"),
+        (true, b"garbage"),
+        (true, &huge),
+        (true, &negative),
+        (true, &bad_version),
+        (true, &wrong_shape),
+    ];
+    for (drain, ready) in cases {
+        raw_newcomer(&dir, "owner", drain, ready);
+        assert!(!owner.upgrade_complete().is_complete(), "stepped down after {ready:?}");
+    }
+    // Still the owner, still serving: a real newcomer takes over normally.
+    let new = builder(&dir, "new").build().unwrap();
+    assert_eq!(
+        new.fds().tcp_listener("web").unwrap().unwrap().local_addr().unwrap(),
+        ln.local_addr().unwrap()
+    );
+    new.ready().unwrap();
+    assert!(owner.upgrade_complete().wait_timeout(Duration::from_secs(20)));
+}
+
+#[test]
+fn a_silent_newcomer_is_bounded_by_the_upgrade_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = builder(&dir, "owner").upgrade_timeout(Duration::from_millis(100)).build().unwrap();
+    owner.fds().listen_tcp("web", "127.0.0.1:0").unwrap();
+    owner.ready().unwrap();
+    // Connects, takes everything, and says nothing: the owner gives up and closes.
+    let mut silent = UnixStream::connect(dir.path().join("owner.sock")).unwrap();
+    let ch = crate::protocol::Channel::new(silent.try_clone().unwrap(), None, None, "test").unwrap();
+    crate::handoff::take::receive(&ch).unwrap();
+    silent.set_nonblocking(false).unwrap();
+    let mut rest = Vec::new();
+    silent.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    assert!(!owner.upgrade_complete().is_complete());
+    let new = builder(&dir, "new").build().unwrap();
+    new.fds().tcp_listener("web").unwrap().unwrap();
+    new.ready().unwrap();
+    assert!(owner.upgrade_complete().wait_timeout(Duration::from_secs(20)));
+}
+
+/// Plants a fake owner `fake` that answers the first connection with `bytes` and descriptors
+/// `fds`, then holds the connection open until the test ends.
+fn fake_owner(dir: &tempfile::TempDir, bytes: Vec<u8>, fds: usize) -> std::thread::JoinHandle<()> {
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("fake.sock")).unwrap();
+    std::fs::write(dir.path().join("pid"), b"fake").unwrap();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let ch = crate::protocol::Channel::new(conn, None, None, "test").unwrap();
+        ch.write_all(&bytes).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        for _ in 0..fds {
+            ch.send_fd(b"x", std::os::fd::AsFd::as_fd(&l)).unwrap();
+        }
+        // Hold the connection until the newcomer gives up.
+        let _ = ch.read_exact(&mut [0u8; 1]);
+    })
+}
+
+fn list_frame(prefix: &[u8], json: &[u8]) -> Vec<u8> {
+    let body = [prefix, json].concat();
+    [&(body.len() as i32).to_be_bytes()[..], &body].concat()
+}
+
+#[test]
+fn malformed_owners_fail_the_newcomer_cleanly() {
+    let two =
+        br#"[{"kind":"listener","id":"a","network":"tcp"},{"kind":"listener","id":"b","network":"tcp"}]"#;
+    let dup =
+        br#"[{"kind":"listener","id":"a","network":"tcp"},{"kind":"listener","id":"a","network":"tcp"}]"#;
+    let cases: Vec<(&str, Vec<u8>, usize)> = vec![
+        ("huge length", i32::MAX.to_be_bytes().to_vec(), 0),
+        ("negative length", (-1i32).to_be_bytes().to_vec(), 0),
+        ("garbage JSON", list_frame(b"\t ", b"{{{{\n"), 0),
+        ("overlong version prefix", list_frame(&[b' '; 17], b"[]\n"), 0),
+        ("truncated frame", [&100i32.to_be_bytes()[..], b"[{"].concat(), 0),
+        ("fewer descriptors than listed", list_frame(b"\t ", two), 1),
+        ("duplicate ids", list_frame(b"\t ", dup), 2),
+        ("hangs after the list", list_frame(b"\t ", two), 0),
+    ];
+    for (name, bytes, fds) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = fake_owner(&dir, bytes, fds);
+        let err = Upgrader::builder(dir.path())
+            .id("new")
+            .connect_timeout(Duration::from_millis(300))
+            .build()
+            .expect_err(name);
+        assert!(matches!(err, Error::Protocol(_) | Error::Timeout { .. }), "{name}: {err}");
+        // Nothing left behind: no socket, the lock free.
+        assert!(!dir.path().join("new.sock").exists(), "{name}");
+        let lock =
+            crate::coordination::OwnerLock::acquire(&dir.path().join("pid"), Some(std::time::Instant::now()));
+        assert!(lock.is_ok(), "{name}: lock still held");
+        drop(lock);
+        owner.join().unwrap();
+    }
+}
+
+#[test]
+fn owner_file_naming_an_escaping_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pid"), b"../../etc/passwd").unwrap();
+    let err = builder(&dir, "new").build().unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err}");
+    assert!(!dir.path().join("new.sock").exists());
+}

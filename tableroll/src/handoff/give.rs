@@ -20,8 +20,7 @@ pub(crate) fn give(ch: &Channel<'_>, entries: &[(WireEntry, Arc<OwnedFd>)]) -> R
         ch.send_fd(&wire.payload(), fd.as_fd())?;
     }
     let mut byte = [0u8; 1];
-    ch.read_exact(&mut byte)
-        .map_err(|e| Error::protocol(format!("no ready handshake from the newcomer: {e}")))?;
+    ch.read_exact(&mut byte).map_err(|e| e.in_context(|| "waiting for the ready handshake".into()))?;
     match byte[0] {
         READY_V0 => Ok(()),
         READY_V1 => {

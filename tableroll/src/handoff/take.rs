@@ -29,7 +29,7 @@ pub(crate) fn receive(ch: &Channel<'_>) -> Result<Received> {
     let mut entries = Vec::with_capacity(total);
     for (index, wire) in list.into_iter().enumerate() {
         let (_, fd) = ch.recv_fd(&mut payload).map_err(|e| {
-            Error::protocol(format!("receiving descriptor {} of {} ({:?}): {e}", index + 1, total, wire.id))
+            e.in_context(|| format!("receiving descriptor {} of {total} ({:?})", index + 1, wire.id))
         })?;
         entries.push((wire, fd));
     }

@@ -143,3 +143,113 @@ impl<'c> Channel<'c> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::mem::MaybeUninit;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage};
+
+    fn pair(deadline: Option<Duration>) -> (Channel<'static>, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let deadline = deadline.map(|d| Instant::now() + d);
+        (Channel::new(a, deadline, None, "test peer").unwrap(), b)
+    }
+
+    /// Sends `payload` with `fds` attached, as a hostile peer might.
+    fn send_raw(sock: &UnixStream, payload: &[u8], fds: &[BorrowedFd<'_>]) {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() {
+            assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+        }
+        sendmsg(sock, &[std::io::IoSlice::new(payload)], &mut control, SendFlags::empty()).unwrap();
+    }
+
+    #[test]
+    fn passes_one_descriptor_per_message() {
+        let (ch, peer) = pair(Some(Duration::from_secs(20)));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer_ch = Channel::new(peer, None, None, "test").unwrap();
+        peer_ch.send_fd(b"listener(web): tcp:x", listener.as_fd()).unwrap();
+        peer_ch.write_all(b"after").unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, fd) = ch.recv_fd(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"listener(web): tcp:x");
+        let flags = rustix::io::fcntl_getfd(&fd).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC), "received descriptors are close-on-exec");
+        let received = std::net::TcpListener::from(fd);
+        assert_eq!(received.local_addr().unwrap(), listener.local_addr().unwrap());
+        // The plain bytes after the descriptor message are intact.
+        let mut after = [0u8; 5];
+        ch.read_exact(&mut after).unwrap();
+        assert_eq!(&after, b"after");
+    }
+
+    #[test]
+    fn refuses_messages_without_or_with_too_many_descriptors() {
+        let (ch, peer) = pair(Some(Duration::from_secs(20)));
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        (&peer).write_all(b"no descriptor here").unwrap();
+        let err = ch.recv_fd(&mut [0u8; 4096]).unwrap_err();
+        assert!(err.to_string().contains("carried no descriptor"), "{err}");
+
+        let (ch, peer) = pair(Some(Duration::from_secs(20)));
+        send_raw(&peer, b"two", &[l.as_fd(), l.as_fd()]);
+        let err = ch.recv_fd(&mut [0u8; 4096]).unwrap_err();
+        assert!(err.to_string().contains("2 descriptors"), "{err}");
+
+        let (ch, peer) = pair(Some(Duration::from_secs(20)));
+        let many: Vec<BorrowedFd<'_>> = (0..8).map(|_| l.as_fd()).collect();
+        send_raw(&peer, b"eight", &many);
+        let err = ch.recv_fd(&mut [0u8; 4096]).unwrap_err();
+        assert!(err.to_string().contains("MSG_CTRUNC"), "{err}");
+
+        let (ch, peer) = pair(Some(Duration::from_secs(20)));
+        drop(peer);
+        assert!(ch.recv_fd(&mut [0u8; 4096]).is_err());
+    }
+
+    #[test]
+    fn deadline_interrupts_a_blocked_read_and_write() {
+        let (ch, _peer) = pair(Some(Duration::from_millis(50)));
+        let err = ch.read_exact(&mut [0u8; 1]).unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        // A peer that never reads: writes block once the socket buffer is full.
+        let (ch, _peer) = pair(Some(Duration::from_millis(50)));
+        let err = ch.write_all(&vec![0u8; 64 << 20]).unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_dripping_peer_cannot_stretch_the_deadline() {
+        let (ch, peer) = pair(Some(Duration::from_millis(200)));
+        let dripper = std::thread::spawn(move || {
+            // One byte at a time, each well inside any per-call timeout: the total must still
+            // be bounded. Stops when the channel side is gone.
+            for _ in 0..10_000 {
+                if (&peer).write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let err = ch.read_exact(&mut vec![0u8; 1_000_000]).unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        drop(ch);
+        dripper.join().unwrap();
+    }
+
+    #[test]
+    fn cancel_descriptor_aborts_a_wait() {
+        let (stop_rx, stop_tx) = rustix::pipe::pipe().unwrap();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let ch = Channel::new(a, None, Some(stop_rx.as_fd()), "test").unwrap();
+        drop(stop_tx);
+        assert!(matches!(ch.read_exact(&mut [0u8; 1]), Err(Error::Stopped)));
+    }
+}
