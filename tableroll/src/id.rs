@@ -26,11 +26,25 @@ pub(crate) fn validate(id: &[u8]) -> Result<()> {
     Err(Error::InvalidId { id: String::from_utf8_lossy(id).into_owned(), reason })
 }
 
-/// A fresh id: this process's pid and 64 random bits, in hex.
+/// A fresh id of at most `max_len` bytes: this process's pid and 64 random bits in hex
+/// (`12345-00c0ffee12345678`), or only the random part if the directory's path leaves too
+/// little room, shortened if need be but never below 32 random bits.
 ///
 /// Process ids repeat across PID namespaces (every container's first process is pid 1), so the
-/// pid alone would not do; the random part makes collisions as unlikely as 64 random bits are.
-pub(crate) fn default_id() -> String {
+/// pid alone would not do; the random part makes collisions as unlikely as its bits allow.
+pub(crate) fn default_id(max_len: usize) -> Option<String> {
+    let random = format!("{:016x}", random_u64());
+    let full = format!("{}-{random}", std::process::id());
+    if full.len() <= max_len {
+        Some(full)
+    } else if max_len >= 8 {
+        Some(random[..max_len.min(random.len())].to_owned())
+    } else {
+        None
+    }
+}
+
+fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
         // getrandom(2) only fails on kernels older than 3.17; fall back to clock and address
@@ -42,7 +56,7 @@ pub(crate) fn default_id() -> String {
         let stack = &bytes as *const _ as u64;
         bytes = (nanos ^ stack.rotate_left(32)).to_le_bytes();
     }
-    format!("{}-{:016x}", std::process::id(), u64::from_le_bytes(bytes))
+    u64::from_le_bytes(bytes)
 }
 
 #[cfg(test)]
@@ -67,11 +81,20 @@ mod tests {
 
     #[test]
     fn default_ids_are_valid_and_distinct() {
-        let a = default_id();
-        let b = default_id();
+        let a = default_id(MAX_SOCKET_PATH).unwrap();
+        let b = default_id(MAX_SOCKET_PATH).unwrap();
         validate(a.as_bytes()).unwrap();
         assert_ne!(a, b);
         assert!(a.starts_with(&format!("{}-", std::process::id())));
         assert!(a.len() <= 11 + 16, "{a}");
+    }
+
+    #[test]
+    fn default_ids_shrink_to_fit() {
+        let short = default_id(10).unwrap();
+        assert_eq!(short.len(), 10);
+        assert!(short.bytes().all(|b| b.is_ascii_hexdigit()), "{short}");
+        assert_eq!(default_id(16).unwrap().len(), 16);
+        assert!(default_id(7).is_none());
     }
 }

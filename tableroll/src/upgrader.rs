@@ -66,7 +66,8 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// This process's id in the group (default: the pid and 64 random bits). It names the
+    /// This process's id in the group (default: the pid and 64 random bits, shortened to fit a
+    /// long directory path). It names the
     /// upgrade socket `<dir>/<id>.sock`, so it must be a valid file name, unique among the live
     /// processes of the group, and short enough for the socket path to fit 107 bytes.
     pub fn id(mut self, id: impl Into<String>) -> Self {
@@ -112,7 +113,11 @@ impl Builder {
         let dir = Directory::open(&self.dir)?;
         let id = match self.id {
             Some(id) => id,
-            None => id::default_id(),
+            None => id::default_id(dir.max_id_len()).ok_or_else(|| {
+                let path = dir.path().join("x.sock");
+                let len = path.as_os_str().len() + 7;
+                Error::PathTooLong { path, len, max: crate::id::MAX_SOCKET_PATH }
+            })?,
         };
         let socket_path = dir.socket_path(id.as_bytes())?;
         let listener = bind_upgrade_socket(&socket_path, &id)?;
@@ -189,7 +194,7 @@ fn inherit(
     let owner_socket = dir
         .socket_path(&owner)
         .map_err(|e| Error::protocol(format!("the owner file names an id that cannot be used: {e}")))?;
-    let Some(stream) = connect_to_owner(&owner_socket)? else {
+    let Some(stream) = connect_to_owner(&owner_socket, deadline)? else {
         tracing::info!(owner = %String::from_utf8_lossy(&owner), "the previous owner is gone; starting with fresh descriptors");
         return Ok((None, Vec::new()));
     };

@@ -334,3 +334,24 @@ fn owner_file_naming_an_escaping_id_is_refused() {
     assert!(matches!(err, Error::Protocol(_)), "{err}");
     assert!(!dir.path().join("new.sock").exists());
 }
+
+#[test]
+fn default_id_fits_a_long_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Leave room for about 12 id bytes: the pid-and-random default would not fit.
+    let room = 107 - tmp.path().as_os_str().len() - 1 - ".sock".len() - 1;
+    let dir = tmp.path().join("d".repeat(room - 12));
+    std::fs::create_dir(&dir).unwrap();
+    let up = Upgrader::new(&dir).unwrap();
+    assert!(up.id().len() <= 12 && up.id().len() >= 8, "{}", up.id());
+    up.ready().unwrap();
+}
+
+#[test]
+fn public_types_are_thread_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Upgrader>();
+    send_sync::<crate::Fds>();
+    send_sync::<crate::UpgradeComplete>();
+    send_sync::<Error>();
+}

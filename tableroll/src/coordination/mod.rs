@@ -56,6 +56,12 @@ impl Directory {
         self.path.join(OWNER_FILE)
     }
 
+    /// The longest id whose socket path fits a socket address.
+    pub(crate) fn max_id_len(&self) -> usize {
+        // `<dir>` + `/` + id + `.sock`
+        MAX_SOCKET_PATH.saturating_sub(self.path.as_os_str().len() + 1 + SOCKET_SUFFIX.len())
+    }
+
     /// `<dir>/<id>.sock`, checked to be a valid id whose path fits a socket address.
     pub(crate) fn socket_path(&self, id: &[u8]) -> Result<PathBuf> {
         id::validate(id)?;
@@ -120,6 +126,15 @@ mod tests {
         assert!(matches!(dir.socket_path(&long), Err(Error::PathTooLong { .. })));
         assert!(matches!(dir.socket_path(b".."), Err(Error::InvalidId { .. })));
         assert!(matches!(dir.socket_path(b"../../etc/x"), Err(Error::InvalidId { .. })));
+    }
+
+    #[test]
+    fn max_id_len_matches_socket_path_check() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Directory::open(tmp.path()).unwrap();
+        let max = dir.max_id_len();
+        assert!(dir.socket_path(&vec![b'a'; max]).is_ok());
+        assert!(dir.socket_path(&vec![b'a'; max + 1]).is_err());
     }
 
     #[test]

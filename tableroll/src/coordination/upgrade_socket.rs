@@ -3,10 +3,14 @@
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rustix::fs::{fchmod, Mode};
 use rustix::io::Errno;
-use rustix::net::{bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::sockopt::{set_socket_timeout, Timeout};
+use rustix::net::{
+    bind, connect, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+};
 
 use crate::error::{Error, Result};
 use crate::unix_sockets::{self, PathState};
@@ -61,21 +65,41 @@ fn bind_owner_only(path: &Path) -> rustix::io::Result<UnixListener> {
 
 /// Connects to the owner's upgrade socket; `Ok(None)` when the owner is gone (no socket file,
 /// or nobody listening on it: it crashed).
-pub(crate) fn connect_to_owner(path: &Path) -> Result<Option<UnixStream>> {
+///
+/// A connect to a Unix socket whose backlog is full blocks; the send timeout, which the kernel
+/// applies to that wait, bounds it by the deadline.
+pub(crate) fn connect_to_owner(path: &Path, deadline: Option<Instant>) -> Result<Option<UnixStream>> {
+    let fail = |e: io::Error| Error::io_at("connecting to the owner's upgrade socket", path, e);
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io_at("inspecting the owner's upgrade socket", path, e)),
+        Err(e) => return Err(fail(e)),
     };
     if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
-        let e = io::Error::new(io::ErrorKind::InvalidInput, "not a socket (refusing to follow it)");
-        return Err(Error::io_at("connecting to the owner's upgrade socket", path, e));
+        return Err(fail(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a socket (refusing to follow it)",
+        )));
     }
-    match UnixStream::connect(path) {
-        Ok(stream) => Ok(Some(stream)),
-        Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) => Ok(None),
-        Err(e) => Err(Error::io_at("connecting to the owner's upgrade socket", path, e)),
+    let addr = SocketAddrUnix::new(path).map_err(|e| fail(e.into()))?;
+    let sock = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
+        .map_err(|e| fail(e.into()))?;
+    if let Some(deadline) = deadline {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_micros(1));
+        set_socket_timeout(&sock, Timeout::Send, Some(left)).map_err(|e| fail(e.into()))?;
     }
+    match connect(&sock, &addr) {
+        Ok(()) => {}
+        Err(Errno::CONNREFUSED | Errno::NOENT) => return Ok(None),
+        Err(Errno::AGAIN) => {
+            return Err(Error::Timeout { operation: "connecting to the owner (its backlog is full)" })
+        }
+        Err(e) => return Err(fail(e.into())),
+    }
+    if deadline.is_some() {
+        set_socket_timeout(&sock, Timeout::Send, None).map_err(|e| fail(e.into()))?;
+    }
+    Ok(Some(UnixStream::from(sock)))
 }
 
 #[cfg(test)]
@@ -110,14 +134,33 @@ mod tests {
     fn connect_treats_dead_owners_as_gone() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("o.sock");
-        assert!(connect_to_owner(&path).unwrap().is_none());
+        assert!(connect_to_owner(&path, None).unwrap().is_none());
         drop(UnixListener::bind(&path).unwrap());
-        assert!(connect_to_owner(&path).unwrap().is_none());
+        assert!(connect_to_owner(&path, None).unwrap().is_none());
         std::fs::remove_file(&path).unwrap();
         let _l = UnixListener::bind(&path).unwrap();
-        assert!(connect_to_owner(&path).unwrap().is_some());
+        assert!(connect_to_owner(&path, None).unwrap().is_some());
         let link = tmp.path().join("l.sock");
         std::os::unix::fs::symlink(&path, &link).unwrap();
-        assert!(connect_to_owner(&link).is_err());
+        assert!(connect_to_owner(&link, None).is_err());
+    }
+
+    #[test]
+    fn connect_to_a_full_backlog_respects_the_deadline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("o.sock");
+        let sock = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None).unwrap();
+        bind(&sock, &SocketAddrUnix::new(&path).unwrap()).unwrap();
+        listen(&sock, 0).unwrap();
+        // Fill the backlog (nobody accepts), then one more connect must give up in time.
+        let mut queued = Vec::new();
+        let err = loop {
+            match connect_to_owner(&path, Some(Instant::now() + Duration::from_millis(20))) {
+                Ok(Some(conn)) if queued.len() < 64 => queued.push(conn),
+                Ok(_) => panic!("the backlog never filled"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
     }
 }

@@ -79,7 +79,10 @@ impl std::fmt::Display for Malformed {
         match self {
             Malformed::NoDescriptor(n) => write!(f, "a message of {n} bytes carried no descriptor"),
             Malformed::TooMany(n) => write!(f, "a message carried {n} descriptors instead of one"),
-            Malformed::Truncated => f.write_str("descriptor control data was truncated (MSG_CTRUNC)"),
+            Malformed::Truncated => f.write_str(
+                "descriptor control data was truncated (MSG_CTRUNC): the peer sent several \
+                 descriptors at once, or this process reached its open-file limit (RLIMIT_NOFILE)",
+            ),
         }
     }
 }
