@@ -355,3 +355,20 @@ fn public_types_are_thread_safe() {
     send_sync::<crate::UpgradeComplete>();
     send_sync::<Error>();
 }
+
+#[test]
+fn unix_listener_path_of_a_dead_process_is_rebound_a_live_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // left behind, nobody accepts
+    let up = builder(&dir, "one").build().unwrap();
+    let ln = up.fds().listen_unix("app", &path).unwrap();
+    let _client = UnixStream::connect(&path).unwrap();
+    ln.accept().unwrap();
+    // A second store trying to bind the same path while it is alive gets a clear error.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Upgrader::builder(other_dir.path()).id("two").build().unwrap();
+    let err = other.fds().listen_unix("app", &path).unwrap_err();
+    assert!(matches!(err, Error::Create { .. }), "{err}");
+    assert!(path.exists());
+}
