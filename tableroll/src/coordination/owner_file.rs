@@ -97,6 +97,17 @@ impl OwnerLock {
     }
 }
 
+impl Drop for OwnerLock {
+    /// Unlocks explicitly rather than only by closing: a child forked meanwhile by another
+    /// thread of the application shares this open file description, and would otherwise keep
+    /// the lock until it execs (or forever, if it never does).
+    fn drop(&mut self) {
+        if let Err(e) = flock(&self.file, FlockOperation::Unlock) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not release the coordination lock");
+        }
+    }
+}
+
 fn wait_for_lock(file: &File, path: &Path, deadline: Option<Instant>) -> Result<()> {
     let lock_error = |e: Errno| Error::io_at("locking the owner file", path, e.into());
     let Some(deadline) = deadline else {
@@ -159,6 +170,19 @@ mod tests {
         drop(first);
         // The timed-out waiter's helper thread released what it got: the lock is free again.
         let _again = OwnerLock::acquire(&path, Some(Instant::now() + Duration::from_secs(10))).unwrap();
+    }
+
+    #[test]
+    fn drop_unlocks_even_while_the_file_is_shared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("pid");
+        let lock = OwnerLock::acquire(&path, None).unwrap();
+        // A copy of the descriptor, as a child forked at this moment would hold.
+        let shared = lock.file.try_clone().unwrap();
+        drop(lock);
+        let again = OwnerLock::acquire(&path, Some(Instant::now()));
+        assert!(again.is_ok(), "the lock outlived its OwnerLock");
+        drop(shared);
     }
 
     #[test]
