@@ -1,0 +1,499 @@
+//! Helpers for the integration tests: a directory per test, the conformance peer as a child
+//! process with its JSON events, an HTTP client, and views of a process from `/proc`.
+//!
+//! Tests synchronise on events, sockets and process exits; the timeouts here only turn a hang
+//! into a failure that shows the command, its status, its stdout and its stderr.
+
+#![allow(dead_code)]
+
+use std::cell::Cell;
+use std::collections::{BTreeSet, VecDeque};
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+pub mod wire;
+
+/// How long anything may take before the test is declared hung.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Directories
+
+/// A fresh temporary directory, removed on drop; it doubles as the coordination directory.
+pub struct TestDir {
+    tmp: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        let tmp = tempfile::Builder::new().prefix("tr").tempdir().expect("creating a temporary directory");
+        TestDir { tmp }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// The names in the directory.
+    pub fn entries(&self) -> BTreeSet<String> {
+        let entries = fs::read_dir(self.path()).expect("listing the test directory");
+        entries.map(|e| e.expect("a directory entry").file_name().to_string_lossy().into_owned()).collect()
+    }
+
+    /// The content of the owner file (empty if missing).
+    pub fn owner(&self) -> String {
+        match fs::read(self.join("pid")) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => panic!("reading the owner file: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding the peer
+
+/// The conformance peer binary: `$TABLEROLL_PEER` if set, else `target/<profile>/examples/peer`
+/// next to this test executable. `cargo test` builds examples, but not when only some test
+/// targets are selected: if the binary is missing or older than the sources, it is built once
+/// with `cargo build --example peer` in the same profile.
+pub fn peer_binary() -> &'static Path {
+    static PEER: OnceLock<PathBuf> = OnceLock::new();
+    PEER.get_or_init(|| {
+        if let Some(path) = std::env::var_os("TABLEROLL_PEER") {
+            return PathBuf::from(path);
+        }
+        let exe = std::env::current_exe().expect("the test executable's path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+        let peer = profile_dir.join("examples").join("peer");
+        let built = fs::metadata(&peer).and_then(|m| m.modified()).ok();
+        if built.is_none_or(|built| newest_source() > built) {
+            build_peer(profile_dir);
+        }
+        assert!(peer.exists(), "the peer is missing at {} even after building it", peer.display());
+        peer
+    })
+}
+
+/// The modification time of the newest source the peer is built from.
+fn newest_source() -> SystemTime {
+    fn walk(path: &Path, newest: &mut SystemTime) {
+        let Ok(meta) = fs::metadata(path) else { return };
+        if meta.is_dir() {
+            for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+                walk(&entry.path(), newest);
+            }
+        } else if let Ok(modified) = meta.modified() {
+            *newest = (*newest).max(modified);
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for part in ["src", "examples/peer.rs", "Cargo.toml"] {
+        walk(&root.join(part), &mut newest);
+    }
+    newest
+}
+
+fn build_peer(profile_dir: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--example", "peer", "--manifest-path"]).arg(&manifest);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+    }
+    // Build into the same target directory (cargo marks its root with CACHEDIR.TAG); for a
+    // cross-compiled layout (target/<triple>/<profile>) leave the choice to cargo.
+    match profile_dir.parent() {
+        Some(target_dir) if target_dir.join("CACHEDIR.TAG").exists() => {
+            cmd.arg("--target-dir").arg(target_dir);
+        }
+        _ => {}
+    }
+    let output = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?} to build the peer: {e}"));
+    assert!(
+        output.status.success(),
+        "building the peer failed: {cmd:?}\nstatus: {}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The peer as a child process
+
+/// A running peer. Its events are read on a thread; on drop it is killed (by the pid it was
+/// spawned with, before it is reaped) and, if the test is failing, its output is printed.
+pub struct Peer {
+    pub label: String,
+    command: String,
+    child: Child,
+    status: Option<ExitStatus>,
+    events: Receiver<Result<Value, String>>,
+    pending: VecDeque<Value>,
+    stdout_eof: bool,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// Whether a failure message already showed the diagnostics.
+    reported: Cell<bool>,
+}
+
+impl Peer {
+    /// Starts the peer on `dir` with `args`.
+    pub fn start(dir: &Path, args: &[&str]) -> Peer {
+        let dir = dir.to_str().expect("a UTF-8 test directory");
+        Peer::start_with_args(&[&["--dir", dir], args].concat())
+    }
+
+    /// Starts the peer with exactly `args` (no `--dir` added).
+    pub fn start_with_args(args: &[&str]) -> Peer {
+        let mut cmd = Command::new(peer_binary());
+        cmd.args(args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let command = format!("{cmd:?}");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {command}: {e}"));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (tx, events) = mpsc::channel();
+        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let log = stdout.clone();
+        thread::spawn(move || {
+            for line in out.lines() {
+                let Ok(line) = line else { break };
+                log.lock().unwrap().push(line.clone());
+                let event = serde_json::from_str::<Value>(&line).map_err(|e| format!("{e}: {line}"));
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().expect("piped stderr");
+        let err_log = stderr.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                err_log.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let label = args
+            .windows(2)
+            .find(|w| w[0] == "--id")
+            .map(|w| w[1].to_string())
+            .unwrap_or_else(|| format!("pid {}", child.id()));
+        Peer {
+            label,
+            command,
+            child,
+            status: None,
+            events,
+            pending: VecDeque::new(),
+            stdout_eof: false,
+            stdout,
+            stderr,
+            reported: Cell::new(false),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything known about the process, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let status = match self.status {
+            Some(status) => status.to_string(),
+            None => "still running (or not yet reaped)".to_string(),
+        };
+        format!(
+            "peer {}\ncommand: {}\nstatus: {status}\nstdout:\n{}\nstderr:\n{}\n",
+            self.label,
+            self.command,
+            self.stdout.lock().unwrap().join("\n"),
+            String::from_utf8_lossy(&self.stderr.lock().unwrap()),
+        )
+    }
+
+    /// Fails the test with `message` and this peer's diagnostics.
+    #[track_caller]
+    pub fn fail(&self, message: &str) -> ! {
+        self.reported.set(true);
+        panic!("{message}\n--- {}", self.diagnostics())
+    }
+
+    /// The next event line, or `None` at the end of stdout.
+    fn recv(&mut self, deadline: Instant, waiting_for: &str) -> Option<Value> {
+        if self.stdout_eof {
+            return None;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.events.recv_timeout(left) {
+            Ok(Ok(event)) => Some(event),
+            Ok(Err(bad)) => self.fail(&format!("the peer printed a line that is not JSON: {bad}")),
+            Err(RecvTimeoutError::Disconnected) => {
+                self.stdout_eof = true;
+                None
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                self.fail(&format!("timed out after {TIMEOUT:?} waiting for {waiting_for}"))
+            }
+        }
+    }
+
+    /// Waits for the first event named `name` not consumed yet; other events stay pending. An
+    /// `error` event while waiting for something else fails the test.
+    #[track_caller]
+    pub fn wait_for(&mut self, name: &str) -> Value {
+        if let Some(i) = self.pending.iter().position(|e| e["event"] == name) {
+            return self.pending.remove(i).expect("position is in range");
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let Some(event) = self.recv(deadline, &format!("event {name:?}")) else {
+                let _ = self.reap();
+                self.fail(&format!("the peer's stdout ended before event {name:?}"));
+            };
+            if event["event"] == name {
+                return event;
+            }
+            if event["event"] == "error" {
+                let _ = self.reap();
+                self.fail(&format!("error event while waiting for {name:?}: {event}"));
+            }
+            self.pending.push_back(event);
+        }
+    }
+
+    /// Whether an event named `name` was received and not consumed (without waiting).
+    pub fn has_pending(&mut self, name: &str) -> bool {
+        while let Ok(event) = self.events.try_recv() {
+            match event {
+                Ok(event) => self.pending.push_back(event),
+                Err(bad) => self.fail(&format!("the peer printed a line that is not JSON: {bad}")),
+            }
+        }
+        self.pending.iter().any(|e| e["event"] == name)
+    }
+
+    /// Waits for the end of stdout, then reaps the process.
+    fn reap(&mut self) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        while let Some(event) = self.recv(deadline, "the peer to exit") {
+            self.pending.push_back(event);
+        }
+        let status = self.child.wait().unwrap_or_else(|e| panic!("waiting for {}: {e}", self.label));
+        self.status = Some(status);
+        status
+    }
+
+    /// Waits for the process to exit and returns its status.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        self.reap()
+    }
+
+    /// Waits for the `exit` event and a zero exit status; returns the number served.
+    #[track_caller]
+    pub fn expect_clean_exit(&mut self) -> u64 {
+        let event = self.wait_for("exit");
+        let status = self.reap();
+        if !status.success() {
+            self.fail("the peer emitted exit but its status is not 0");
+        }
+        event["served"].as_u64().unwrap_or_else(|| self.fail(&format!("exit event without served: {event}")))
+    }
+
+    /// Waits for an `error` event and exit status 1; returns the message.
+    #[track_caller]
+    pub fn expect_error_exit(&mut self) -> String {
+        let event = self.wait_for("error");
+        let status = self.reap();
+        if status.code() != Some(1) {
+            self.fail("the peer emitted error but did not exit with status 1");
+        }
+        event["message"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Whether the process is still running (not exited), without waiting.
+    pub fn is_running(&mut self) -> bool {
+        if self.status.is_some() {
+            return false;
+        }
+        match self.child.try_wait().expect("try_wait") {
+            Some(status) => {
+                self.status = Some(status);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Sends SIGKILL to the process (by the pid it was spawned with) and reaps it.
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            self.status = Some(self.child.wait().expect("reaping a killed peer"));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() && !self.reported.get() {
+            eprintln!("--- {}", self.diagnostics());
+        }
+    }
+}
+
+/// The sorted inherited ids of an `inherited` event.
+pub fn inherited_ids(event: &Value) -> Vec<String> {
+    let fds = event["fds"].as_array().unwrap_or_else(|| panic!("no fds in {event}"));
+    fds.iter()
+        .map(|v| v.as_str().unwrap_or_else(|| panic!("non-string fd id in {event}")).to_string())
+        .collect()
+}
+
+/// The address of listener `id` in a `listening` event.
+pub fn listen_addr(event: &Value, id: &str) -> String {
+    event["addrs"][id].as_str().unwrap_or_else(|| panic!("no address for {id:?} in {event}")).to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `GET target` over TCP to `addr`.
+pub fn http_get(addr: &str, target: &str) -> io::Result<Response> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    exchange(stream, target)
+}
+
+/// `GET target` over the Unix socket at `path`.
+pub fn http_get_unix(path: &Path, target: &str) -> io::Result<Response> {
+    let stream = UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    exchange(stream, target)
+}
+
+fn exchange(mut stream: impl Read + Write, target: &str) -> io::Result<Response> {
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+    read_response(stream)
+}
+
+/// Reads a whole `Connection: close` response and checks its framing.
+pub fn read_response(mut stream: impl Read) -> io::Result<Response> {
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let invalid = |what: &str| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {:?}", String::from_utf8_lossy(&raw)))
+    };
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| invalid("no end of head"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = String::from_utf8_lossy(&raw[split + 4..]).into_owned();
+    let status =
+        head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| invalid("bad status line"))?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| invalid("no Content-Length"))?;
+    if length != body.len() {
+        return Err(invalid("Content-Length does not match the body"));
+    }
+    Ok(Response { status, body })
+}
+
+/// `GET /` must be answered 200 by the peer with id `id`.
+#[track_caller]
+pub fn assert_hello(result: io::Result<Response>, id: &str) {
+    let response = result.unwrap_or_else(|e| panic!("request failed (expected hello from {id}): {e}"));
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body, format!("hello from {id}\n"), "{response:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes seen from /proc
+
+/// The number of open descriptors of process `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).expect("reading /proc/<pid>/fd").count()
+}
+
+/// The TCP ports process `pid` holds a listening socket on (IPv4 and IPv6).
+pub fn tcp_listen_ports(pid: u32) -> BTreeSet<u16> {
+    let mut inodes = BTreeSet::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).expect("reading /proc/<pid>/fd").flatten() {
+        let Ok(target) = fs::read_link(entry.path()) else { continue };
+        let target = target.to_string_lossy().into_owned();
+        if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let mut ports = BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if fields.len() < 10 || fields[3] != "0A" || !inodes.contains(fields[9]) {
+                continue;
+            }
+            if let Some(port) = fields[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) {
+                ports.insert(port);
+            }
+        }
+    }
+    ports
+}
+
+/// Raises this process's soft limit on open descriptors to at least `want` (children inherit
+/// it); panics if the hard limit does not allow it.
+pub fn raise_nofile_limit(want: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_none_or(|current| current >= want) {
+        return;
+    }
+    assert!(
+        limit.maximum.is_none_or(|max| max >= want),
+        "this test needs {want} descriptors per process; the hard limit is {:?}",
+        limit.maximum
+    );
+    setrlimit(Resource::Nofile, Rlimit { current: Some(want), maximum: limit.maximum })
+        .expect("raising RLIMIT_NOFILE");
+}
