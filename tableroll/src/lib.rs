@@ -76,6 +76,12 @@
 mod coordination;
 mod descriptor;
 mod error;
+#[cfg(feature = "fault-injection")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fault-injection")))]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+#[allow(dead_code, unreachable_pub)]
+mod fault;
 mod fds;
 mod handoff;
 mod id;

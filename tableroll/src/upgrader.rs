@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::coordination::{bind_upgrade_socket, connect_to_owner, Directory, OwnerLock};
 use crate::error::{Error, Result};
+use crate::fault::{self, Point};
 use crate::fds::{self, Fds, Inner};
 use crate::handoff::take;
 use crate::id;
@@ -124,6 +125,7 @@ impl Builder {
         let guard = SocketGuard(Some(socket_path.clone()));
         let deadline = self.connect_timeout.and_then(|t| Instant::now().checked_add(t));
         let lock = OwnerLock::acquire(&dir.owner_file(), deadline)?;
+        fault::hit(Point::NewcomerAfterLock);
         let owner = lock.read_owner()?;
         let (session, received) = match owner {
             Some(owner) if owner == id.as_bytes() => {
@@ -138,6 +140,7 @@ impl Builder {
         let mut inherited_ids: Vec<String> = received.iter().map(|(w, _)| w.id.clone()).collect();
         inherited_ids.sort();
         fds.insert_inherited(received);
+        fault::hit(Point::NewcomerAfterReceive);
         let guard = guard.disarm();
         tracing::debug!(id, inherited = inherited_ids.len(), "joined the upgrade group");
         Ok(Upgrader {
@@ -343,6 +346,7 @@ impl Upgrader {
                 return Err(e);
             }
         }
+        fault::hit(Point::NewcomerBeforeOwnerFile);
         lock.write_owner(self.id.as_bytes())?;
         let keep: Vec<&[u8]> =
             [Some(self.id.as_bytes()), previous_owner.as_deref().map(|s| s.as_encoded_bytes())]

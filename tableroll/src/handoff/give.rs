@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::fault::{self, Point};
 use crate::protocol::messages::{ReadyReply, ReadyRequest, PROTOCOL_VERSION, READY_V0, READY_V1};
 use crate::protocol::{frame, Channel, WireEntry};
 
@@ -16,9 +17,14 @@ use crate::protocol::{frame, Channel, WireEntry};
 pub(crate) fn give(ch: &Channel<'_>, entries: &[(WireEntry, Arc<OwnedFd>)]) -> Result<()> {
     let list: Vec<&WireEntry> = entries.iter().map(|(wire, _)| wire).collect();
     frame::write(ch, PROTOCOL_VERSION, &list)?;
-    for (wire, fd) in entries {
+    fault::hit(Point::OwnerAfterList);
+    for (index, (wire, fd)) in entries.iter().enumerate() {
         ch.send_fd(&wire.payload(), fd.as_fd())?;
+        if index + 1 < entries.len() {
+            fault::hit(Point::OwnerBetweenFds);
+        }
     }
+    fault::hit(Point::OwnerBeforeReadyByte);
     let mut byte = [0u8; 1];
     ch.read_exact(&mut byte).map_err(|e| e.in_context(|| "waiting for the ready handshake".into()))?;
     match byte[0] {
@@ -31,6 +37,7 @@ pub(crate) fn give(ch: &Channel<'_>, entries: &[(WireEntry, Arc<OwnedFd>)]) -> R
                     request.version
                 )));
             }
+            fault::hit(Point::OwnerBeforeSteppingDown);
             // Step down even if this write fails: zero owners is recoverable (the newcomer
             // sees its owner gone and takes over), two owners is not.
             if let Err(e) = frame::write(ch, 0, &ReadyReply::stepping_down()) {

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 
 use crate::error::{Error, Result};
+use crate::fault::{self, Point};
 use crate::protocol::messages::{
     ReadyReply, ReadyRequest, MAX_PAYLOAD, PROTOCOL_VERSION, READY_V0, READY_V1,
 };
@@ -20,6 +21,7 @@ pub(crate) struct Received {
 /// Receives the descriptor list and then exactly one descriptor per entry, in list order.
 pub(crate) fn receive(ch: &Channel<'_>) -> Result<Received> {
     let (version, list): (u32, Vec<WireEntry>) = frame::read_list(ch)?;
+    fault::hit(Point::NewcomerAfterList);
     let mut seen = HashSet::with_capacity(list.len());
     if let Some(dup) = list.iter().find(|e| !seen.insert(e.id.as_str())) {
         return Err(Error::protocol(format!("the owner listed id {:?} twice", dup.id)));
@@ -32,6 +34,9 @@ pub(crate) fn receive(ch: &Channel<'_>) -> Result<Received> {
             e.in_context(|| format!("receiving descriptor {} of {total} ({:?})", index + 1, wire.id))
         })?;
         entries.push((wire, fd));
+        if index + 1 < total {
+            fault::hit(Point::NewcomerBetweenFds);
+        }
     }
     Ok(Received { version, entries })
 }
@@ -45,6 +50,7 @@ pub(crate) fn ready(ch: &Channel<'_>, owner_version: u32) -> Result<()> {
     let mut request = vec![READY_V1];
     request.extend(frame::encode(0, &ReadyRequest { version: PROTOCOL_VERSION })?);
     ch.write_all(&request)?;
+    fault::hit(Point::NewcomerInHandshake);
     let (_, reply): (u32, ReadyReply) = frame::read_small(ch)?;
     if reply.msg != ReadyReply::STEPPING_DOWN {
         return Err(Error::protocol(format!("the owner answered {:?} instead of stepping down", reply.msg)));
