@@ -70,6 +70,7 @@
 //! from the owner file that could leave the directory are refused; every length read from the
 //! wire is bounded before anything is allocated.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
