@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::coordination::{bind_upgrade_socket, connect_to_owner, Directory, OwnerLock};
+use crate::coordination::{bind_upgrade_socket, connect_to_owner, Directory, OwnerLock, OwnerWatch, GRACE};
 use crate::error::{Error, Result};
 use crate::fault::{self, Point};
 use crate::fds::{self, Fds, Inner};
@@ -17,7 +17,6 @@ use crate::protocol::{Channel, WireEntry};
 use crate::server::{ServerConfig, UpgradeServer};
 use crate::signal::UpgradeComplete;
 use crate::state::State;
-use crate::unix_sockets::{self, PathState};
 
 /// Which processes may connect to this process's upgrade socket and receive its descriptors,
 /// checked with `SO_PEERCRED` on every connection before anything is sent (and, on the
@@ -180,14 +179,15 @@ impl Drop for SocketGuard {
 struct Session {
     stream: UnixStream,
     owner_version: u32,
-    owner_socket: PathBuf,
+    owner: OwnerWatch,
 }
 
 /// The open session with the owner (if any) and what it sent.
 type Inheritance = (Option<Session>, Vec<(WireEntry, OwnedFd)>);
 
 /// Connects to the owner named in the owner file and receives its descriptors. An owner that
-/// is gone (its socket missing or refusing) means there is no owner.
+/// is gone (its socket missing or refusing) means there is no owner; one that dies while
+/// handing over leaves this process with what it received so far, and no owner.
 fn inherit(
     dir: &Directory,
     owner: Vec<u8>,
@@ -202,10 +202,19 @@ fn inherit(
         return Ok((None, Vec::new()));
     };
     policy.check(&stream)?;
+    let owner = OwnerWatch::new(owner_socket, &stream);
     let ch = Channel::new(stream, deadline, None, "receiving descriptors from the owner")?;
-    let received = take::receive(&ch)?;
-    let stream = ch.into_stream();
-    Ok((Some(Session { stream, owner_version: received.version, owner_socket }), received.entries))
+    let mut received = Vec::new();
+    match take::receive(&ch, &mut received) {
+        Ok(owner_version) => Ok((Some(Session { stream: ch.into_stream(), owner_version, owner }), received)),
+        // A broken connection (not a timeout: a slow owner is alive) from an owner that is
+        // gone: keep the live descriptors it managed to send.
+        Err(e @ (Error::Protocol(_) | Error::Io { .. })) if owner.is_gone(GRACE) => {
+            tracing::warn!(error = %e, kept = received.len(), "the owner died while handing over; keeping what it sent");
+            Ok((None, received))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 struct Joining {
@@ -337,7 +346,7 @@ impl Upgrader {
         }
         let mut previous_owner = None;
         if let Some(session) = session {
-            previous_owner = session.owner_socket.file_stem().map(|s| s.to_owned());
+            previous_owner = session.owner.socket().file_stem().map(|s| s.to_owned());
             if let Err(e) = self.handshake(session) {
                 fds::lock(&self.shared).state.stop();
                 self.signal.fire();
@@ -375,12 +384,11 @@ impl Upgrader {
         let result = Channel::new(session.stream, deadline, None, "waiting for the owner to step down")
             .and_then(|ch| take::ready(&ch, session.owner_version));
         let Err(e) = result else { return Ok(()) };
-        match unix_sockets::state(&session.owner_socket) {
-            Ok(PathState::Stale | PathState::Missing) => {
-                tracing::warn!(error = %e, "the previous owner died during the handoff; taking over with the descriptors it sent");
-                Ok(())
-            }
-            _ => Err(Error::OwnerRefused(e.to_string())),
+        if session.owner.is_gone(GRACE) {
+            tracing::warn!(error = %e, "the previous owner is gone; taking over with the descriptors it sent");
+            Ok(())
+        } else {
+            Err(Error::OwnerRefused(e.to_string()))
         }
     }
 

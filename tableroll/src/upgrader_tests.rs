@@ -202,8 +202,8 @@ fn raw_newcomer(dir: &tempfile::TempDir, owner: &str, drain: bool, ready: &[u8])
     let mut conn = UnixStream::connect(dir.path().join(format!("{owner}.sock"))).unwrap();
     if drain {
         let ch = crate::protocol::Channel::new(conn.try_clone().unwrap(), None, None, "test").unwrap();
-        let received = crate::handoff::take::receive(&ch).unwrap();
-        assert_eq!(received.version, 1);
+        let version = crate::handoff::take::receive(&ch, &mut Vec::new()).unwrap();
+        assert_eq!(version, 1);
         conn.set_nonblocking(false).unwrap();
     }
     let _ = conn.write_all(ready);
@@ -256,7 +256,7 @@ fn a_silent_newcomer_is_bounded_by_the_upgrade_timeout() {
     // Connects, takes everything, and says nothing: the owner gives up and closes.
     let mut silent = UnixStream::connect(dir.path().join("owner.sock")).unwrap();
     let ch = crate::protocol::Channel::new(silent.try_clone().unwrap(), None, None, "test").unwrap();
-    crate::handoff::take::receive(&ch).unwrap();
+    crate::handoff::take::receive(&ch, &mut Vec::new()).unwrap();
     silent.set_nonblocking(false).unwrap();
     let mut rest = Vec::new();
     silent.read_to_end(&mut rest).unwrap();
@@ -371,4 +371,31 @@ fn unix_listener_path_of_a_dead_process_is_rebound_a_live_one_is_not() {
     let err = other.fds().listen_unix("app", &path).unwrap_err();
     assert!(matches!(err, Error::Create { .. }), "{err}");
     assert!(path.exists());
+}
+
+#[test]
+fn an_owner_dying_midway_leaves_the_newcomer_what_it_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("dying.sock")).unwrap();
+    std::fs::write(dir.path().join("pid"), b"dying").unwrap();
+    let web = TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_addr = web.local_addr().unwrap();
+    let owner = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let ch = crate::protocol::Channel::new(conn, None, None, "test").unwrap();
+        let two = br#"[{"kind":"listener","id":"web","network":"tcp"},{"kind":"listener","id":"b","network":"tcp"}]"#;
+        ch.write_all(&list_frame(b"\t ", two)).unwrap();
+        ch.send_fd(b"listener(web)", std::os::fd::AsFd::as_fd(&web)).unwrap();
+        // Dies: its upgrade socket and the connection close, the second descriptor never comes.
+        drop(listener);
+    });
+    let new = builder(&dir, "new").build().unwrap();
+    owner.join().unwrap();
+    assert_eq!(new.inherited_ids(), ["web"]);
+    let inherited = new.fds().listen_tcp("web", web_addr).unwrap();
+    assert_eq!(inherited.local_addr().unwrap(), web_addr);
+    new.ready().unwrap();
+    assert_eq!(std::fs::read(dir.path().join("pid")).unwrap(), b"new");
+    // The dead owner's socket was swept.
+    assert!(!dir.path().join("dying.sock").exists());
 }

@@ -4,6 +4,7 @@
 //! This layer knows nothing of descriptors being passed: it finds, binds, locks and cleans.
 
 mod owner_file;
+mod owner_watch;
 mod upgrade_socket;
 
 use std::ffi::OsString;
@@ -12,6 +13,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 pub(crate) use owner_file::OwnerLock;
+pub(crate) use owner_watch::{OwnerWatch, GRACE};
 pub(crate) use upgrade_socket::{bind_upgrade_socket, connect_to_owner};
 
 use crate::error::{Error, Result};

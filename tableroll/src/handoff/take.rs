@@ -11,15 +11,12 @@ use crate::protocol::messages::{
 };
 use crate::protocol::{frame, Channel, WireEntry};
 
-/// What the owner sent.
-pub(crate) struct Received {
-    /// The version of its descriptor list: 0 for a version 0 owner.
-    pub(crate) version: u32,
-    pub(crate) entries: Vec<(WireEntry, OwnedFd)>,
-}
-
-/// Receives the descriptor list and then exactly one descriptor per entry, in list order.
-pub(crate) fn receive(ch: &Channel<'_>) -> Result<Received> {
+/// Receives the descriptor list and then exactly one descriptor per entry, in list order, into
+/// `entries`; returns the list's version (0 for a version 0 owner).
+///
+/// On error, `entries` holds the complete entries received before it: the caller decides
+/// whether they are worth keeping (they are if the owner died midway).
+pub(crate) fn receive(ch: &Channel<'_>, entries: &mut Vec<(WireEntry, OwnedFd)>) -> Result<u32> {
     let (version, list): (u32, Vec<WireEntry>) = frame::read_list(ch)?;
     fault::hit(Point::NewcomerAfterList);
     let mut seen = HashSet::with_capacity(list.len());
@@ -28,7 +25,7 @@ pub(crate) fn receive(ch: &Channel<'_>) -> Result<Received> {
     }
     let mut payload = vec![0u8; MAX_PAYLOAD];
     let total = list.len();
-    let mut entries = Vec::with_capacity(total);
+    entries.reserve(total);
     for (index, wire) in list.into_iter().enumerate() {
         let (_, fd) = ch.recv_fd(&mut payload).map_err(|e| {
             e.in_context(|| format!("receiving descriptor {} of {total} ({:?})", index + 1, wire.id))
@@ -38,7 +35,7 @@ pub(crate) fn receive(ch: &Channel<'_>) -> Result<Received> {
             fault::hit(Point::NewcomerBetweenFds);
         }
     }
-    Ok(Received { version, entries })
+    Ok(version)
 }
 
 /// The newcomer's half of the ready handshake: the version 0 byte to a version 0 owner; else
