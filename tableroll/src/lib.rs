@@ -84,6 +84,9 @@ pub mod fault;
 #[allow(dead_code, unreachable_pub)]
 mod fault;
 mod fds;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handoff;
 mod id;
 mod protocol;

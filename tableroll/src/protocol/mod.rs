@@ -9,5 +9,8 @@ pub(crate) mod frame;
 pub(crate) mod messages;
 pub(crate) mod version;
 
+#[cfg(test)]
+mod proptests;
+
 pub(crate) use channel::Channel;
 pub(crate) use messages::WireEntry;
