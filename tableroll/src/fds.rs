@@ -100,7 +100,7 @@ impl Fds {
     pub fn listen_tcp(&self, id: &str, addr: impl ToSocketAddrs) -> Result<TcpListener> {
         let wanted: Vec<SocketAddr> =
             addr.to_socket_addrs().map_err(|e| Error::Create { id: id.into(), source: e })?.collect();
-        self.get_or_create(id, |fd| tcp_fits(fd, &wanted), || TcpListener::bind(&wanted[..]))
+        self.get_or_create(id, |fd| inet_fits(fd, &wanted), || TcpListener::bind(&wanted[..]))
     }
 
     /// The inherited TCP listener `id`, or the one `create` makes.
@@ -149,7 +149,7 @@ impl Fds {
     pub fn bind_udp(&self, id: &str, addr: impl ToSocketAddrs) -> Result<UdpSocket> {
         let wanted: Vec<SocketAddr> =
             addr.to_socket_addrs().map_err(|e| Error::Create { id: id.into(), source: e })?.collect();
-        self.get_or_create(id, |fd| tcp_fits(fd, &wanted), || UdpSocket::bind(&wanted[..]))
+        self.get_or_create(id, |fd| inet_fits(fd, &wanted), || UdpSocket::bind(&wanted[..]))
     }
 
     /// The inherited UDP socket `id`, or the one `create` makes.
@@ -378,7 +378,7 @@ fn duplicate<T: From<OwnedFd>>(id: &str, fd: &OwnedFd) -> Result<T> {
 /// Whether the socket behind `fd` is bound to one of `wanted`. Port 0 asks for any port; an
 /// unspecified address matches either family's unspecified address (a Go listener on `:8080`
 /// is bound to `[::]:8080`, dual-stack).
-fn tcp_fits(fd: &OwnedFd, wanted: &[SocketAddr]) -> bool {
+fn inet_fits(fd: &OwnedFd, wanted: &[SocketAddr]) -> bool {
     let Ok(actual) = rustix::net::getsockname(fd).map(SocketAddr::try_from) else { return false };
     let Ok(actual) = actual else { return false };
     wanted.iter().any(|w| {
