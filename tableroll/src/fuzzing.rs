@@ -1,5 +1,5 @@
-//! Entry points for fuzzers: each takes arbitrary bytes as if another process had sent them.
-//! Available with the `fuzzing` feature; not part of the stable API.
+//! Entry points for fuzzers (each takes arbitrary bytes as if another process had sent them)
+//! and benchmarks. Available with the `fuzzing` feature; not part of the stable API.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -78,4 +78,32 @@ pub fn encode_version(version: u32) -> Vec<u8> {
 /// A prefix that does not fit 32 bits.
 pub fn decode_version(body: &[u8]) -> Result<(u32, &[u8])> {
     version::decode(body)
+}
+
+/// Encodes a descriptor list frame (header included) of `n` listener entries, as an owner
+/// writes it. For benchmarks.
+pub fn encode_list_frame(n: usize) -> Vec<u8> {
+    let entries: Vec<WireEntry> = (0..n)
+        .map(|i| WireEntry {
+            kind: "listener".into(),
+            id: format!("ln-{i}"),
+            network: "tcp".into(),
+            addr: format!("127.0.0.1:{}", 10_000 + i % 50_000),
+        })
+        .collect();
+    frame::encode(crate::protocol::messages::PROTOCOL_VERSION, &entries).unwrap_or_default()
+}
+
+/// Decodes a whole descriptor list frame (header included); returns the number of entries.
+/// For benchmarks.
+///
+/// # Errors
+///
+/// A malformed frame.
+pub fn decode_list_frame(data: &[u8]) -> Result<usize> {
+    let header: [u8; 4] = data.get(..4).and_then(|h| h.try_into().ok()).unwrap_or([0; 4]);
+    let len = frame::body_len(header, frame::MAX_LIST_FRAME)?;
+    let body = data.get(4..4 + len).ok_or_else(|| crate::Error::protocol("truncated frame"))?;
+    let (_, list): (u32, Vec<WireEntry>) = frame::decode(body)?;
+    Ok(list.len())
 }
