@@ -63,6 +63,16 @@
 //! thread of its own, and [`UpgradeComplete`] can be waited on from a thread or awaited on any
 //! executor. Nothing is logged unless the application installs a [`tracing`] subscriber.
 //!
+//! # Features
+//!
+//! None is on by default; the library alone depends only on `rustix`, `serde`, `serde_json`,
+//! `thiserror` and `tracing`.
+//!
+//! - `fault-injection`: the `fault` module, to make a process abort or pause at a named point
+//!   of a handoff, for testing what the rest of the group does when a process dies there.
+//! - `fuzzing`: entry points for the fuzz targets in `fuzz/` and the benchmarks; not a stable
+//!   API.
+//!
 //! # Security
 //!
 //! Upgrade sockets are created mode 0600, and every connection's peer credentials are checked
