@@ -1,0 +1,254 @@
+//! One generation of the demo server as the drill sees it: a child process, what it reported,
+//! and how to stop it.
+//!
+//! Each child runs in a process group of its own (a Ctrl-C at the terminal reaches only the
+//! drill, which then stops its children itself) with stdin, stdout and stderr piped. Its stdout
+//! lines are parsed on a reader thread and sent to the drill's event channel; closing its stdin
+//! tells it to stop; the drill kills it by its pid if it does not.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+use super::args::BreakMode;
+use super::events::ServerEvent;
+use crate::sys;
+
+/// How much of a child's stderr is kept for error messages.
+const STDERR_TAIL: usize = 4096;
+
+/// What the drill's main loop waits for.
+#[derive(Debug)]
+pub enum Event {
+    /// A line from generation `generation`.
+    Server {
+        /// Which generation.
+        generation: u32,
+        /// What it said.
+        event: ServerEvent,
+    },
+    /// Generation `generation` closed its stdout: it exited (or is exiting).
+    Closed {
+        /// Which generation.
+        generation: u32,
+    },
+    /// SIGINT or SIGTERM.
+    Interrupted,
+}
+
+/// How to start a generation.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    /// This program.
+    pub exe: PathBuf,
+    /// The coordination directory.
+    pub dir: PathBuf,
+    /// Where to serve (the TCP address becomes concrete once generation 0 bound it).
+    pub listen: Listen,
+    /// Extra listeners.
+    pub fds: u32,
+    /// Misbehaviour, for tests.
+    pub break_server: Option<BreakMode>,
+}
+
+/// Where a generation serves.
+#[derive(Debug, Clone)]
+pub enum Listen {
+    /// `--tcp ADDR`.
+    Tcp(String),
+    /// `--unix PATH`.
+    Unix(PathBuf),
+}
+
+/// A generation's child process and what it reported so far.
+#[derive(Debug)]
+pub struct Generation {
+    /// Its number.
+    pub number: u32,
+    /// Its process id.
+    pub pid: u32,
+    /// When the drill spawned it ([`sys::now_ns`]).
+    pub spawned_ns: u64,
+    /// Its `listening` event: the address, time in construction and descriptors inherited.
+    pub listening: Option<(String, u64, usize)>,
+    /// Its `ready` event: time in `ready()`, and when it returned.
+    pub ready: Option<(u64, u64)>,
+    /// When its `upgrade_complete()` fired.
+    pub notified_ns: Option<u64>,
+    /// Requests it answered, from its `exit` event.
+    pub served: Option<u64>,
+    /// Its `error` event (or an unreadable line).
+    pub error: Option<String>,
+    /// When the drill saw its stdout close.
+    pub closed_ns: Option<u64>,
+    /// Its exit status, once reaped.
+    pub status: Option<ExitStatus>,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Generation {
+    /// Starts generation `number`; its events go to `events`.
+    pub fn spawn(spec: &ServerSpec, number: u32, events: &Sender<Event>) -> std::io::Result<Generation> {
+        let mut command = Command::new(&spec.exe);
+        command
+            .arg("drill-server")
+            .arg("--dir")
+            .arg(&spec.dir)
+            .args(["--generation", &number.to_string()])
+            .args(["--fds", &spec.fds.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        match &spec.listen {
+            Listen::Tcp(addr) => command.args(["--tcp", addr]),
+            Listen::Unix(path) => command.arg("--unix").arg(path),
+        };
+        if let Some(mode) = spec.break_server {
+            command.args(["--break-server", mode.as_arg()]);
+        }
+        let spawned_ns = sys::now_ns();
+        let mut child = command.spawn()?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = start_readers(number, &mut child, events, &stderr);
+        if let Err(e) = readers {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        let stdin = child.stdin.take();
+        Ok(Generation {
+            number,
+            pid: child.id(),
+            spawned_ns,
+            listening: None,
+            ready: None,
+            notified_ns: None,
+            served: None,
+            error: None,
+            closed_ns: None,
+            status: None,
+            child,
+            stdin,
+            stderr,
+        })
+    }
+
+    /// Takes in one of its events.
+    pub fn observe(&mut self, event: ServerEvent) {
+        match event {
+            ServerEvent::Listening { addr, construction_us, inherited } => {
+                self.listening = Some((addr, construction_us, inherited))
+            }
+            ServerEvent::Ready { ready_us, at_ns } => self.ready = Some((ready_us, at_ns)),
+            ServerEvent::UpgradeComplete { at_ns } => self.notified_ns = Some(at_ns),
+            ServerEvent::Exit { served } => self.served = Some(served),
+            ServerEvent::Error { message } => self.error = Some(message),
+        }
+    }
+
+    /// Its stdout closed: reaps it (it has exited or is about to).
+    pub fn closed(&mut self) {
+        self.closed_ns.get_or_insert_with(sys::now_ns);
+        self.reap();
+    }
+
+    /// Tells it to stop (it drains and exits), by closing its stdin.
+    pub fn stop(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Kills it by its pid and reaps it, unless it was reaped already.
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            self.reap();
+        }
+    }
+
+    fn reap(&mut self) {
+        if self.status.is_none() {
+            self.status = self.child.wait().ok();
+        }
+    }
+
+    /// Whether it has been reaped.
+    pub fn reaped(&self) -> bool {
+        self.status.is_some()
+    }
+
+    /// Whether it exited by itself with status 0.
+    pub fn exited_cleanly(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// The end of what it wrote on stderr.
+    pub fn stderr_tail(&self) -> String {
+        self.stderr.lock().unwrap_or_else(PoisonError::into_inner).trim_end().to_string()
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts the threads that read a child's stdout and stderr.
+fn start_readers(
+    number: u32,
+    child: &mut Child,
+    events: &Sender<Event>,
+    stderr: &Arc<Mutex<String>>,
+) -> std::io::Result<()> {
+    let missing = || std::io::Error::other("the child's output is not piped");
+    forward_events(number, child.stdout.take().ok_or_else(missing)?, events.clone())?;
+    keep_tail(child.stderr.take().ok_or_else(missing)?, Arc::clone(stderr))?;
+    Ok(())
+}
+
+/// Reads event lines from a child's stdout until it closes.
+fn forward_events(
+    generation: u32,
+    stdout: impl Read + Send + 'static,
+    events: Sender<Event>,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name(format!("gen-{generation}-stdout")).spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let event =
+                ServerEvent::from_line(&line).unwrap_or_else(|message| ServerEvent::Error { message });
+            if events.send(Event::Server { generation, event }).is_err() {
+                return;
+            }
+        }
+        let _ = events.send(Event::Closed { generation });
+    })
+}
+
+/// Keeps the last [`STDERR_TAIL`] bytes of a child's stderr.
+fn keep_tail(
+    mut stderr: impl Read + Send + 'static,
+    tail: Arc<Mutex<String>>,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name("stderr".into()).spawn(move || {
+        let mut chunk = [0u8; 1024];
+        while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+            let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+            tail.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            if tail.len() > STDERR_TAIL {
+                let mut cut = tail.len() - STDERR_TAIL;
+                while !tail.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                tail.drain(..cut);
+            }
+        }
+    })
+}

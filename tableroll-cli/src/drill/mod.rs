@@ -1,0 +1,304 @@
+//! `tableroll drill`: a demo server upgraded again and again under load, every handoff timed.
+//!
+//! The drill creates a temporary directory, starts generation 0 of the demo server (this
+//! program's hidden `drill-server` subcommand, see [`server`]) as an independent process,
+//! drives load at it from client threads ([`load`]), and starts generation k+1 every interval;
+//! each generation takes the listener over from the one before through the library. Every
+//! event of every generation comes through one channel (with SIGINT and SIGTERM), which the
+//! main loop here waits on: nothing is synchronised by sleeping. At the end, or on the first
+//! failure or signal, it stops the load, stops every generation (killing by pid what lingers),
+//! removes the directory and reports ([`report`], [`chart`]).
+
+pub mod args;
+mod chart;
+mod events;
+mod generation;
+mod handler;
+mod http;
+mod interrupt;
+mod load;
+mod net;
+mod progress;
+mod report;
+pub mod server;
+mod stats;
+mod summary;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use self::args::{DrillArgs, ListenerKind};
+use self::generation::{Event, Generation, Listen, ServerSpec};
+use self::load::{Load, LoadConfig, LoadStats};
+use self::net::Target;
+use self::progress::Progress;
+use self::report::{Outcome, Report};
+use crate::sys;
+
+/// How long one step may take (a generation getting ready, an upgrade, the old generations
+/// draining) before the drill gives up on it.
+const STEP_LIMIT: Duration = Duration::from_secs(30);
+/// How long the generations get to stop by themselves at the end before they are killed.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+/// How often the progress bar's counters are refreshed.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Runs the drill; the exit code says whether it passed.
+pub fn run(args: &DrillArgs) -> anyhow::Result<ExitCode> {
+    sys::raise_fd_limit().context("raising the descriptor limit")?;
+    let (sender, events) = mpsc::channel();
+    let interrupts = interrupt::Interrupts::forward(sender.clone()).context("catching SIGINT and SIGTERM")?;
+    let temp = tempfile::Builder::new()
+        .prefix("tableroll-drill-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let mut drill = Drill::new(args, temp.path(), sender, events)?;
+    let outcome = drill.execute();
+    let stats = drill.shutdown();
+    drop(interrupts);
+    let report = Report::new(args, &drill.gens, &stats, drill.window(), outcome, temp.path());
+    drop(drill);
+    temp.close().context("removing the temporary directory")?;
+    report::print(&report, args.json)?;
+    if let Some(path) = &args.svg {
+        chart::write_svg(path, &report)
+            .with_context(|| format!("writing the chart to {}", path.display()))?;
+    }
+    Ok(report.exit_code())
+}
+
+/// The state of a drill in progress.
+struct Drill<'a> {
+    args: &'a DrillArgs,
+    spec: ServerSpec,
+    sender: Sender<Event>,
+    events: Receiver<Event>,
+    gens: Vec<Generation>,
+    load: Option<Load>,
+    progress: Progress,
+    /// The newest generation whose upgrade line was printed (exit lines follow it).
+    announced: u32,
+    /// When the load started and stopped ([`sys::now_ns`]).
+    started_ns: u64,
+    stopped_ns: u64,
+}
+
+impl<'a> Drill<'a> {
+    fn new(
+        args: &'a DrillArgs,
+        temp: &Path,
+        sender: Sender<Event>,
+        events: Receiver<Event>,
+    ) -> anyhow::Result<Drill<'a>> {
+        let dir = temp.join("coordination");
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let listen = match args.listener {
+            ListenerKind::Tcp => Listen::Tcp("127.0.0.1:0".into()),
+            ListenerKind::Unix => Listen::Unix(temp.join("http.sock")),
+        };
+        let exe = std::env::current_exe().context("finding this program to start the demo server")?;
+        let spec = ServerSpec { exe, dir, listen, fds: args.fds, break_server: args.break_server };
+        let progress = Progress::new(args.upgrades, args.quiet, args.json);
+        let started_ns = sys::now_ns();
+        Ok(Drill {
+            args,
+            spec,
+            sender,
+            events,
+            gens: Vec::new(),
+            load: None,
+            progress,
+            announced: 0,
+            started_ns,
+            stopped_ns: 0,
+        })
+    }
+
+    /// The time the load ran, as (start, end) readings of [`sys::now_ns`].
+    fn window(&self) -> (u64, u64) {
+        (self.started_ns, self.stopped_ns.max(self.started_ns))
+    }
+
+    /// The drill proper: generation 0, the load, the upgrades, one more interval of load.
+    fn execute(&mut self) -> Outcome {
+        match self.upgrades() {
+            Ok(()) => Outcome::Finished,
+            Err(stop) => stop,
+        }
+    }
+
+    fn upgrades(&mut self) -> Result<(), Outcome> {
+        self.spawn(0)?;
+        self.wait_for("generation 0 to be ready", |d| d.gens[0].ready.is_some())?;
+        self.start_load()?;
+        let interval = u64::try_from(self.args.interval.as_nanos()).unwrap_or(u64::MAX);
+        for k in 1..=self.args.upgrades {
+            self.wait_until(self.started_ns.saturating_add(interval.saturating_mul(u64::from(k))))?;
+            self.spawn(k)?;
+            let (new, old) = (k as usize, k as usize - 1);
+            self.wait_for(&format!("upgrade {k}"), |d| {
+                d.gens[new].ready.is_some() && d.gens[old].notified_ns.is_some()
+            })?;
+            self.progress.line(&report::upgrade_line(&self.gens[old], &self.gens[new], self.args.upgrades));
+            self.announced = k;
+            if self.gens[old].reaped() {
+                self.announce_exit(old);
+            }
+        }
+        let last = self.gens.len() - 1;
+        self.wait_until(self.gens[last].spawned_ns.saturating_add(interval))?;
+        self.wait_for("the old generations to drain and exit", |d| {
+            d.gens[..last].iter().all(Generation::reaped)
+        })
+    }
+
+    fn spawn(&mut self, number: u32) -> Result<(), Outcome> {
+        let generation = Generation::spawn(&self.spec, number, &self.sender)
+            .map_err(|e| Outcome::Failed(format!("starting generation {number}: {e}")))?;
+        self.gens.push(generation);
+        Ok(())
+    }
+
+    fn start_load(&mut self) -> Result<(), Outcome> {
+        let (addr, ..) = self.gens[0].listening.clone().unwrap_or_default();
+        let target = match &self.spec.listen {
+            Listen::Tcp(_) => {
+                let parsed = addr.parse().map_err(|_| Outcome::Failed(format!("a bad address {addr:?}")))?;
+                // Every later generation must serve on the very same address.
+                self.spec.listen = Listen::Tcp(addr);
+                Target::Tcp(parsed)
+            }
+            Listen::Unix(path) => Target::Unix(path.clone()),
+        };
+        let line = format!(
+            "generation 0 (pid {}) serving on {target}; coordination directory {}",
+            self.gens[0].pid,
+            self.spec.dir.display()
+        );
+        self.progress.line(&line);
+        self.started_ns = sys::now_ns();
+        let config = LoadConfig {
+            target,
+            clients: self.args.clients,
+            keep_alive: self.args.keep_alive,
+            timeout: self.args.request_timeout,
+            origin_ns: self.started_ns,
+        };
+        let load = Load::start(&config).map_err(|e| Outcome::Failed(format!("starting the clients: {e}")))?;
+        self.load = Some(load);
+        Ok(())
+    }
+
+    /// Handles events until `done` holds; fails if a generation fails or the step takes longer
+    /// than [`STEP_LIMIT`].
+    fn wait_for(&mut self, what: &str, done: impl Fn(&Self) -> bool) -> Result<(), Outcome> {
+        let deadline = deadline_after(STEP_LIMIT);
+        loop {
+            self.check()?;
+            if done(self) {
+                return Ok(());
+            }
+            if sys::now_ns() >= deadline {
+                return Err(Outcome::Failed(format!("gave up waiting for {what} after {STEP_LIMIT:?}")));
+            }
+            self.next_event(deadline)?;
+        }
+    }
+
+    /// Handles events until the clock reads `at_ns`.
+    fn wait_until(&mut self, at_ns: u64) -> Result<(), Outcome> {
+        loop {
+            self.check()?;
+            if sys::now_ns() >= at_ns {
+                return Ok(());
+            }
+            self.next_event(at_ns)?;
+        }
+    }
+
+    /// Handles the next event, or returns at `deadline_ns` or after [`TICK`].
+    fn next_event(&mut self, deadline_ns: u64) -> Result<(), Outcome> {
+        let wait = Duration::from_nanos(deadline_ns.saturating_sub(sys::now_ns())).min(TICK);
+        match self.events.recv_timeout(wait) {
+            Ok(Event::Interrupted) => return Err(Outcome::Interrupted),
+            Ok(event) => self.handle(event),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+        }
+        self.refresh();
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Server { generation, event } => self.gens[generation as usize].observe(event),
+            Event::Closed { generation } => {
+                self.gens[generation as usize].closed();
+                // After the line of the upgrade that made it step down, not before.
+                if generation < self.announced || self.load.is_none() {
+                    self.announce_exit(generation as usize);
+                }
+            }
+            Event::Interrupted => {}
+        }
+    }
+
+    fn announce_exit(&self, generation: usize) {
+        let gen = &self.gens[generation];
+        if gen.exited_cleanly() && gen.notified_ns.is_some() {
+            self.progress.line(&report::exit_line(gen));
+        }
+    }
+
+    fn refresh(&self) {
+        let upgrades = self.gens.iter().filter(|g| g.notified_ns.is_some()).count() as u32;
+        let (sent, failed) = self.load.as_ref().map_or((0, 0), |l| {
+            (l.live().sent.load(Ordering::Relaxed), l.live().failed.load(Ordering::Relaxed))
+        });
+        self.progress.update(upgrades, sent, failed);
+    }
+
+    /// Fails if a generation reported an error, or exited when it should not have.
+    fn check(&self) -> Result<(), Outcome> {
+        let newest = self.gens.len().saturating_sub(1);
+        for (i, gen) in self.gens.iter().enumerate() {
+            let trouble = match (&gen.error, gen.status) {
+                (Some(error), _) => error.clone(),
+                (None, Some(status)) if !status.success() => format!("generation {i} exited with {status}"),
+                (None, Some(_)) if i == newest => format!("generation {i} exited while it was the newest"),
+                _ => continue,
+            };
+            let stderr = gen.stderr_tail();
+            let stderr = if stderr.is_empty() { String::new() } else { format!("\nits stderr:\n{stderr}") };
+            return Err(Outcome::Failed(format!("{trouble}{stderr}")));
+        }
+        Ok(())
+    }
+
+    /// Stops the load, then every generation (by closing its stdin, then by its pid), and
+    /// reaps them all; returns what the clients did.
+    fn shutdown(&mut self) -> LoadStats {
+        let stats = self.load.take().map(Load::finish);
+        self.stopped_ns = sys::now_ns();
+        self.progress.finish();
+        self.gens.iter_mut().for_each(Generation::stop);
+        let deadline = deadline_after(SHUTDOWN_LIMIT);
+        while !self.gens.iter().all(Generation::reaped) && sys::now_ns() < deadline {
+            let wait = Duration::from_nanos(deadline.saturating_sub(sys::now_ns()));
+            match self.events.recv_timeout(wait) {
+                Ok(Event::Interrupted) | Err(_) => break,
+                Ok(event) => self.handle(event),
+            }
+        }
+        self.gens.iter_mut().for_each(Generation::kill);
+        stats.unwrap_or_else(LoadStats::empty)
+    }
+}
+
+fn deadline_after(limit: Duration) -> u64 {
+    sys::now_ns().saturating_add(u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,218 @@
+//! `tableroll drill` end to end: real drills with real generations, judged by their JSON.
+//! Nothing here measures time; every wait is bounded by [`util::LIMIT`] only to fail a hung
+//! drill.
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+
+use serde_json::Value;
+use util::{assert_cleaned_up, num, run, tableroll, wait_bounded, Run};
+
+/// Runs a drill with `--json` and the given flags.
+fn drill(flags: &[&str]) -> (Run, Value) {
+    let mut args = vec!["drill", "--json", "--clients", "2"];
+    args.extend_from_slice(flags);
+    let run = run(&args);
+    let report = run.json();
+    (run, report)
+}
+
+/// Checks a drill that should have passed: exit 0, `upgrades` complete upgrades each with its
+/// timings and `fds` descriptors received, every request answered.
+fn assert_passed(run: &Run, report: &Value, upgrades: usize, fds: u64) {
+    let context = run.describe();
+    assert_eq!(run.code(), Some(0), "{context}");
+    assert_eq!(report["result"], "passed", "{context}");
+    let records = report["upgrades"].as_array().expect("upgrades");
+    assert_eq!(records.len(), upgrades, "{context}");
+    assert_eq!(num(report, &["upgrades_completed"]), upgrades as u64, "{context}");
+    for record in records {
+        assert_eq!(record["completed"], true, "{record}\n{context}");
+        assert_eq!(record["inherited"], fds, "{record}\n{context}");
+        for timing in
+            ["construction_us", "ready_us", "spawn_to_ready_us", "spawn_to_old_notified_us", "old_drain_us"]
+        {
+            assert!(record[timing].is_u64(), "{timing} missing in {record}\n{context}");
+        }
+    }
+    let sent = num(report, &["requests", "sent"]);
+    assert!(sent > 0, "{context}");
+    assert_eq!(sent, num(report, &["requests", "succeeded"]), "{context}");
+    assert_eq!(num(report, &["requests", "failed"]), 0, "{context}");
+    let generations = report["generations"].as_array().expect("generations");
+    assert_eq!(generations.len(), upgrades + 1, "{context}");
+    for generation in generations {
+        assert_eq!(generation["exit_code"], 0, "{generation}\n{context}");
+    }
+    assert_cleaned_up(report, run);
+}
+
+fn sum(values: &Value) -> u64 {
+    values.as_array().expect("an array").iter().map(|v| v.as_u64().expect("a count")).sum()
+}
+
+#[test]
+fn a_short_drill_passes_and_accounts_for_every_request() {
+    let (run, report) = drill(&["--upgrades", "3", "--interval", "200ms"]);
+    assert_passed(&run, &report, 3, 1);
+    assert_eq!(num(&report, &["settings", "upgrades"]), 3);
+    for timing in ["construction_us", "ready_us", "spawn_to_ready_us", "spawn_to_old_notified_us"] {
+        assert_eq!(num(&report, &["timings", timing, "n"]), 3, "{timing}");
+    }
+    assert_eq!(num(&report, &["throughput", "bucket_ms"]), 50);
+    assert_eq!(sum(&report["throughput"]["ok"]), num(&report, &["requests", "succeeded"]));
+    assert_eq!(sum(&report["throughput"]["failed"]), 0);
+    // The generations between them answered every request.
+    let served: u64 =
+        report["generations"].as_array().unwrap().iter().map(|g| g["served"].as_u64().unwrap()).sum();
+    assert_eq!(served, num(&report, &["requests", "succeeded"]), "{}", run.describe());
+}
+
+#[test]
+fn a_unix_listener_is_handed_over_too() {
+    let (run, report) = drill(&["--listener", "unix", "--upgrades", "2", "--interval", "200ms"]);
+    assert_passed(&run, &report, 2, 1);
+    assert_eq!(report["settings"]["listener"], "unix");
+}
+
+#[test]
+fn fifty_extra_listeners_go_with_every_handoff() {
+    let (run, report) = drill(&["--fds", "50", "--upgrades", "2", "--interval", "200ms"]);
+    assert_passed(&run, &report, 2, 51);
+}
+
+#[test]
+fn kept_alive_connections_survive_the_upgrades() {
+    let (run, report) = drill(&["--keep-alive", "--upgrades", "3", "--interval", "200ms"]);
+    assert_passed(&run, &report, 3, 1);
+}
+
+/// Runs a drill against a server broken in `mode`; checks that it failed, that every failure is
+/// of `kind`, and that the accounting adds up.
+fn assert_broken(mode: &str, kind: &str, extra: &[&str]) {
+    let mut flags = vec!["--upgrades", "1", "--interval", "300ms", "--break-server", mode];
+    flags.extend_from_slice(extra);
+    let (run, report) = drill(&flags);
+    let context = run.describe();
+    assert_eq!(run.code(), Some(1), "{context}");
+    assert_eq!(report["result"], "failed", "{context}");
+    let failed = num(&report, &["requests", "failed"]);
+    assert!(failed > 0, "{context}");
+    assert_eq!(
+        num(&report, &["requests", "failures", kind]),
+        failed,
+        "every failure should be {kind}\n{context}"
+    );
+    let sent = num(&report, &["requests", "sent"]);
+    assert_eq!(sent, num(&report, &["requests", "succeeded"]) + failed, "{context}");
+    assert_eq!(sum(&report["throughput"]["failed"]), failed, "{context}");
+    // The server misbehaved, the upgrade itself went through.
+    assert_eq!(num(&report, &["upgrades_completed"]), 1, "{context}");
+    assert!(!report["requests"]["failure_examples"].as_array().unwrap().is_empty(), "{context}");
+    assert_cleaned_up(&report, &run);
+}
+
+#[test]
+fn connections_closed_without_an_answer_are_counted_as_closed() {
+    assert_broken("drop-connections", "closed", &[]);
+}
+
+#[test]
+fn reset_connections_are_counted_as_resets() {
+    assert_broken("reset-connections", "reset", &[]);
+}
+
+#[test]
+fn error_responses_are_counted_as_bad_responses() {
+    assert_broken("bad-response", "bad_response", &[]);
+}
+
+#[test]
+fn unanswered_requests_are_counted_as_timeouts() {
+    assert_broken("stall", "timeout", &["--request-timeout", "100ms"]);
+}
+
+#[test]
+fn the_chart_is_an_svg_with_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("drill.svg");
+    let svg_arg = svg.to_str().unwrap();
+    let run = run(&["drill", "--upgrades", "2", "--interval", "200ms", "--clients", "2", "--svg", svg_arg]);
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    assert!(
+        run.stdout().contains("PASSED: 2 of 2 upgrades completed, no request failed"),
+        "{}",
+        run.describe()
+    );
+    let text = std::fs::read_to_string(&svg).expect("the chart was written");
+    let start = text.trim_start();
+    assert!(start.starts_with("<svg") || start.starts_with("<?xml"), "{}", &text[..text.len().min(200)]);
+    assert!(text.contains("<path") || text.contains("<polyline"), "no line in the chart");
+    assert!(text.trim_end().ends_with("</svg>"));
+}
+
+#[test]
+fn ctrl_c_stops_the_drill_and_cleans_up() {
+    let mut child = tableroll()
+        .args(["drill", "--json", "--clients", "2", "--upgrades", "1000", "--interval", "100ms"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first upgrade's line on stderr: the drill is well under way.
+    let (lines_tx, lines) = mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        stderr.lines().map_while(Result::ok).for_each(|line| drop(lines_tx.send(line)))
+    });
+    let mut seen = String::new();
+    loop {
+        match lines.recv_timeout(util::LIMIT) {
+            Ok(line) if line.starts_with("upgrade 1/1000") => break,
+            Ok(line) => seen.push_str(&(line + "\n")),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no first upgrade ({e}); stderr so far:\n{seen}");
+            }
+        }
+    }
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let output = wait_bounded(child);
+    let run = Run { args: vec!["drill (interrupted)".into()], output };
+    assert_eq!(run.code(), Some(130), "{}", run.describe());
+    let report = run.json();
+    assert_eq!(report["result"], "interrupted", "{}", run.describe());
+    assert_cleaned_up(&report, &run);
+}
+
+#[test]
+fn help_explains_the_drill_and_hides_the_internals() {
+    let top = run(&["--help"]);
+    assert_eq!(top.code(), Some(0));
+    assert!(top.stdout().contains("drill"), "{}", top.describe());
+    assert!(!top.stdout().contains("drill-server"), "{}", top.describe());
+    let help = run(&["drill", "--help"]);
+    assert_eq!(help.code(), Some(0));
+    for flag in
+        ["--upgrades", "--clients", "--listener", "--fds", "--interval", "--keep-alive", "--json", "--svg"]
+    {
+        assert!(help.stdout().contains(flag), "{flag} missing\n{}", help.describe());
+    }
+    assert!(help.stdout().contains("What counts as a failed request"), "{}", help.describe());
+    assert!(!help.stdout().contains("--break-server"), "{}", help.describe());
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    for args in
+        [&["drill", "--interval", "5"][..], &["drill", "--clients", "0"], &["drill", "--listener", "udp"]]
+    {
+        let run = run(args);
+        assert_eq!(run.code(), Some(2), "{}", run.describe());
+    }
+}
