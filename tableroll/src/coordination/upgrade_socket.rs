@@ -32,7 +32,10 @@ pub(crate) fn bind_upgrade_socket(path: &Path, id: &str) -> Result<UnixListener>
     match state {
         PathState::Live => return Err(Error::IdInUse { id: id.to_owned(), path: path.to_owned() }),
         PathState::NotASocket => {
-            let e = io::Error::new(io::ErrorKind::AlreadyExists, "a file that is not a socket is in the way");
+            let e = io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a file that is not a socket (or a symlink) is in the way",
+            );
             return Err(Error::io_at("binding the upgrade socket", path, e));
         }
         PathState::Stale => {
