@@ -5,12 +5,19 @@
 //! ```text
 //! peer --dir DIR [--id ID] [--listen ID=tcp:HOST:PORT | --listen ID=unix:PATH]... [--many N]
 //!      [--serve] [--ready-delay-ms N] [--no-ready] [--upgrade-timeout-ms N]
-//!      [--connect-timeout-ms N]
+//!      [--connect-timeout-ms N] [--fault POINT=abort|pause]...
 //! ```
 //!
 //! Events, in order: `inherited`, `listening`, `ready`, `upgrade_complete` (printed once the
 //! peer stopped accepting), `exit` (once the requests in flight finished); or `error` (then exit
 //! status 1) at any point.
+//!
+//! `--fault POINT=ACTION` (repeatable) arms a fault point of the library (`owner-after-list`,
+//! `newcomer-in-handshake`… see `tableroll::fault::Point`): when a handoff reaches it, the peer
+//! prints `{"event":"fault","id":ID,"point":POINT,"action":ACTION}` (ID is the `--id` value) and
+//! then aborts (`abort`: dies by `SIGABRT`) or blocks that thread until it is killed (`pause`).
+//! It needs the library's `fault-injection` feature (on for examples and tests); a peer built
+//! without it answers the flag with an `error` event.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -62,6 +69,8 @@ struct Opts {
     no_ready: bool,
     upgrade_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+    /// `--fault` values, `POINT=ACTION`, checked when the faults are armed.
+    faults: Vec<String>,
 }
 
 struct ListenSpec {
@@ -105,6 +114,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Opts, String> {
             "--ready-delay-ms" => opts.ready_delay = Some(parse_ms(&name, &value()?)?),
             "--upgrade-timeout-ms" => opts.upgrade_timeout = Some(parse_ms(&name, &value()?)?),
             "--connect-timeout-ms" => opts.connect_timeout = Some(parse_ms(&name, &value()?)?),
+            "--fault" => opts.faults.push(value()?),
             _ => return Err(format!("unknown argument {name:?}")),
         }
     }
@@ -218,6 +228,7 @@ impl tracing::Subscriber for StderrLog {
 /// number of requests served.
 fn run(opts: Opts, id: &mut String) -> Result<u64, String> {
     let dir = opts.dir.as_ref().ok_or("--dir is required")?;
+    arm_faults(&opts.faults, id)?;
     let mut builder = Upgrader::builder(dir);
     if let Some(explicit) = &opts.id {
         builder = builder.id(explicit.clone());
@@ -261,6 +272,39 @@ fn run(opts: Opts, id: &mut String) -> Result<u64, String> {
     emit(id, "upgrade_complete", json!({}));
     drop(upgrader);
     Ok(server.map(|s| s.drain()).unwrap_or(0))
+}
+
+/// Arms every `--fault POINT=ACTION`, with a hook that reports each hit as a `fault` event
+/// under `id` (the `--id` value) before the action happens.
+#[cfg(feature = "fault-injection")]
+fn arm_faults(faults: &[String], id: &str) -> Result<(), String> {
+    use tableroll::fault::{self, Action, Point};
+    if faults.is_empty() {
+        return Ok(());
+    }
+    for spec in faults {
+        let (point, action) =
+            spec.split_once('=').ok_or_else(|| format!("--fault {spec:?}: expected POINT=abort|pause"))?;
+        let point: Point = point.parse().map_err(|e| format!("--fault {spec:?}: {e}"))?;
+        let action: Action = action.parse().map_err(|e| format!("--fault {spec:?}: {e}"))?;
+        fault::arm(point, action);
+    }
+    let id = id.to_string();
+    fault::on_hit(move |point, action| {
+        emit(&id, "fault", json!({ "point": point.name(), "action": action.to_string() }));
+    });
+    Ok(())
+}
+
+/// Without the library's `fault-injection` feature there is nothing to arm.
+#[cfg(not(feature = "fault-injection"))]
+fn arm_faults(faults: &[String], _id: &str) -> Result<(), String> {
+    match faults.first() {
+        None => Ok(()),
+        Some(spec) => Err(format!(
+            "--fault {spec:?}: this peer was built without fault injection (the fault-injection feature)"
+        )),
+    }
 }
 
 /// Gets or creates every `--listen` listener; returns them with their actual addresses.

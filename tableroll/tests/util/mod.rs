@@ -1,5 +1,6 @@
 //! Helpers for the integration tests: a directory per test, the conformance peer as a child
-//! process with its JSON events, an HTTP client, and views of a process from `/proc`.
+//! process with its JSON events, an HTTP client, closed-loop HTTP load (`load`), the wire
+//! protocol by hand (`wire`), and views of a process from `/proc`.
 //!
 //! Tests synchronise on events, sockets and process exits; the timeouts here only turn a hang
 //! into a failure that shows the command, its status, its stdout and its stderr.
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+pub mod load;
 pub mod wire;
 
 /// How long anything may take before the test is declared hung.
@@ -145,6 +147,19 @@ fn build_peer(profile_dir: &Path) {
 // ---------------------------------------------------------------------------------------------
 // The peer as a child process
 
+/// An event as the reading thread received it: from which peer, and when.
+#[derive(Debug, Clone)]
+pub struct Tapped {
+    /// The peer's label (its `--id`).
+    pub label: String,
+    /// When the line was read from the peer's stdout.
+    pub at: Instant,
+    pub event: Value,
+}
+
+/// Where [`Peer::start_tapped`] copies every event of its peers, in the order they were read.
+pub type Tap = mpsc::Sender<Tapped>;
+
 /// A running peer. Its events are read on a thread; on drop it is killed (by the pid it was
 /// spawned with, before it is reaped) and, if the test is failing, its output is printed.
 pub struct Peer {
@@ -152,8 +167,9 @@ pub struct Peer {
     command: String,
     child: Child,
     status: Option<ExitStatus>,
-    events: Receiver<Result<Value, String>>,
-    pending: VecDeque<Value>,
+    /// Each line with the moment it was read.
+    events: Receiver<(Instant, Result<Value, String>)>,
+    pending: VecDeque<(Instant, Value)>,
     stdout_eof: bool,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -170,6 +186,18 @@ impl Peer {
 
     /// Starts the peer with exactly `args` (no `--dir` added).
     pub fn start_with_args(args: &[&str]) -> Peer {
+        Peer::spawn(args, None)
+    }
+
+    /// Starts the peer on `dir` with `args`, and copies each of its events to `tap` too (before
+    /// the peer's own queue sees it: once [`Peer::drain_to_eof`] returned, the tap has every
+    /// event of the process).
+    pub fn start_tapped(dir: &Path, args: &[&str], tap: Tap) -> Peer {
+        let dir = dir.to_str().expect("a UTF-8 test directory");
+        Peer::spawn(&[&["--dir", dir], args].concat(), Some(tap))
+    }
+
+    fn spawn(args: &[&str], tap: Option<Tap>) -> Peer {
         let mut cmd = Command::new(peer_binary());
         cmd.args(args);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -180,12 +208,22 @@ impl Peer {
         let (tx, events) = mpsc::channel();
         let out = BufReader::new(child.stdout.take().expect("piped stdout"));
         let log = stdout.clone();
+        let label = args
+            .windows(2)
+            .find(|w| w[0] == "--id")
+            .map(|w| w[1].to_string())
+            .unwrap_or_else(|| format!("pid {}", child.id()));
+        let tap_label = label.clone();
         thread::spawn(move || {
             for line in out.lines() {
                 let Ok(line) = line else { break };
+                let at = Instant::now();
                 log.lock().unwrap().push(line.clone());
                 let event = serde_json::from_str::<Value>(&line).map_err(|e| format!("{e}: {line}"));
-                if tx.send(event).is_err() {
+                if let (Some(tap), Ok(event)) = (&tap, &event) {
+                    let _ = tap.send(Tapped { label: tap_label.clone(), at, event: event.clone() });
+                }
+                if tx.send((at, event)).is_err() {
                     break;
                 }
             }
@@ -198,11 +236,6 @@ impl Peer {
                 err_log.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        let label = args
-            .windows(2)
-            .find(|w| w[0] == "--id")
-            .map(|w| w[1].to_string())
-            .unwrap_or_else(|| format!("pid {}", child.id()));
         Peer {
             label,
             command,
@@ -236,6 +269,13 @@ impl Peer {
         )
     }
 
+    /// [`Peer::diagnostics`], marked as shown: the drop of a failing test does not print them
+    /// again. For failure messages that gather the output of many peers.
+    pub fn take_diagnostics(&self) -> String {
+        self.reported.set(true);
+        self.diagnostics()
+    }
+
     /// Fails the test with `message` and this peer's diagnostics.
     #[track_caller]
     pub fn fail(&self, message: &str) -> ! {
@@ -243,15 +283,15 @@ impl Peer {
         panic!("{message}\n--- {}", self.diagnostics())
     }
 
-    /// The next event line, or `None` at the end of stdout.
-    fn recv(&mut self, deadline: Instant, waiting_for: &str) -> Option<Value> {
+    /// The next event line with the moment it was read, or `None` at the end of stdout.
+    fn recv(&mut self, deadline: Instant, waiting_for: &str) -> Option<(Instant, Value)> {
         if self.stdout_eof {
             return None;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match self.events.recv_timeout(left) {
-            Ok(Ok(event)) => Some(event),
-            Ok(Err(bad)) => self.fail(&format!("the peer printed a line that is not JSON: {bad}")),
+            Ok((at, Ok(event))) => Some((at, event)),
+            Ok((_, Err(bad))) => self.fail(&format!("the peer printed a line that is not JSON: {bad}")),
             Err(RecvTimeoutError::Disconnected) => {
                 self.stdout_eof = true;
                 None
@@ -266,35 +306,68 @@ impl Peer {
     /// `error` event while waiting for something else fails the test.
     #[track_caller]
     pub fn wait_for(&mut self, name: &str) -> Value {
-        if let Some(i) = self.pending.iter().position(|e| e["event"] == name) {
-            return self.pending.remove(i).expect("position is in range");
+        self.wait_for_timed(name).0
+    }
+
+    /// As [`Peer::wait_for`], with the moment the event's line was read from the peer's stdout
+    /// (which can be well before this call returns).
+    #[track_caller]
+    pub fn wait_for_timed(&mut self, name: &str) -> (Value, Instant) {
+        if let Some(i) = self.pending.iter().position(|(_, e)| e["event"] == name) {
+            let (at, event) = self.pending.remove(i).expect("position is in range");
+            return (event, at);
         }
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let Some(event) = self.recv(deadline, &format!("event {name:?}")) else {
+            let Some((at, event)) = self.recv(deadline, &format!("event {name:?}")) else {
                 let _ = self.reap();
                 self.fail(&format!("the peer's stdout ended before event {name:?}"));
             };
             if event["event"] == name {
-                return event;
+                return (event, at);
             }
             if event["event"] == "error" {
                 let _ = self.reap();
                 self.fail(&format!("error event while waiting for {name:?}: {event}"));
             }
-            self.pending.push_back(event);
+            self.pending.push_back((at, event));
         }
+    }
+
+    /// As [`Peer::wait_for`], but the event stays pending: a later `wait_for(name)` gets it.
+    #[track_caller]
+    pub fn peek_for(&mut self, name: &str) -> Value {
+        let (event, at) = self.wait_for_timed(name);
+        self.pending.push_front((at, event.clone()));
+        event
     }
 
     /// Whether an event named `name` was received and not consumed (without waiting).
     pub fn has_pending(&mut self, name: &str) -> bool {
-        while let Ok(event) = self.events.try_recv() {
+        while let Ok((at, event)) = self.events.try_recv() {
             match event {
-                Ok(event) => self.pending.push_back(event),
+                Ok(event) => self.pending.push_back((at, event)),
                 Err(bad) => self.fail(&format!("the peer printed a line that is not JSON: {bad}")),
             }
         }
-        self.pending.iter().any(|e| e["event"] == name)
+        self.pending.iter().any(|(_, e)| e["event"] == name)
+    }
+
+    /// Every event the peer printed so far (consumed or not), in order.
+    pub fn printed(&self) -> Vec<Value> {
+        let lines = self.stdout.lock().unwrap();
+        lines.iter().filter_map(|line| serde_json::from_str(line).ok()).collect()
+    }
+
+    /// Reads the peer's stdout to its end (waiting at most [`TIMEOUT`]: meant for a process
+    /// that exited or was killed) and returns every event not consumed yet, in order.
+    #[track_caller]
+    pub fn drain_to_eof(&mut self) -> Vec<Value> {
+        let deadline = Instant::now() + TIMEOUT;
+        while let Some(event) = self.recv(deadline, "the end of the peer's stdout") {
+            self.pending.push_back(event);
+        }
+        self.pending.iter().map(|(_, e)| e.clone()).collect()
     }
 
     /// Waits for the end of stdout, then reaps the process.

@@ -38,6 +38,44 @@ pub fn take_lock(dir: &Path) -> Lock {
     Lock(file)
 }
 
+/// Takes the coordination lock if it is free; `None` if another process holds it.
+pub fn try_lock(dir: &Path) -> Option<Lock> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("pid"))
+        .expect("opening the owner file");
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Some(Lock(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => None,
+        Err(e) => panic!("trying the coordination lock: {e}"),
+    }
+}
+
+/// Takes the coordination lock, waiting while another process holds it; panics after
+/// `timeout` (the waiting thread is then left blocked until the lock comes or the test exits).
+pub fn wait_lock(dir: &Path, timeout: std::time::Duration) -> Lock {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("pid"))
+        .expect("opening the owner file");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let locked = rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive);
+        let _ = tx.send(locked.map(|()| file));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(file)) => Lock(file),
+        Ok(Err(e)) => panic!("taking the coordination lock: {e}"),
+        Err(_) => panic!("the coordination lock was not free within {timeout:?}"),
+    }
+}
+
 /// Connects to the upgrade socket of the owner named in the owner file.
 pub fn connect_owner(dir: &Path) -> UnixStream {
     let owner = fs::read_to_string(dir.join("pid")).expect("reading the owner file");
