@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::pipe::{pipe_with, PipeFlags};
 
+use crate::coordination::{exited_within, peek_owner, peer_pidfd, GRACE};
 use crate::error::{Error, Result};
 use crate::fds::{self, Shared};
 use crate::handoff::give;
@@ -31,6 +32,9 @@ pub(crate) struct ServerConfig {
     pub(crate) shared: Shared,
     pub(crate) signal: UpgradeComplete,
     pub(crate) upgrade_timeout: Duration,
+    /// This process's id and the owner file, to confirm a step-down.
+    pub(crate) id: String,
+    pub(crate) owner_file: PathBuf,
     pub(crate) peer_policy: PeerPolicy,
 }
 
@@ -121,6 +125,40 @@ fn next_newcomer(
     }
 }
 
+/// After answering "stepping down": waits for the newcomer to record itself as owner before
+/// this process is told to drain.
+///
+/// The newcomer writes the owner file and then closes the session (protocol step 8). If the
+/// file names another process by then, this one steps down at once: the common case. If it
+/// still names this process and the newcomer's process is gone, the newcomer died before it
+/// became the owner: stepping down would leave the group without one while this process still
+/// holds every listener, so it stays the owner instead. If the newcomer is alive (a writer
+/// that closes first, or one in a PID namespace we cannot see), it is trusted.
+fn confirm_step_down(config: &ServerConfig, ch: &Channel<'_>, newcomer: Option<&OwnedFd>) -> Result<()> {
+    // Our side is done (a newcomer reading on sees the end of the stream, as from a Go owner,
+    // which closes here); the newcomer's side stays open until it is the owner.
+    let _ = ch.shutdown_write();
+    match ch.wait_closed() {
+        Ok(()) => {}
+        Err(Error::Stopped) => return Err(Error::Stopped),
+        // Alive and still holding the session past the deadline: it has our word.
+        Err(e) => {
+            tracing::debug!(error = %e, "the newcomer kept the session open; stepping down on its word");
+            return Ok(());
+        }
+    }
+    let named = peek_owner(&config.owner_file).ok().flatten();
+    if named.as_deref() != Some(config.id.as_bytes()) {
+        return Ok(());
+    }
+    match newcomer {
+        Some(pidfd) if exited_within(pidfd, GRACE) => Err(Error::protocol(
+            "the newcomer died after the ready handshake, before recording itself as owner",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Runs one handoff; returns whether the serving loop should end.
 fn session(config: &ServerConfig, stream: std::os::unix::net::UnixStream, stop_rx: &OwnedFd) -> bool {
     match rustix::net::sockopt::socket_peercred(&stream) {
@@ -145,13 +183,22 @@ fn session(config: &ServerConfig, stream: std::os::unix::net::UnixStream, stop_r
     };
     let started = Instant::now();
     let deadline = started.checked_add(config.upgrade_timeout);
+    let newcomer = peer_pidfd(&stream);
     let result = Channel::new(
         stream,
         deadline,
         Some(stop_rx.as_fd()),
         "waiting for the newcomer to finish its handoff",
     )
-    .and_then(|ch| give::give(&ch, &snapshot));
+    .and_then(|ch| {
+        let result =
+            give::give(&ch, &snapshot).and_then(|()| confirm_step_down(config, &ch, newcomer.as_ref()));
+        // Everything of the session goes before the connection closes: a peer that sees the
+        // close finds this process holding what it held before.
+        drop(newcomer);
+        drop(ch);
+        result
+    });
     drop(snapshot);
     fds::lock(&config.shared).state.end_transfer(result.is_ok());
     match result {

@@ -345,18 +345,25 @@ impl Upgrader {
             tracing::info!(ids = ?closed, "closed inherited descriptors that were not claimed before ready");
         }
         let mut previous_owner = None;
+        let mut open_session = None;
         if let Some(session) = session {
             previous_owner = session.owner.socket().file_stem().map(|s| s.to_owned());
-            if let Err(e) = self.handshake(session) {
-                fds::lock(&self.shared).state.stop();
-                self.signal.fire();
-                drop(listener);
-                let _ = std::fs::remove_file(&self.socket_path);
-                return Err(e);
+            match self.handshake(session) {
+                Ok(stream) => open_session = stream,
+                Err(e) => {
+                    fds::lock(&self.shared).state.stop();
+                    self.signal.fire();
+                    drop(listener);
+                    let _ = std::fs::remove_file(&self.socket_path);
+                    return Err(e);
+                }
             }
         }
         fault::hit(Point::NewcomerBeforeOwnerFile);
         lock.write_owner(self.id.as_bytes())?;
+        // The old owner waits for this close to confirm its step-down: only now is this process
+        // recorded as the owner (protocol step 8: write, then close).
+        drop(open_session);
         let keep: Vec<&[u8]> =
             [Some(self.id.as_bytes()), previous_owner.as_deref().map(|s| s.as_encoded_bytes())]
                 .into_iter()
@@ -371,6 +378,8 @@ impl Upgrader {
             signal: self.signal.clone(),
             upgrade_timeout: self.upgrade_timeout,
             peer_policy: self.peer_policy.clone(),
+            id: self.id.clone(),
+            owner_file: self.dir.owner_file(),
         })?;
         drop(lock);
         *phase = Phase::Serving(server);
@@ -378,15 +387,19 @@ impl Upgrader {
         Ok(())
     }
 
-    /// Runs the handshake; a failure is forgiven if the owner turns out to be dead.
-    fn handshake(&self, session: Session) -> Result<()> {
+    /// Runs the handshake; a failure is forgiven if the owner turns out to be dead. Returns the
+    /// session to keep open until the owner file names this process.
+    fn handshake(&self, session: Session) -> Result<Option<UnixStream>> {
         let deadline = self.connect_timeout.and_then(|t| Instant::now().checked_add(t));
         let result = Channel::new(session.stream, deadline, None, "waiting for the owner to step down")
-            .and_then(|ch| take::ready(&ch, session.owner_version));
-        let Err(e) = result else { return Ok(()) };
+            .and_then(|ch| take::ready(&ch, session.owner_version).map(|()| ch.into_stream()));
+        let e = match result {
+            Ok(stream) => return Ok(Some(stream)),
+            Err(e) => e,
+        };
         if session.owner.is_gone(GRACE) {
             tracing::warn!(error = %e, "the previous owner is gone; taking over with the descriptors it sent");
-            Ok(())
+            Ok(None)
         } else {
             Err(Error::OwnerRefused(e.to_string()))
         }

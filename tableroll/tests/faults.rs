@@ -3,10 +3,11 @@
 //! closed-loop HTTP load runs on the group's two TCP listeners (`api` and `web`, two so that the
 //! `*-between-fds` points are reached). After each fault:
 //!
-//! - the group has the owner it must have: the old owner when the newcomer died before it was
-//!   told that the owner steps down; the newcomer when the owner died (with the listeners it
-//!   received and fresh ones, on the same ports, for the rest); nobody when the newcomer died
-//!   after the owner stepped down, and then the next process binds fresh on the same ports;
+//! - the group has the owner it must have: the old owner when the newcomer died, also after the
+//!   ready handshake (the owner answered "stepping down" but waits for the newcomer to record
+//!   itself in the owner file, and resumes when it sees the newcomer die first); the newcomer
+//!   when the owner died (with the listeners it received and fresh ones, on the same ports, for
+//!   the rest);
 //! - no request fails unless the fault made its failure unavoidable (see [`check_failures`]);
 //! - the survivor's descriptor count, when idle, is back to its baseline;
 //! - the next upgrade succeeds: a newcomer inherits both listeners, becomes ready, and the
@@ -52,16 +53,15 @@ enum Outcome {
     OwnerStays,
     /// The owner died: the newcomer carries on with what it received (and creates the rest).
     NewcomerTakesOver,
-    /// The newcomer died after the owner received its ready request: the owner stepped down,
-    /// as PROTOCOL.md prescribes ("zero owners is recoverable: N exits and the next start binds
-    /// fresh; two owners is not"), and the group has no owner until the next process starts.
-    NobodyOwns,
+    /// The newcomer died after the owner answered its ready request but before it wrote the
+    /// owner file: the owner, waiting for that, sees it die and stays the owner.
+    OwnerResumes,
 }
 
 fn outcome(point: &str) -> Outcome {
     match point {
         p if p.starts_with("owner-") => Outcome::NewcomerTakesOver,
-        "newcomer-in-handshake" | "newcomer-before-owner-file" => Outcome::NobodyOwns,
+        "newcomer-in-handshake" | "newcomer-before-owner-file" => Outcome::OwnerResumes,
         _ => Outcome::OwnerStays,
     }
 }
@@ -82,10 +82,6 @@ struct Allowed {
     /// Per listener: from the death of the last process holding it until the test saw a
     /// process listening on its port again (bound fresh). Connections may be refused then.
     nobody_listening: BTreeMap<&'static str, Window>,
-    /// The listeners were held only by an owner that had stepped down and no longer accepted,
-    /// until it closed them: connections that came meanwhile waited in the backlog and were
-    /// reset when it closed the listeners.
-    nobody_accepting: Option<Window>,
 }
 
 macro_rules! cases {
@@ -228,15 +224,6 @@ fn run_case(point: &str, action: Action) {
             n1.fail(&format!("the newcomer took over while the owner, paused at {point}, was alive"));
         }
     }
-    if outcome == Outcome::NobodyOwns && action == Action::Pause {
-        // The owner steps down once it received the ready request, without waiting for the
-        // newcomer to read the answer; it closes its listeners and exits. Only then is the
-        // newcomer killed, so that the only process holding the listeners dies. (An owner
-        // that still held its listeners while draining would keep the next process from
-        // binding them afresh, with EADDRINUSE: a known issue, see `check_errors` in chaos.rs.)
-        owner.wait_for("upgrade_complete");
-        owner.expect_clean_exit();
-    }
     let victim = if owner_side { &mut owner } else { &mut n1 };
     let died = match action {
         Action::Pause => {
@@ -306,37 +293,21 @@ fn run_case(point: &str, action: Action) {
             load.pause();
             n1
         }
-        Outcome::NobodyOwns => {
-            if action == Action::Abort {
-                // The owner stepped down; it may close its listeners only after the newcomer
-                // died (when it was paused, the test waited for that before killing it).
-                owner.wait_for("upgrade_complete");
-                let (_, exit_at) = owner.wait_for_timed("exit");
-                if !owner.wait_exit().success() {
-                    owner.fail("the owner printed exit but its status is not 0");
-                }
-                allowed.nobody_accepting = Some(Window { from: died.from, to: exit_at });
-            }
-            // The newcomer served (it got past `listening`) and it was the last process holding
-            // the listeners: the connections it had accepted are lost, and nobody listens
-            // until the next process binds fresh.
+        Outcome::OwnerResumes => {
+            // The newcomer served (it got past `listening`): the connections it had accepted
+            // are lost. The owner never stopped holding and serving the listeners.
             if !victim_events.iter().any(|e| e == "\"listening\"") {
                 n1.fail("the newcomer should have been serving before it died");
             }
             allowed.lost_in_flight = Some(died);
             assert_eq!(dir.owner(), "o", "the newcomer died before it wrote the owner file");
-            let mut n2 = Peer::start(dir.path(), &newcomer_args("n2", &listens, &[]));
-            let (inherited, listening_at, _) = joins(&mut n2, &addrs);
-            if !inherited.is_empty() {
-                n2.fail("there is no owner to inherit from");
-            }
-            for id in LISTENERS {
-                allowed.nobody_listening.insert(id, Window { from: died.from, to: listening_at });
-            }
-            assert_eq!(dir.owner(), "n2");
-            load.wait_more_served_by("n2", 20);
+            load.wait_more_served_by("o", 20);
             load.pause();
-            n2
+            probe_session(&dir, &owner);
+            if owner.has_pending("upgrade_complete") || !owner.is_running() {
+                owner.fail(&format!("the owner must resume after {fault} in the newcomer"));
+            }
+            owner
         }
     };
 
@@ -392,11 +363,7 @@ fn check_failures(report: &Report, allowed: &Allowed, epoch: Instant, fault: &st
     for failure in &report.failures {
         let listener = LISTENERS[failure.target];
         let lost_kind = matches!(failure.kind, FailureKind::Reset | FailureKind::Closed);
-        let in_flight = lost_kind
-            && [allowed.lost_in_flight, allowed.nobody_accepting]
-                .iter()
-                .flatten()
-                .any(|w| failure.overlaps(w.from, w.to));
+        let in_flight = lost_kind && allowed.lost_in_flight.is_some_and(|w| failure.overlaps(w.from, w.to));
         let unheld = failure.kind == FailureKind::Refused
             && allowed.nobody_listening.get(listener).is_some_and(|w| failure.overlaps(w.from, w.to));
         if in_flight {
@@ -413,12 +380,11 @@ fn check_failures(report: &Report, allowed: &Allowed, epoch: Instant, fault: &st
     };
     assert!(
         unexpected.is_empty(),
-        "{fault}: {} failures that the fault does not explain ({}; lost in flight allowed in {:?} \
-         and {:?}, refusals allowed in {:?}):\n{}",
+        "{fault}: {} failures that the fault does not explain ({}; lost in flight allowed in {:?}, \
+         refusals allowed in {:?}):\n{}",
         unexpected.len(),
         report.summary(),
         allowed.lost_in_flight.as_ref().map(window),
-        allowed.nobody_accepting.as_ref().map(window),
         allowed.nobody_listening.iter().map(|(id, w)| format!("{id} {}", window(w))).collect::<Vec<_>>(),
         unexpected.join("\n")
     );

@@ -58,10 +58,12 @@ fn version_0_newcomer_takes_over() {
     check_list(&raw, &addr);
 
     (&raw.stream).write_all(&[0x2A]).unwrap();
+    assert_eq!(raw.read_to_eof(), b"", "a version 0 ready byte gets no answer");
+    let web = raw.fd("web").try_clone_to_owned().unwrap();
+    raw.become_owner(dir.path(), "raw");
     owner.wait_for("upgrade_complete");
     owner.expect_clean_exit();
-    assert_eq!(raw.read_to_eof(), b"", "a version 0 ready byte gets no answer");
-    accept_on(raw.fd("web"));
+    accept_on(web.as_fd());
 }
 
 #[test]
@@ -82,9 +84,11 @@ fn version_1_handshake_bytes() {
         "{:?}",
         String::from_utf8_lossy(&reply)
     );
+    let web = raw.fd("web").try_clone_to_owned().unwrap();
+    raw.become_owner(dir.path(), "raw");
     owner.wait_for("upgrade_complete");
     owner.expect_clean_exit();
-    accept_on(raw.fd("web"));
+    accept_on(web.as_fd());
 }
 
 #[test]

@@ -12,8 +12,8 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-pub(crate) use owner_file::OwnerLock;
-pub(crate) use owner_watch::{OwnerWatch, GRACE};
+pub(crate) use owner_file::{peek_owner, OwnerLock};
+pub(crate) use owner_watch::{exited_within, peer_pidfd, OwnerWatch, GRACE};
 pub(crate) use upgrade_socket::{bind_upgrade_socket, connect_to_owner};
 
 use crate::error::{Error, Result};

@@ -64,28 +64,7 @@ impl OwnerLock {
     /// The content is not a valid id (it could name a path outside the directory, or is longer
     /// than any id can be): refused, never followed.
     pub(crate) fn read_owner(&self) -> Result<Option<Vec<u8>>> {
-        let mut buf = vec![0u8; MAX_SOCKET_PATH + 1];
-        let mut len = 0;
-        while len < buf.len() {
-            match self.file.read_at(&mut buf[len..], len as u64) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io_at("reading the owner file", &self.path, e)),
-            }
-        }
-        if len == 0 {
-            return Ok(None);
-        }
-        buf.truncate(len);
-        id::validate(&buf).map_err(|e| match e {
-            Error::InvalidId { id, reason } => Error::Protocol(format!(
-                "the owner file {} holds {id:?}, which is not a valid id ({reason})",
-                self.path.display()
-            )),
-            other => other,
-        })?;
-        Ok(Some(buf))
+        read_id(&self.file, &self.path)
     }
 
     /// Records `id` as the owner, in place: the lock lives on this inode, so the file is never
@@ -95,6 +74,43 @@ impl OwnerLock {
         self.file.set_len(0).map_err(io)?;
         self.file.write_all_at(id, 0).map_err(io)
     }
+}
+
+/// Reads the owner id without taking the lock (never following a symlink). Only for a
+/// process that knows no one else can be writing it: see the upgrade server's step-down.
+pub(crate) fn peek_owner(path: &Path) -> Result<Option<Vec<u8>>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_nofollow())
+        .open(path)
+        .map_err(|e| Error::io_at("opening the owner file", path, e))?;
+    read_id(&file, path)
+}
+
+/// Reads an id from the start of `file`: at most one byte more than any id can be.
+fn read_id(file: &File, path: &Path) -> Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; MAX_SOCKET_PATH + 1];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io_at("reading the owner file", path, e)),
+        }
+    }
+    if len == 0 {
+        return Ok(None);
+    }
+    buf.truncate(len);
+    id::validate(&buf).map_err(|e| match e {
+        Error::InvalidId { id, reason } => Error::Protocol(format!(
+            "the owner file {} holds {id:?}, which is not a valid id ({reason})",
+            path.display()
+        )),
+        other => other,
+    })?;
+    Ok(Some(buf))
 }
 
 impl Drop for OwnerLock {

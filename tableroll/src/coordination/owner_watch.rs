@@ -34,10 +34,7 @@ pub(crate) struct OwnerWatch {
 impl OwnerWatch {
     /// Watches the owner at the other end of `stream`, whose upgrade socket is `socket`.
     pub(crate) fn new(socket: PathBuf, stream: &UnixStream) -> OwnerWatch {
-        let pidfd = rustix::net::sockopt::socket_peercred(stream)
-            .ok()
-            .and_then(|cred| pidfd_open(cred.pid, PidfdFlags::empty()).ok());
-        OwnerWatch { socket, pidfd }
+        OwnerWatch { socket, pidfd: peer_pidfd(stream) }
     }
 
     pub(crate) fn socket(&self) -> &std::path::Path {
@@ -65,6 +62,25 @@ impl OwnerWatch {
                 }
                 None => std::thread::sleep(left.min(RECHECK)),
             }
+        }
+    }
+}
+
+/// A pidfd for the process at the other end of `stream`, if its pid is visible here (it is
+/// not from another PID namespace).
+pub(crate) fn peer_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
+    let cred = rustix::net::sockopt::socket_peercred(stream).ok()?;
+    pidfd_open(cred.pid, PidfdFlags::empty()).ok()
+}
+
+/// Whether the process behind `pidfd` exits within `grace` (at once if it already has).
+pub(crate) fn exited_within(pidfd: &OwnedFd, grace: Duration) -> bool {
+    let wait = Timespec::try_from(grace).unwrap_or(Timespec { tv_sec: 0, tv_nsec: 0 });
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    loop {
+        match poll(&mut fds, Some(&wait)) {
+            Err(rustix::io::Errno::INTR) => continue,
+            result => return result.is_ok_and(|n| n > 0),
         }
     }
 }

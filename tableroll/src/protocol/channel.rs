@@ -76,6 +76,28 @@ impl<'c> Channel<'c> {
         Ok(())
     }
 
+    /// Ends our direction of the connection: the peer reads the end of the stream.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        self.stream.shutdown(std::net::Shutdown::Write)
+    }
+
+    /// Waits until the peer closes the connection (anything it still sends is discarded).
+    pub(crate) fn wait_closed(&self) -> Result<()> {
+        let mut sink = [0u8; 64];
+        loop {
+            match self
+                .retry(Direction::Read, || recv(&self.stream, &mut sink, RecvFlags::DONTWAIT).map(|(n, _)| n))
+            {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::ConnectionReset => {
+                    return Ok(())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Sends `payload` (non-empty) with `fd` attached, as one message.
     pub(crate) fn send_fd(&self, payload: &[u8], fd: BorrowedFd<'_>) -> Result<()> {
         debug_assert!(!payload.is_empty());

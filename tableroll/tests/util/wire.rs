@@ -178,6 +178,15 @@ impl RawNewcomer {
         self.fds[i].1.as_fd()
     }
 
+    /// Ends the handoff as PROTOCOL.md's step 8 says: writes `id` to the owner file, releases
+    /// the lock and closes the connection. The owner steps down once it sees this.
+    pub fn become_owner(self, dir: &Path, id: &str) -> Vec<(String, OwnedFd)> {
+        fs::write(dir.join("pid"), id).expect("writing the owner file");
+        drop(self.lock);
+        drop(self.stream);
+        self.fds
+    }
+
     /// Reads until the owner closes the connection; returns what came before.
     pub fn read_to_eof(&self) -> Vec<u8> {
         let mut rest = Vec::new();
