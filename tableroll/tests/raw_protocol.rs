@@ -59,11 +59,7 @@ fn version_0_newcomer_takes_over() {
 
     (&raw.stream).write_all(&[0x2A]).unwrap();
     assert_eq!(raw.read_to_eof(), b"", "a version 0 ready byte gets no answer");
-    let web = raw.fd("web").try_clone_to_owned().unwrap();
-    raw.become_owner(dir.path(), "raw");
-    owner.wait_for("upgrade_complete");
-    owner.expect_clean_exit();
-    accept_on(web.as_fd());
+    take_over(raw, &dir, &mut owner);
 }
 
 #[test]
@@ -84,6 +80,12 @@ fn version_1_handshake_bytes() {
         "{:?}",
         String::from_utf8_lossy(&reply)
     );
+    take_over(raw, &dir, &mut owner);
+}
+
+/// Ends a raw newcomer's handoff as protocol step 8 says, then checks that the owner stepped
+/// down and that the inherited listener works.
+fn take_over(raw: RawNewcomer, dir: &TestDir, owner: &mut Peer) {
     let web = raw.fd("web").try_clone_to_owned().unwrap();
     raw.become_owner(dir.path(), "raw");
     owner.wait_for("upgrade_complete");
