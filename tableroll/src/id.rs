@@ -26,21 +26,20 @@ pub(crate) fn validate(id: &[u8]) -> Result<()> {
     Err(Error::InvalidId { id: String::from_utf8_lossy(id).into_owned(), reason })
 }
 
-/// A fresh id of at most `max_len` bytes: this process's pid and 64 random bits in hex
-/// (`12345-00c0ffee12345678`), or only the random part if the directory's path leaves too
-/// little room, shortened if need be but never below 32 random bits.
+/// A fresh id that fits in `max_len` bytes if it can: this process's pid and 64 random bits in
+/// hex (`12345-00c0ffee12345678`), or only the random part if the directory's path leaves too
+/// little room, shortened if need be but never below 32 random bits (then it does not fit,
+/// and the socket path check says so).
 ///
 /// Process ids repeat across PID namespaces (every container's first process is pid 1), so the
 /// pid alone would not do; the random part makes collisions as unlikely as its bits allow.
-pub(crate) fn default_id(max_len: usize) -> Option<String> {
+pub(crate) fn default_id(max_len: usize) -> String {
     let random = format!("{:016x}", random_u64());
     let full = format!("{}-{random}", std::process::id());
     if full.len() <= max_len {
-        Some(full)
-    } else if max_len >= 8 {
-        Some(random[..max_len.min(random.len())].to_owned())
+        full
     } else {
-        None
+        random[..max_len.clamp(8, random.len())].to_owned()
     }
 }
 
@@ -81,8 +80,8 @@ mod tests {
 
     #[test]
     fn default_ids_are_valid_and_distinct() {
-        let a = default_id(MAX_SOCKET_PATH).unwrap();
-        let b = default_id(MAX_SOCKET_PATH).unwrap();
+        let a = default_id(MAX_SOCKET_PATH);
+        let b = default_id(MAX_SOCKET_PATH);
         validate(a.as_bytes()).unwrap();
         assert_ne!(a, b);
         assert!(a.starts_with(&format!("{}-", std::process::id())));
@@ -91,10 +90,10 @@ mod tests {
 
     #[test]
     fn default_ids_shrink_to_fit() {
-        let short = default_id(10).unwrap();
+        let short = default_id(10);
         assert_eq!(short.len(), 10);
         assert!(short.bytes().all(|b| b.is_ascii_hexdigit()), "{short}");
-        assert_eq!(default_id(16).unwrap().len(), 16);
-        assert!(default_id(7).is_none());
+        assert_eq!(default_id(16).len(), 16);
+        assert_eq!(default_id(7).len(), 8, "never below 32 random bits");
     }
 }

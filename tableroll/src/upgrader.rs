@@ -113,11 +113,7 @@ impl Builder {
         let dir = Directory::open(&self.dir)?;
         let id = match self.id {
             Some(id) => id,
-            None => id::default_id(dir.max_id_len()).ok_or_else(|| {
-                let path = dir.path().join("x.sock");
-                let len = path.as_os_str().len() + 7;
-                Error::PathTooLong { path, len, max: crate::id::MAX_SOCKET_PATH }
-            })?,
+            None => id::default_id(dir.max_id_len()),
         };
         let socket_path = dir.socket_path(id.as_bytes())?;
         let listener = bind_upgrade_socket(&socket_path, &id)?;

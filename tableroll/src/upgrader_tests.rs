@@ -399,3 +399,15 @@ fn an_owner_dying_midway_leaves_the_newcomer_what_it_sent() {
     // The dead owner's socket was swept.
     assert!(!dir.path().join("dying.sock").exists());
 }
+
+#[test]
+fn a_directory_too_long_for_any_default_id_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Room for 5 id bytes: less than the 8 random hex digits a default id keeps at least.
+    let room = 107 - tmp.path().as_os_str().len() - 1 - ".sock".len() - 1;
+    let dir = tmp.path().join("d".repeat(room - 5));
+    std::fs::create_dir(&dir).unwrap();
+    let err = Upgrader::new(&dir).unwrap_err();
+    assert!(matches!(err, Error::PathTooLong { .. }), "{err}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing created");
+}

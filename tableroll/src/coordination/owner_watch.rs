@@ -52,14 +52,9 @@ impl OwnerWatch {
             if left.is_zero() {
                 return false;
             }
-            let wait = Timespec::try_from(left.min(RECHECK)).unwrap_or(Timespec { tv_sec: 0, tv_nsec: 0 });
             match &self.pidfd {
-                Some(pidfd) => {
-                    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-                    if poll(&mut fds, Some(&wait)).is_ok_and(|n| n > 0) {
-                        return true;
-                    }
-                }
+                Some(pidfd) if exited_within(pidfd, left.min(RECHECK)) => return true,
+                Some(_) => {}
                 None => std::thread::sleep(left.min(RECHECK)),
             }
         }
