@@ -26,27 +26,23 @@ impl Drop for Lock {
 
 /// Takes the coordination lock without waiting; panics if another process holds it.
 pub fn take_lock(dir: &Path) -> Lock {
-    let file = fs::OpenOptions::new()
+    try_lock(dir).expect("taking the coordination lock (another process holds it?)")
+}
+
+/// Opens (creating) the owner file, as every member of a group does before locking it.
+fn open_owner_file(dir: &Path) -> fs::File {
+    fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(dir.join("pid"))
-        .expect("opening the owner file");
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .expect("taking the coordination lock (another process holds it?)");
-    Lock(file)
+        .expect("opening the owner file")
 }
 
 /// Takes the coordination lock if it is free; `None` if another process holds it.
 pub fn try_lock(dir: &Path) -> Option<Lock> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join("pid"))
-        .expect("opening the owner file");
+    let file = open_owner_file(dir);
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Some(Lock(file)),
         Err(rustix::io::Errno::WOULDBLOCK) => None,
@@ -57,13 +53,7 @@ pub fn try_lock(dir: &Path) -> Option<Lock> {
 /// Takes the coordination lock, waiting while another process holds it; panics after
 /// `timeout` (the waiting thread is then left blocked until the lock comes or the test exits).
 pub fn wait_lock(dir: &Path, timeout: std::time::Duration) -> Lock {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join("pid"))
-        .expect("opening the owner file");
+    let file = open_owner_file(dir);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let locked = rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive);
