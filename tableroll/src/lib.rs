@@ -72,6 +72,10 @@
 //!   of a handoff, for testing what the rest of the group does when a process dies there.
 //! - `fuzzing`: entry points for the fuzz targets in `fuzz/` and the benchmarks; not a stable
 //!   API.
+//! - `systemd`: the [`systemd`](crate::systemd) module. Under a `Type=notify` unit the
+//!   upgrader reports `READY=1` and `MAINPID` when it becomes the owner and `STOPPING=1` when a
+//!   newcomer took over, so a template unit's next instance turns active only once it serves.
+//!   No new dependency.
 //!
 //! # Security
 //!
@@ -103,6 +107,14 @@ mod protocol;
 mod server;
 mod signal;
 mod state;
+#[cfg(feature = "systemd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "systemd")))]
+pub mod systemd;
+#[cfg(not(feature = "systemd"))]
+#[allow(dead_code, unreachable_pub)]
+mod systemd;
+#[cfg(feature = "tokio")]
+mod tokio_fds;
 mod unix_sockets;
 mod upgrader;
 

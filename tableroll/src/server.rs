@@ -23,6 +23,7 @@ use crate::fds::{self, Shared};
 use crate::handoff::give;
 use crate::protocol::Channel;
 use crate::signal::UpgradeComplete;
+use crate::systemd::Reporter;
 use crate::upgrader::PeerPolicy;
 
 /// What the serving thread needs.
@@ -36,6 +37,7 @@ pub(crate) struct ServerConfig {
     pub(crate) id: String,
     pub(crate) owner_file: PathBuf,
     pub(crate) peer_policy: PeerPolicy,
+    pub(crate) reporter: Reporter,
 }
 
 pub(crate) struct UpgradeServer {
@@ -207,6 +209,7 @@ fn session(config: &ServerConfig, stream: std::os::unix::net::UnixStream, stop_r
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                 "a newcomer took over; stepping down"
             );
+            config.reporter.stopping();
             config.signal.fire();
             true
         }

@@ -17,6 +17,7 @@ use crate::protocol::{Channel, WireEntry};
 use crate::server::{ServerConfig, UpgradeServer};
 use crate::signal::UpgradeComplete;
 use crate::state::State;
+use crate::systemd::Reporter;
 
 /// Which processes may connect to this process's upgrade socket and receive its descriptors,
 /// checked with `SO_PEERCRED` on every connection before anything is sent (and, on the
@@ -63,6 +64,7 @@ pub struct Builder {
     upgrade_timeout: Duration,
     connect_timeout: Option<Duration>,
     peer_policy: PeerPolicy,
+    systemd_notify: bool,
 }
 
 impl Builder {
@@ -95,6 +97,16 @@ impl Builder {
     /// Who may connect to the upgrade socket. Default [`PeerPolicy::SameUserOrRoot`].
     pub fn peer_policy(mut self, policy: PeerPolicy) -> Self {
         self.peer_policy = policy;
+        self
+    }
+
+    /// Whether to report readiness (`READY=1`, `MAINPID`) and draining (`STOPPING=1`) to
+    /// systemd when `$NOTIFY_SOCKET` is set; see the [`systemd`](crate::systemd) module.
+    /// Default: on.
+    #[cfg(feature = "systemd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "systemd")))]
+    pub fn systemd_notify(mut self, enabled: bool) -> Self {
+        self.systemd_notify = enabled;
         self
     }
 
@@ -149,6 +161,7 @@ impl Builder {
             upgrade_timeout: self.upgrade_timeout,
             connect_timeout: self.connect_timeout,
             peer_policy: self.peer_policy,
+            reporter: Reporter::from_env(self.systemd_notify),
             phase: Mutex::new(Phase::Joining(Box::new(Joining { listener, lock, session }))),
         })
     }
@@ -253,6 +266,8 @@ pub struct Upgrader {
     upgrade_timeout: Duration,
     connect_timeout: Option<Duration>,
     peer_policy: PeerPolicy,
+    /// Where readiness and draining are reported (systemd), if anywhere.
+    reporter: Reporter,
     phase: Mutex<Phase>,
 }
 
@@ -284,6 +299,7 @@ impl Upgrader {
             upgrade_timeout: Duration::from_secs(60),
             connect_timeout: None,
             peer_policy: PeerPolicy::default(),
+            systemd_notify: cfg!(feature = "systemd"),
         }
     }
 
@@ -376,10 +392,12 @@ impl Upgrader {
             peer_policy: self.peer_policy.clone(),
             id: self.id.clone(),
             owner_file: self.dir.owner_file(),
+            reporter: self.reporter.clone(),
         })?;
         drop(lock);
         *phase = Phase::Serving(server);
         tracing::info!(id = self.id, "this process is now the owner");
+        self.reporter.ready(&self.id);
         Ok(())
     }
 

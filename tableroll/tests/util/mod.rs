@@ -186,7 +186,13 @@ impl Peer {
 
     /// Starts the peer with exactly `args` (no `--dir` added).
     pub fn start_with_args(args: &[&str]) -> Peer {
-        Peer::spawn(args, None)
+        Peer::spawn(args, &[], None)
+    }
+
+    /// Starts the peer on `dir` with `args` and the environment variables `env` set.
+    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Peer {
+        let dir = dir.to_str().expect("a UTF-8 test directory");
+        Peer::spawn(&[&["--dir", dir], args].concat(), env, None)
     }
 
     /// Starts the peer on `dir` with `args`, and copies each of its events to `tap` too (before
@@ -194,12 +200,15 @@ impl Peer {
     /// event of the process).
     pub fn start_tapped(dir: &Path, args: &[&str], tap: Tap) -> Peer {
         let dir = dir.to_str().expect("a UTF-8 test directory");
-        Peer::spawn(&[&["--dir", dir], args].concat(), Some(tap))
+        Peer::spawn(&[&["--dir", dir], args].concat(), &[], Some(tap))
     }
 
-    fn spawn(args: &[&str], tap: Option<Tap>) -> Peer {
+    fn spawn(args: &[&str], env: &[(&str, &std::ffi::OsStr)], tap: Option<Tap>) -> Peer {
         let mut cmd = Command::new(peer_binary());
         cmd.args(args);
+        // A test run under systemd must not make the peers report to it.
+        cmd.env_remove("NOTIFY_SOCKET");
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let command = format!("{cmd:?}");
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {command}: {e}"));

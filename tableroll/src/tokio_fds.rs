@@ -1,0 +1,1 @@
+//! Tokio listeners and sockets from the descriptor store (the `tokio` feature).
