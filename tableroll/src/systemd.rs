@@ -97,7 +97,9 @@ impl Reporter {
     /// This process became the owner and serves.
     pub(crate) fn ready(&self, id: &str) {
         let pid = std::process::id();
-        self.send(&format!("READY=1\nMAINPID={pid}\nSTATUS=serving as the owner of the upgrade group (id {id})"));
+        self.send(&format!(
+            "READY=1\nMAINPID={pid}\nSTATUS=serving as the owner of the upgrade group (id {id})"
+        ));
     }
 
     /// A newcomer took over; this process drains.
@@ -139,7 +141,8 @@ mod tests {
     fn sends_to_an_abstract_name() {
         use std::os::linux::net::SocketAddrExt;
         let name = format!("tableroll-test-{}-{:?}", std::process::id(), std::thread::current().id());
-        let socket = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        let socket =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
         notify_to(OsStr::new(&format!("@{name}")), "STOPPING=1").unwrap();
         assert_eq!(receive(&socket), "STOPPING=1");
     }
