@@ -73,7 +73,8 @@ pub enum Error {
     /// The peer on the upgrade socket runs as a user the peer policy does not allow.
     #[error("peer pid {pid} runs as uid {uid}, which the peer policy refuses")]
     PeerRefused {
-        /// The peer's process id, as the kernel reported it.
+        /// The peer's process id, as the kernel reported it (0: not visible from this PID
+        /// namespace).
         pid: i32,
         /// The peer's user id.
         uid: u32,

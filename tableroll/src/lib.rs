@@ -72,7 +72,7 @@
 //!   of a handoff, for testing what the rest of the group does when a process dies there.
 //! - `fuzzing`: entry points for the fuzz targets in `fuzz/` and the benchmarks; not a stable
 //!   API.
-//! - `systemd`: the [`systemd`](crate::systemd) module. Under a `Type=notify` unit the
+//! - `systemd`: the `systemd` module. Under a `Type=notify` unit the
 //!   upgrader reports `READY=1` and `MAINPID` when it becomes the owner and `STOPPING=1` when a
 //!   newcomer took over, so a template unit's next instance turns active only once it serves.
 //!   No new dependency.
@@ -103,6 +103,7 @@ mod fds;
 pub mod fuzzing;
 mod handoff;
 mod id;
+mod peer_cred;
 mod protocol;
 mod server;
 mod signal;

@@ -7,12 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use rustix::process::Pid;
+
 use crate::coordination::{bind_upgrade_socket, connect_to_owner, Directory, OwnerLock, OwnerWatch, GRACE};
 use crate::error::{Error, Result};
 use crate::fault::{self, Point};
 use crate::fds::{self, Fds, Inner};
 use crate::handoff::take;
 use crate::id;
+use crate::peer_cred::peer_cred;
 use crate::protocol::{Channel, WireEntry};
 use crate::server::{ServerConfig, UpgradeServer};
 use crate::signal::UpgradeComplete;
@@ -45,12 +48,12 @@ impl PeerPolicy {
     }
 
     fn check(&self, stream: &UnixStream) -> Result<()> {
-        let cred = rustix::net::sockopt::socket_peercred(stream)
-            .map_err(|e| Error::io("reading the peer credentials of the owner", e.into()))?;
-        if self.allows(cred.uid.as_raw()) {
+        let cred =
+            peer_cred(stream).map_err(|e| Error::io("reading the peer credentials of the owner", e))?;
+        if self.allows(cred.uid) {
             Ok(())
         } else {
-            Err(Error::PeerRefused { pid: cred.pid.as_raw_nonzero().get(), uid: cred.uid.as_raw() })
+            Err(Error::PeerRefused { pid: cred.pid.map_or(0, Pid::as_raw_pid), uid: cred.uid })
         }
     }
 }

@@ -64,8 +64,8 @@ impl OwnerWatch {
 /// A pidfd for the process at the other end of `stream`, if its pid is visible here (it is
 /// not from another PID namespace).
 pub(crate) fn peer_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
-    let cred = rustix::net::sockopt::socket_peercred(stream).ok()?;
-    pidfd_open(cred.pid, PidfdFlags::empty()).ok()
+    let pid = crate::peer_cred::peer_cred(stream).ok()?.pid?;
+    pidfd_open(pid, PidfdFlags::empty()).ok()
 }
 
 /// Whether the process behind `pidfd` exits within `grace` (at once if it already has).

@@ -11,9 +11,7 @@ use std::cell::Cell;
 use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -23,8 +21,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+pub mod http;
 pub mod load;
 pub mod wire;
+
+#[allow(unused_imports)] // not every test binary uses each
+pub use http::{http_get, http_get_unix, read_response, Response};
 
 /// How long anything may take before the test is declared hung.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -189,6 +191,15 @@ impl Peer {
         Peer::spawn(args, &[], None)
     }
 
+    /// Starts the peer on `dir` with `args` in a PID namespace of its own (`unshare(1)`, which
+    /// needs root): it sees no other process, and others see it under another pid.
+    pub fn start_in_new_pid_namespace(dir: &Path, args: &[&str]) -> Peer {
+        let dir = dir.to_str().expect("a UTF-8 test directory");
+        let peer = peer_binary().to_str().expect("a UTF-8 peer path");
+        let wrapped = [&["--pid", "--fork", "--kill-child", peer, "--dir", dir], args].concat();
+        Peer::spawn_program(Path::new("unshare"), &wrapped, &[], None)
+    }
+
     /// Starts the peer on `dir` with `args` and the environment variables `env` set.
     pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Peer {
         let dir = dir.to_str().expect("a UTF-8 test directory");
@@ -204,7 +215,16 @@ impl Peer {
     }
 
     fn spawn(args: &[&str], env: &[(&str, &std::ffi::OsStr)], tap: Option<Tap>) -> Peer {
-        let mut cmd = Command::new(peer_binary());
+        Peer::spawn_program(peer_binary(), args, env, tap)
+    }
+
+    fn spawn_program(
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        tap: Option<Tap>,
+    ) -> Peer {
+        let mut cmd = Command::new(program);
         cmd.args(args);
         // A test run under systemd must not make the peers report to it.
         cmd.env_remove("NOTIFY_SOCKET");
@@ -468,57 +488,6 @@ pub fn listen_addr(event: &Value, id: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // HTTP
-
-/// A parsed HTTP response.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub body: String,
-}
-
-/// `GET target` over TCP to `addr`.
-pub fn http_get(addr: &str, target: &str) -> io::Result<Response> {
-    let stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
-    exchange(stream, target)
-}
-
-/// `GET target` over the Unix socket at `path`.
-pub fn http_get_unix(path: &Path, target: &str) -> io::Result<Response> {
-    let stream = UnixStream::connect(path)?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
-    exchange(stream, target)
-}
-
-fn exchange(mut stream: impl Read + Write, target: &str) -> io::Result<Response> {
-    write!(stream, "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
-    read_response(stream)
-}
-
-/// Reads a whole `Connection: close` response and checks its framing.
-pub fn read_response(mut stream: impl Read) -> io::Result<Response> {
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let invalid = |what: &str| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {:?}", String::from_utf8_lossy(&raw)))
-    };
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| invalid("no end of head"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let body = String::from_utf8_lossy(&raw[split + 4..]).into_owned();
-    let status =
-        head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| invalid("bad status line"))?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| invalid("no Content-Length"))?;
-    if length != body.len() {
-        return Err(invalid("Content-Length does not match the body"));
-    }
-    Ok(Response { status, body })
-}
 
 /// `GET /` must be answered 200 by the peer with id `id`.
 #[track_caller]
