@@ -103,6 +103,7 @@ mod fds;
 pub mod fuzzing;
 mod handoff;
 mod id;
+pub mod inspect;
 mod peer_cred;
 mod protocol;
 mod server;
