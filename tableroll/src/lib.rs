@@ -63,6 +63,12 @@
 //! thread of its own, and [`UpgradeComplete`] can be waited on from a thread or awaited on any
 //! executor. Nothing is logged unless the application installs a [`tracing`] subscriber.
 //!
+//! On tokio, [`UpgradeComplete`] is `Send + 'static` and goes wherever a shutdown future does,
+//! such as axum's `serve(..).with_graceful_shutdown(..)`. One catch with axum: its graceful
+//! shutdown also cancels the connections it accepted but has not read from yet, which under
+//! load resets a request now and then at each upgrade. `examples/axum.rs` stops accepting first
+//! and waits for those connections' first bytes before handing axum the signal.
+//!
 //! # Features
 //!
 //! None is on by default; the library alone depends only on `rustix`, `serde`, `serde_json`,
@@ -76,6 +82,10 @@
 //!   upgrader reports `READY=1` and `MAINPID` when it becomes the owner and `STOPPING=1` when a
 //!   newcomer took over, so a template unit's next instance turns active only once it serves.
 //!   No new dependency.
+//! - `tokio`: `Fds::listen_tcp_tokio`, `Fds::listen_unix_tokio` and `Fds::bind_udp_tokio` give
+//!   tokio listeners and sockets straight from the store, switched to non-blocking mode (which
+//!   the other process shares: see [`Fds`]) and registered with the current runtime. Adds
+//!   `tokio` with its `net` and `rt` features.
 //!
 //! # Security
 //!
