@@ -95,8 +95,14 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// Binding fails, or the store may not change now (see [`Error::UpgradeInProgress`],
-    /// [`Error::UpgradeCompleted`], [`Error::Stopped`]).
+    /// - [`Error::Create`] if `addr` does not resolve, or binding fails (the address is in use,
+    ///   also by a stored listener under `id` bound to another address, which still holds the
+    ///   port).
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn listen_tcp(&self, id: &str, addr: impl ToSocketAddrs) -> Result<TcpListener> {
         let wanted: Vec<SocketAddr> =
             addr.to_socket_addrs().map_err(|e| Error::Create { id: id.into(), source: e })?.collect();
@@ -107,7 +113,12 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// `create` fails, or the store may not change now.
+    /// - [`Error::Create`] if `create` fails (its error is the source).
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn listen_tcp_with(
         &self,
         id: &str,
@@ -122,7 +133,13 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// Binding fails (a live socket or another file is at `path`), or the store may not change.
+    /// - [`Error::Create`] if binding fails: a live socket, or a file that is not a socket, is at
+    ///   `path`; the directory is missing or not writable; the path does not fit a socket address.
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn listen_unix(&self, id: &str, path: impl AsRef<Path>) -> Result<UnixListener> {
         let path = path.as_ref();
         self.get_or_create(id, |fd| unix_fits(fd, path), || bind_unix_replacing_stale(path))
@@ -132,7 +149,12 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// `create` fails, or the store may not change now.
+    /// - [`Error::Create`] if `create` fails (its error is the source).
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn listen_unix_with(
         &self,
         id: &str,
@@ -145,7 +167,12 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// Binding fails, or the store may not change now.
+    /// - [`Error::Create`] if `addr` does not resolve, or binding fails.
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn bind_udp(&self, id: &str, addr: impl ToSocketAddrs) -> Result<UdpSocket> {
         let wanted: Vec<SocketAddr> =
             addr.to_socket_addrs().map_err(|e| Error::Create { id: id.into(), source: e })?.collect();
@@ -156,7 +183,12 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// `create` fails, or the store may not change now.
+    /// - [`Error::Create`] if `create` fails (its error is the source).
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn bind_udp_with(
         &self,
         id: &str,
@@ -169,7 +201,13 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// Connecting fails, or the store may not change now.
+    /// - [`Error::Create`] if connecting to `addr` fails (only tried when no TCP stream is stored
+    ///   under `id`).
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn connect_tcp(&self, id: &str, addr: impl ToSocketAddrs) -> Result<TcpStream> {
         self.get_or_create(id, |_| true, || TcpStream::connect(addr))
     }
@@ -178,7 +216,12 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// `create` fails, or the store may not change now.
+    /// - [`Error::Create`] if `create` fails (its error is the source).
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn tcp_stream_with(
         &self,
         id: &str,
@@ -191,7 +234,13 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// Connecting fails, or the store may not change now.
+    /// - [`Error::Create`] if connecting to `path` fails (only tried when no Unix stream is stored
+    ///   under `id`).
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn connect_unix(&self, id: &str, path: impl AsRef<Path>) -> Result<UnixStream> {
         self.get_or_create(id, |_| true, || UnixStream::connect(path))
     }
@@ -200,7 +249,12 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// `create` fails, or the store may not change now.
+    /// - [`Error::Create`] if `create` fails (its error is the source).
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn unix_stream_with(
         &self,
         id: &str,
@@ -213,7 +267,13 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// Opening fails, or the store may not change now.
+    /// - [`Error::Create`] if opening `path` with `options` fails (only tried when no file is
+    ///   stored under `id`).
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn open_file(&self, id: &str, path: impl AsRef<Path>, options: &OpenOptions) -> Result<File> {
         self.get_or_create(id, |_| true, || options.open(path))
     }
@@ -222,7 +282,12 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// `create` fails, or the store may not change now.
+    /// - [`Error::Create`] if `create` fails (its error is the source).
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn file_with(&self, id: &str, create: impl FnOnce() -> io::Result<File>) -> Result<File> {
         self.get_or_create(id, |_| true, create)
     }
@@ -233,7 +298,13 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// `create` fails, or the store may not change now.
+    /// - [`Error::Create`] if `create` fails (its error is the source); never when anything is
+    ///   stored under `id`, whatever its kind.
+    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+    ///   or the upgrader is stopped); a stored one that fits is still returned then.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn fd_with(&self, id: &str, create: impl FnOnce() -> io::Result<OwnedFd>) -> Result<OwnedFd> {
         self.get_or_create(id, |_| true, create)
     }
@@ -242,7 +313,9 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// `id` holds another kind ([`Error::KindMismatch`]), or duplicating the descriptor fails.
+    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn tcp_listener(&self, id: &str) -> Result<Option<TcpListener>> {
         self.get(id)
     }
@@ -251,7 +324,9 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// As for [`Fds::tcp_listener`].
+    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn unix_listener(&self, id: &str) -> Result<Option<UnixListener>> {
         self.get(id)
     }
@@ -260,7 +335,9 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// As for [`Fds::tcp_listener`].
+    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn udp_socket(&self, id: &str) -> Result<Option<UdpSocket>> {
         self.get(id)
     }
@@ -269,7 +346,9 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// As for [`Fds::tcp_listener`].
+    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn tcp_stream(&self, id: &str) -> Result<Option<TcpStream>> {
         self.get(id)
     }
@@ -278,7 +357,9 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// As for [`Fds::tcp_listener`].
+    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn unix_stream(&self, id: &str) -> Result<Option<UnixStream>> {
         self.get(id)
     }
@@ -287,7 +368,9 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// As for [`Fds::tcp_listener`].
+    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors).
     pub fn file(&self, id: &str) -> Result<Option<File>> {
         self.get(id)
     }
@@ -296,7 +379,8 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// Duplicating the descriptor fails.
+    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
+    ///   descriptors). Any kind is handed out, so there is no kind mismatch.
     pub fn fd(&self, id: &str) -> Result<Option<OwnedFd>> {
         self.get(id)
     }
@@ -306,7 +390,10 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// No such id, a handoff is in progress, or the upgrader is stopped.
+    /// - [`Error::UnknownId`] if nothing is stored under `id`.
+    /// - [`Error::UpgradeInProgress`] while a handoff is running.
+    /// - [`Error::Stopped`] once the upgrader is stopped. (After a newcomer took over, removing is
+    ///   allowed: that is how a draining process lets go of what it no longer needs.)
     pub fn remove(&self, id: &str) -> Result<()> {
         let mut inner = lock(&self.shared);
         inner.state.check_remove()?;

@@ -35,6 +35,12 @@ impl Directory {
     ///
     /// The path is made absolute (without resolving symlinks) so that the socket paths this
     /// process binds can be found in the kernel's socket table by other processes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the path if it cannot be made absolute (it is empty, or the working
+    /// directory is gone), does not exist or cannot be inspected, is not a directory, or this
+    /// process may not create files in it (`access(2)` for write and search permission).
     pub(crate) fn open(path: &Path) -> Result<Directory> {
         let path = std::path::absolute(path)
             .map_err(|e| Error::io_at("resolving the coordination directory", path, e))?;
@@ -65,6 +71,12 @@ impl Directory {
     }
 
     /// `<dir>/<id>.sock`, checked to be a valid id whose path fits a socket address.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] if `id` is empty, holds `/` or NUL, is `.` or `..`, or is longer
+    /// than 107 bytes; [`Error::PathTooLong`] if the socket path is longer than a socket
+    /// address holds.
     pub(crate) fn socket_path(&self, id: &[u8]) -> Result<PathBuf> {
         id::validate(id)?;
         let mut name = id.to_vec();

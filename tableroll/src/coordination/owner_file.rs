@@ -29,6 +29,13 @@ impl OwnerLock {
     /// no polling delay. With a deadline, the wait runs on a helper thread that owns a duplicate
     /// of the descriptor; if the deadline passes first, the helper releases the lock as soon as
     /// it gets it, by closing that duplicate.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the path if the file cannot be opened or created (it is a symlink,
+    /// a directory, or not accessible), is not a regular file, or cannot be locked; also if the
+    /// helper thread for a bounded wait cannot be spawned. [`Error::Timeout`] if `deadline`
+    /// passes before the lock is free.
     pub(crate) fn acquire(path: &Path, deadline: Option<Instant>) -> Result<OwnerLock> {
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -69,6 +76,11 @@ impl OwnerLock {
 
     /// Records `id` as the owner, in place: the lock lives on this inode, so the file is never
     /// replaced by a rename.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the path if truncating or writing the file fails (the file system
+    /// is full or read-only, say). The file may then be empty, which reads as "no owner".
     pub(crate) fn write_owner(&self, id: &[u8]) -> Result<()> {
         let io = |e| Error::io_at("writing the owner file", &self.path, e);
         self.file.set_len(0).map_err(io)?;
@@ -78,6 +90,11 @@ impl OwnerLock {
 
 /// Reads the owner id without taking the lock (never following a symlink). Only for a
 /// process that knows no one else can be writing it: see the upgrade server's step-down.
+///
+/// # Errors
+///
+/// [`Error::Io`] naming the path if the file cannot be opened (missing, a symlink, not
+/// readable) or read; [`Error::Protocol`] if its content is not a valid id.
 pub(crate) fn peek_owner(path: &Path) -> Result<Option<Vec<u8>>> {
     let file = std::fs::OpenOptions::new()
         .read(true)

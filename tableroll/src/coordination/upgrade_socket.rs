@@ -22,6 +22,13 @@ const BACKLOG: i32 = 128;
 ///
 /// A socket file left behind by a crashed process with the same id is replaced; a live one
 /// means the id is taken, and anything that is not a socket is left alone.
+///
+/// # Errors
+///
+/// [`Error::IdInUse`] if a live process listens on `path`. [`Error::Io`] naming the path if a
+/// file that is not a socket (or a symlink) is there, a stale socket cannot be removed, the
+/// socket cannot be inspected, or creating, binding or listening fails (the directory is not
+/// writable, say).
 pub(crate) fn bind_upgrade_socket(path: &Path, id: &str) -> Result<UnixListener> {
     match bind_owner_only(path) {
         Err(Errno::ADDRINUSE) => {}
@@ -71,6 +78,13 @@ fn bind_owner_only(path: &Path) -> rustix::io::Result<UnixListener> {
 ///
 /// A connect to a Unix socket whose backlog is full blocks; the send timeout, which the kernel
 /// applies to that wait, bounds it by the deadline.
+///
+/// # Errors
+///
+/// [`Error::Io`] naming the path if something other than a socket is there (a symlink is not
+/// followed), it cannot be inspected, or connecting fails for another reason than the owner
+/// being gone (permission denied, say). [`Error::Timeout`] if the owner's listen backlog stays
+/// full until `deadline`.
 pub(crate) fn connect_to_owner(path: &Path, deadline: Option<Instant>) -> Result<Option<UnixStream>> {
     let fail = |e: io::Error| Error::io_at("connecting to the owner's upgrade socket", path, e);
     let meta = match std::fs::symlink_metadata(path) {
