@@ -1,10 +1,16 @@
 //! The `tableroll` command.
 //!
-//! `tableroll drill` shows what the library does, in one command with nothing to configure: a
-//! demo server upgraded again and again under load, every handoff timed, every request
-//! accounted for. See `tableroll drill --help`.
+//! - `tableroll drill` shows what the library does, in one command with nothing to configure:
+//!   a demo server upgraded again and again under load, every handoff timed, every request
+//!   accounted for.
+//! - `tableroll run` gives the same upgrades to any program written for systemd's socket
+//!   activation, in any language.
+//! - `tableroll status` shows what a coordination directory holds, without disturbing it.
 
 mod drill;
+mod duration;
+mod run;
+mod status;
 mod sys;
 
 use std::process::ExitCode;
@@ -22,7 +28,12 @@ struct Cli {
 
 const AFTER_HELP: &str = "\
 Start with `tableroll drill`: a server upgraded ten times under load in about 12 seconds, \
-every handoff timed, every request accounted for.";
+every handoff timed, every request accounted for.
+
+To upgrade your own program without downtime: if it accepts sockets from systemd (LISTEN_FDS), \
+run each version under `tableroll run --dir DIR --listen NAME=tcp:HOST:PORT -- PROGRAM`; start \
+the next version the same way while the old one runs. `tableroll status --dir DIR` shows the \
+group. Rust programs can use the tableroll library directly.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -41,6 +52,16 @@ enum Command {
     /// process and file it creates is removed at the end, also on Ctrl-C.
     Drill(drill::args::DrillArgs),
 
+    /// Run a program written for systemd socket activation with zero-downtime upgrades.
+    Run(run::args::RunArgs),
+
+    /// Show what a coordination directory holds, without disturbing the group.
+    Status(status::StatusArgs),
+
+    /// Internal: sets LISTEN_PID to its own pid and executes the program (started by `run`).
+    #[command(name = "exec-activated", hide = true)]
+    ExecActivated(run::exec::ExecArgs),
+
     /// One generation of the drill's demo server (started by `tableroll drill`).
     #[command(name = "drill-server", hide = true)]
     DrillServer(drill::server::ServerArgs),
@@ -54,5 +75,8 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }),
         Command::DrillServer(args) => drill::server::run(&args),
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => status::run(&args),
+        Command::ExecActivated(args) => run::exec::run(args),
     }
 }

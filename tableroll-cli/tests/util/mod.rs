@@ -115,3 +115,20 @@ pub fn is_generation_of(pid: u64, dir: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     String::from_utf8_lossy(&cmdline).contains(dir)
 }
+
+/// Runs `tableroll ARGS` to its end in the working directory `cwd` (killing it and failing
+/// past [`LIMIT`]).
+pub fn run_in(cwd: &Path, args: &[&str]) -> Run {
+    let child = tableroll()
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tableroll");
+    let output = wait_bounded(child);
+    let mut described = vec![format!("(in {})", cwd.display())];
+    described.extend(args.iter().map(|a| a.to_string()));
+    Run { args: described, output }
+}

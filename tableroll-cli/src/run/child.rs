@@ -1,0 +1,132 @@
+//! The supervised program: started as socket activation starts it, signalled through a pidfd,
+//! reaped by the supervisor.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Instant;
+
+use rustix::io::{fcntl_dupfd_cloexec, fcntl_setfd, FdFlags};
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+
+/// A running program and the means to watch it.
+pub struct Child {
+    child: std::process::Child,
+    /// Readable once the process exited; signals through it cannot reach a reused pid.
+    pidfd: OwnedFd,
+    pub started: Instant,
+}
+
+/// What the program gets: its command line, the listeners (name and socket, in order) and
+/// where to report readiness.
+pub struct Launch<'a> {
+    pub command: &'a [OsString],
+    pub listeners: &'a [(String, BorrowedFd<'a>)],
+    pub notify_socket: Option<&'a Path>,
+}
+
+impl Child {
+    /// Starts the program through `tableroll exec-activated`, which puts the listeners at
+    /// descriptors 3, 4, ... and sets `LISTEN_PID` in the program's own process. The program
+    /// runs in a process group of its own, so a Ctrl-C at a terminal reaches it once, through
+    /// the supervisor, and a kill after the drain timeout reaches its helpers too.
+    pub fn spawn(launch: &Launch<'_>) -> io::Result<Child> {
+        let me = std::env::current_exe()?;
+        // Inheritable copies, only for as long as the spawn takes: the supervisor starts
+        // nothing else meanwhile (readiness commands run later, from this same thread).
+        let mut passed = Vec::with_capacity(launch.listeners.len());
+        for (_, fd) in launch.listeners {
+            let copy = fcntl_dupfd_cloexec(fd, 3)?;
+            fcntl_setfd(&copy, FdFlags::empty())?;
+            passed.push(copy);
+        }
+        let mut cmd = Command::new(me);
+        cmd.arg("exec-activated");
+        for fd in &passed {
+            cmd.arg("--fd").arg(fd.as_raw_fd().to_string());
+        }
+        cmd.arg("--").args(launch.command);
+        let names: Vec<&str> = launch.listeners.iter().map(|(name, _)| name.as_str()).collect();
+        cmd.env("LISTEN_FDS", names.len().to_string())
+            .env("LISTEN_FDNAMES", names.join(":"))
+            .env_remove("LISTEN_PID");
+        match launch.notify_socket {
+            Some(path) => cmd.env("NOTIFY_SOCKET", path),
+            None => cmd.env_remove("NOTIFY_SOCKET"),
+        };
+        cmd.stdin(Stdio::null()).process_group(0);
+        let started = Instant::now();
+        let child = cmd.spawn();
+        drop(passed);
+        let child = child?;
+        let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| io::Error::other("the child has pid 0"))?;
+        let pidfd = pidfd_open(pid, PidfdFlags::empty())?;
+        Ok(Child { child, pidfd, started })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Readable once the process exited.
+    pub fn exit_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// The exit status if the process exited (and reaps it).
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Sends `signal` to the program (not to its process group). An exited program is not
+    /// an error: the signal simply has nobody to reach.
+    pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        match pidfd_send_signal(&self.pidfd, signal) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Kills the program's whole process group: the program and whatever it started.
+    pub fn kill_group(&self) {
+        self.signal(Signal::KILL).ok();
+        if let Some(group) = Pid::from_raw(self.child.id() as i32) {
+            rustix::process::kill_process_group(group, Signal::KILL).ok();
+        }
+    }
+}
+
+/// The exit code that stands for `status`: its code, or 128 + the signal that killed it.
+pub fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(255),
+        (None, None) => 1,
+    }
+}
+
+/// `status` in words: "exited with status 3" or "was killed by SIGKILL".
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by {}", super::args::Signal(signal).name()),
+        (None, None) => format!("ended ({status})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code(ExitStatus::from_raw(0)), 0);
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
+        assert_eq!(describe(ExitStatus::from_raw(15)), "was killed by SIGTERM");
+        assert_eq!(describe(ExitStatus::from_raw(2 << 8)), "exited with status 2");
+    }
+}

@@ -1,0 +1,116 @@
+//! `tableroll run`: zero-downtime upgrades for any program written for systemd's socket
+//! activation.
+//!
+//! The supervisor joins the group through the library, which hands it the running instance's
+//! listeners (or it creates them), starts the program with them as descriptors 3, 4, ...,
+//! waits until the program is ready, and only then calls the library's `ready`: the previous
+//! instance is told to drain. When a newer instance takes over in turn, the program gets the
+//! stop signal and the drain timeout.
+//!
+//! - `args`: the command line.
+//! - `exec`: the hidden `exec-activated` step that runs in the program's process.
+//! - `child`: starting, signalling and reaping the program.
+//! - `notify`: the `NOTIFY_SOCKET` the program reports readiness to.
+//! - `signals`: the supervisor's own signals, as bytes to poll.
+//! - `supervisor`: the loop: start, readiness, serving, restarts, draining.
+//! - `log`: the log lines.
+
+pub mod args;
+mod child;
+pub mod exec;
+mod log;
+mod notify;
+mod signals;
+mod supervisor;
+
+use std::os::fd::OwnedFd;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use args::{Listen, RunArgs, SocketSpec};
+use log::{ms, Log};
+
+/// How much longer than the readiness timeout an owner waits for a newcomer's handoff: the
+/// newcomer's own timeout should end it first, with a clear message, not the owner's.
+const UPGRADE_MARGIN: Duration = Duration::from_secs(10);
+
+pub fn run(args: RunArgs) -> ExitCode {
+    let mut log = Log::new(args.log_format);
+    match join_and_supervise(&args, &mut log) {
+        Ok(code) => {
+            log.event("exit", &format!("exiting with status {code}"), json!({ "code": code }));
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            log.event("error", &format!("{e:#}"), json!({}));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let mut builder =
+        tableroll::Upgrader::builder(&args.dir).upgrade_timeout(args.ready_timeout + UPGRADE_MARGIN);
+    if let Some(id) = &args.id {
+        builder = builder.id(id.clone());
+    }
+    let upgrader = builder.build().with_context(|| format!("joining the group in {}", args.dir.display()))?;
+    log.set_id(upgrader.id());
+    log.event(
+        "joined",
+        if upgrader.inherited_ids().is_empty() {
+            "joined the group; no running instance handed anything over"
+        } else {
+            "joined the group; received the running instance's descriptors"
+        },
+        json!({ "dir": args.dir.display().to_string(), "inherited": upgrader.inherited_ids(),
+                "join_ms": ms(started.elapsed()) }),
+    );
+    let listeners = open_listeners(&upgrader, &args.listens, log)?;
+    supervisor::Supervisor::new(args, &upgrader, listeners, log)?.run()
+}
+
+/// Each `--listen`, from the store: the running instance's socket, or a new one.
+fn open_listeners(
+    upgrader: &tableroll::Upgrader,
+    listens: &[Listen],
+    log: &Log,
+) -> anyhow::Result<Vec<(String, OwnedFd)>> {
+    let mut opened = Vec::with_capacity(listens.len());
+    for listen in listens {
+        let name = listen.name.as_str();
+        let inherited = upgrader.inherited_ids().iter().any(|id| id == name);
+        let fds = upgrader.fds();
+        let (fd, kind, address): (OwnedFd, &str, String) = match &listen.socket {
+            SocketSpec::Tcp(addr) => {
+                let listener = fds.listen_tcp(name, addr.as_str());
+                let listener = listener.with_context(|| format!("listener {name} on tcp:{addr}"))?;
+                let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.clone());
+                (listener.into(), "tcp", local)
+            }
+            SocketSpec::Udp(addr) => {
+                let socket = fds.bind_udp(name, addr.as_str());
+                let socket = socket.with_context(|| format!("listener {name} on udp:{addr}"))?;
+                let local = socket.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.clone());
+                (socket.into(), "udp", local)
+            }
+            SocketSpec::Unix(path) => {
+                let listener = fds.listen_unix(name, path);
+                let listener =
+                    listener.with_context(|| format!("listener {name} on unix:{}", path.display()))?;
+                (listener.into(), "unix", path.display().to_string())
+            }
+        };
+        log.event(
+            "listener",
+            if inherited { "listener inherited" } else { "listener created" },
+            json!({ "name": name, "kind": kind, "address": address, "inherited": inherited }),
+        );
+        opened.push((name.to_string(), fd));
+    }
+    Ok(opened)
+}

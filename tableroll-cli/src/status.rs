@@ -1,0 +1,234 @@
+//! `tableroll status`: what a coordination directory holds, read without disturbing its group.
+//!
+//! The reading is the library's ([`tableroll::inspect`]); this module words it for a person
+//! (aligned lines and a one-line verdict) or prints it as one JSON object, and turns it into
+//! the exit status.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde::Serialize;
+use tableroll::inspect::{self, DirectoryStatus, EntryKind, LockHeld, OwnerFile, SocketState, SocketStatus};
+
+/// Arguments of `tableroll status`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct StatusArgs {
+    /// The coordination directory of the upgrade group (the one given to `tableroll run` or
+    /// to the library's `Upgrader`).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print one JSON object instead of text: `owner` (`file`: missing, empty, valid or
+    /// invalid; `id`, `alive`, `pid`, `problem`), `lock` (`held`: yes, no or unknown;
+    /// `holder_pid`, `problem`), `sockets` (`id`, `state`: live or stale, `pid`, `owner`),
+    /// `unexpected` (`name`, `kind`), `dir` and `verdict`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const AFTER_HELP: &str = "\
+Shows the owner named in DIR/pid and whether it is alive, whether an upgrade is in progress \
+(a newcomer holds the flock(2) lock on DIR/pid) and which process holds it, every upgrade \
+socket DIR/<id>.sock as live or stale with the pid of the process holding it, and anything \
+else found in DIR.
+
+It never connects to a socket in DIR (a connection to the owner's socket would start a \
+handoff), never takes the lock, and creates or removes nothing. It reads the kernel's tables \
+instead: /proc/net/unix (which sockets are open), /proc/locks (who holds the lock) and \
+/proc/<pid>/fd (which process holds a socket). Linux only. A socket bound in another network \
+namespace reads as stale, a lock held from another PID namespace reads as not held, and a \
+process of another user may show no pid.
+
+Exit status:
+  0  an owner is alive
+  1  there is no live owner: no owner file, an empty or invalid one, or the owner's socket \
+is not live
+  2  DIR cannot be read (missing, not a directory, no permission) or /proc/net/unix cannot \
+be read";
+
+/// Exit status when an owner is alive.
+const ALIVE: u8 = 0;
+/// Exit status when there is no live owner.
+const NO_OWNER: u8 = 1;
+/// Exit status when the directory or the kernel's tables cannot be read.
+const FAILED: u8 = 2;
+
+pub fn run(args: &StatusArgs) -> ExitCode {
+    let status = match inspect::inspect(&args.dir) {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("tableroll status: {e}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    let printed = if args.json { print_json(&status) } else { print_text(&status) };
+    if let Err(e) = printed {
+        eprintln!("tableroll status: writing the report: {e}");
+        return ExitCode::from(FAILED);
+    }
+    ExitCode::from(if status.owner.alive { ALIVE } else { NO_OWNER })
+}
+
+/// The JSON report: the library's status and the verdict.
+#[derive(Serialize)]
+struct Report<'a> {
+    #[serde(flatten)]
+    status: &'a DirectoryStatus,
+    verdict: String,
+}
+
+fn print_json(status: &DirectoryStatus) -> io::Result<()> {
+    let report = Report { status, verdict: verdict(status) };
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &report)?;
+    writeln!(out)
+}
+
+/// The width of the label column.
+const LABEL: usize = 11;
+
+fn print_text(status: &DirectoryStatus) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let mut line = |label: &str, text: &str| writeln!(out, "{label:<LABEL$} {text}");
+    line("directory", &printable(&status.dir.to_string_lossy()))?;
+    line("owner", &owner_line(status))?;
+    line("upgrade", &upgrade_line(status))?;
+    let names = entry_names(status);
+    let width = names.iter().map(|name| name.chars().count()).max().unwrap_or(0);
+    let sockets = status.sockets.iter().zip(&names).map(|(socket, name)| socket_line(socket, name, width));
+    print_list(&mut line, "sockets", sockets.collect())?;
+    let strange = status.unexpected.iter().zip(&names[status.sockets.len()..]);
+    let strange = strange.map(|(entry, name)| format!("{name:<width$}  {}", kind_name(entry.kind)));
+    print_list(&mut line, "unexpected", strange.collect())?;
+    line("verdict", &verdict(status))
+}
+
+/// Prints `items` under `label`, the label on the first line only; `none` if there are none.
+fn print_list(
+    line: &mut impl FnMut(&str, &str) -> io::Result<()>,
+    label: &str,
+    items: Vec<String>,
+) -> io::Result<()> {
+    if items.is_empty() {
+        return line(label, "none");
+    }
+    for (i, item) in items.iter().enumerate() {
+        line(if i == 0 { label } else { "" }, item)?;
+    }
+    Ok(())
+}
+
+/// The printable names of the sockets (`<id>.sock`), then of the unexpected entries, so that
+/// both lists share one column width.
+fn entry_names(status: &DirectoryStatus) -> Vec<String> {
+    let sockets = status.sockets.iter().map(|s| printable(&format!("{}.sock", s.id)));
+    sockets.chain(status.unexpected.iter().map(|e| printable(&e.name))).collect()
+}
+
+fn owner_line(status: &DirectoryStatus) -> String {
+    let owner = &status.owner;
+    match (owner.file, &owner.id) {
+        (OwnerFile::Missing, _) => "none (no owner file)".to_owned(),
+        (OwnerFile::Empty, _) => "none (the owner file is empty)".to_owned(),
+        (OwnerFile::Valid, Some(id)) if owner.alive => {
+            format!("{}: alive, {}", printable(id), pid(owner.pid))
+        }
+        (OwnerFile::Valid, Some(id)) => format!("{}: dead ({})", printable(id), dead_owner_reason(status)),
+        _ => format!("invalid: {}", printable(owner.problem.as_deref().unwrap_or("unreadable owner file"))),
+    }
+}
+
+/// Why the owner named in the owner file is not alive.
+fn dead_owner_reason(status: &DirectoryStatus) -> String {
+    let id = status.owner.id.as_deref().unwrap_or_default();
+    let name = format!("{id}.sock");
+    if status.sockets.iter().any(|s| s.owner) {
+        "its upgrade socket is stale: its process is gone".to_owned()
+    } else if let Some(entry) = status.unexpected.iter().find(|e| e.name == name) {
+        format!("{} is not a socket but a {}", printable(&name), kind_name(entry.kind))
+    } else {
+        format!("it has no upgrade socket {}", printable(&name))
+    }
+}
+
+fn upgrade_line(status: &DirectoryStatus) -> String {
+    let lock = &status.lock;
+    match lock.held {
+        LockHeld::Yes => format!("in progress: the lock is held by {}", pid(lock.holder_pid)),
+        LockHeld::No => "none in progress (the lock is free)".to_owned(),
+        _ => format!("unknown: {}", lock.problem.as_deref().unwrap_or("the lock table cannot be read")),
+    }
+}
+
+fn socket_line(socket: &SocketStatus, name: &str, width: usize) -> String {
+    let state = match socket.state {
+        SocketState::Live => format!("live   {}", pid(socket.pid)),
+        _ => "stale".to_owned(),
+    };
+    let owner = if socket.owner { "  (owner)" } else { "" };
+    format!("{name:<width$}  {state}{owner}")
+}
+
+fn pid(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "pid not visible".to_owned(),
+    }
+}
+
+fn kind_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::RegularFile => "regular file",
+        EntryKind::Directory => "directory",
+        EntryKind::Symlink => "symlink",
+        EntryKind::Socket => "socket",
+        EntryKind::Fifo => "named pipe",
+        EntryKind::BlockDevice => "block device",
+        EntryKind::CharDevice => "character device",
+        _ => "unknown kind",
+    }
+}
+
+/// The one-line judgement: whether the group is served, and what happens next.
+fn verdict(status: &DirectoryStatus) -> String {
+    let upgrading = status.lock.held == LockHeld::Yes;
+    let owner = &status.owner;
+    match owner.file {
+        _ if owner.alive && upgrading => "OK: the owner is serving; an upgrade is in progress".to_owned(),
+        _ if owner.alive => "OK: the owner is serving".to_owned(),
+        OwnerFile::Invalid => "NO OWNER: the owner file is invalid; new processes refuse to start until \
+                               it is fixed or removed"
+            .to_owned(),
+        OwnerFile::Valid if upgrading => {
+            "NO OWNER: the owner is gone; a new process is taking over".to_owned()
+        }
+        OwnerFile::Valid => {
+            "NO OWNER: the owner is gone; the next process to start takes over with fresh descriptors"
+                .to_owned()
+        }
+        _ if upgrading => "NO OWNER yet: the first process is starting".to_owned(),
+        _ => "NO OWNER: no process has become owner yet".to_owned(),
+    }
+}
+
+/// `text` with control characters escaped, so that a file name cannot drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() { c.escape_default().collect() } else { vec![c] };
+            escaped
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_characters() {
+        assert_eq!(printable("a\u{1b}[2Jb\nc"), "a\\u{1b}[2Jb\\nc");
+        assert_eq!(printable("ünï code"), "ünï code");
+    }
+}

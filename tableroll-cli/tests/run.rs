@@ -1,0 +1,531 @@
+//! `tableroll run` end to end: real supervisors running the socket-activated test server
+//! (`examples/activated_server.rs`), replacing each other under load. Every wait is for a line
+//! a process printed or for a process to exit, bounded by [`TIMEOUT`] only to fail a hung test.
+
+mod util;
+
+// The library's HTTP client and closed-loop load, shared by path.
+#[allow(dead_code)]
+#[path = "../../tableroll/tests/util/http.rs"]
+mod http;
+#[allow(dead_code)]
+#[path = "../../tableroll/tests/util/load.rs"]
+mod load;
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use http::{http_get, read_response};
+use load::{Load, Target};
+
+/// How long any one step may take before the test is declared hung.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The test server, built if missing or older than its source.
+fn activated_server() -> &'static Path {
+    static SERVER: OnceLock<PathBuf> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+        let server = profile_dir.join("examples").join("activated_server");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/activated_server.rs");
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if modified(&server).is_none_or(|built| modified(&source).is_some_and(|src| src > built)) {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "--example", "activated_server", "--manifest-path"])
+                .arg(&manifest)
+                .status()
+                .expect("running cargo to build the test server");
+            assert!(status.success(), "building the test server failed");
+        }
+        server
+    })
+}
+
+/// Where a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The supervisor's JSON log (stderr).
+    Supervisor,
+    /// The program's stdout (the supervisor passes its own stdout on).
+    Program,
+}
+
+/// One `tableroll run` process. On drop it and every program it reported are killed by pid.
+struct Instance {
+    label: String,
+    child: Child,
+    lines: Receiver<(Source, Value)>,
+    seen: Arc<Mutex<Vec<String>>>,
+    pending: Vec<(Source, Value)>,
+    program_pids: BTreeSet<u32>,
+    status: Option<ExitStatus>,
+}
+
+impl Instance {
+    /// Starts `tableroll run --dir DIR --log-format json FLAGS -- activated_server SERVER_ARGS`.
+    fn start(label: &str, dir: &Path, flags: &[&str], server_args: &[&str]) -> Instance {
+        let server = activated_server().to_str().expect("a UTF-8 path");
+        Instance::start_command(label, dir, flags, &[&[server], server_args].concat(), None)
+    }
+
+    /// Starts `tableroll run --dir DIR --log-format json FLAGS -- PROGRAM...`, with
+    /// `NOTIFY_SOCKET` set to `notify_socket` (as systemd would) or unset.
+    fn start_command(
+        label: &str,
+        dir: &Path,
+        flags: &[&str],
+        program: &[&str],
+        notify_socket: Option<&Path>,
+    ) -> Instance {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tableroll"));
+        cmd.arg("run").arg("--dir").arg(dir).args(["--log-format", "json"]).args(flags);
+        cmd.arg("--").args(program);
+        match notify_socket {
+            Some(path) => cmd.env("NOTIFY_SOCKET", path),
+            None => cmd.env_remove("NOTIFY_SOCKET"),
+        };
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("starting tableroll run");
+        let (tx, lines) = mpsc::channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        for (source, stream) in [
+            (Source::Program, Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>),
+            (Source::Supervisor, Box::new(child.stderr.take().unwrap())),
+        ] {
+            let (tx, seen) = (tx.clone(), seen.clone());
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    seen.lock().unwrap().push(format!("{source:?}: {line}"));
+                    if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                        if tx.send((source, value)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        Instance {
+            label: label.to_string(),
+            child,
+            lines,
+            seen,
+            pending: Vec::new(),
+            program_pids: BTreeSet::new(),
+            status: None,
+        }
+    }
+
+    fn fail(&self, message: &str) -> ! {
+        panic!(
+            "{} ({}): {message}\n--- output:\n{}",
+            self.label,
+            self.child.id(),
+            self.seen.lock().unwrap().join("\n")
+        )
+    }
+
+    /// The first line from `source` with `"event": event` not consumed yet.
+    fn wait_for(&mut self, source: Source, event: &str) -> Value {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(i) = self.pending.iter().position(|(s, v)| *s == source && v["event"] == event) {
+                return self.pending.remove(i).1;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.receive(line),
+                Err(RecvTimeoutError::Timeout) => self.fail(&format!("no {source:?} event {event:?}")),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("output ended before {source:?} event {event:?}"))
+                }
+            }
+        }
+    }
+
+    /// Keeps a line for later waits, noting the pid of every program the supervisor started.
+    fn receive(&mut self, (source, value): (Source, Value)) {
+        if source == Source::Supervisor && value["event"] == "started" {
+            self.program_pids.insert(value["child_pid"].as_u64().unwrap() as u32);
+        }
+        self.pending.push((source, value));
+    }
+
+    fn log(&mut self, event: &str) -> Value {
+        self.wait_for(Source::Supervisor, event)
+    }
+
+    fn program(&mut self, event: &str) -> Value {
+        self.wait_for(Source::Program, event)
+    }
+
+    /// The address of listener `name`, from the supervisor's log.
+    fn address(&mut self, name: &str) -> String {
+        loop {
+            let listener = self.log("listener");
+            if listener["name"] == name {
+                return listener["address"].as_str().unwrap().to_string();
+            }
+        }
+    }
+
+    /// Waits for the supervisor to exit; its exit code.
+    fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.status = Some(status);
+                return status.code().unwrap_or_else(|| self.fail(&format!("ended by {status}")));
+            }
+            if Instant::now() >= deadline {
+                self.fail("did not exit");
+            }
+            // The exit is what is awaited; nothing to poll for it but the pid, so the
+            // waiting thread blocks on the output's end (it comes with the exit) instead.
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => self.receive(line),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().unwrap();
+                    self.status = Some(status);
+                    return status.code().unwrap_or_else(|| self.fail(&format!("ended by {status}")));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        while let Ok(line) = self.lines.try_recv() {
+            self.receive(line);
+        }
+        // The programs first, while the supervisor (their parent) keeps their pids from being
+        // reused, then the supervisor.
+        for pid in &self.program_pids {
+            if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn test_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+fn body_of(addr: &str) -> String {
+    let response = http_get(addr, "/").unwrap_or_else(|e| panic!("GET / on {addr}: {e}"));
+    assert_eq!(response.status, 200);
+    response.body
+}
+
+/// Starts generation `n` on `listen`, taking over from whatever runs.
+fn generation(dir: &Path, n: u32, listen: &str, flags: &[&str]) -> Instance {
+    let args = [&["--listen", listen], flags].concat();
+    Instance::start(&format!("gen-{n}"), dir, &args, &["--generation", &n.to_string()])
+}
+
+/// Runs `count` generations in a row under closed-loop load; each must be the owner, serve,
+/// and hand over with its program drained and exiting 0. No request may fail.
+fn upgrades_under_load(count: u32) {
+    let dir = test_dir();
+    let mut current = generation(dir.path(), 0, "web=tcp:127.0.0.1:0", &[]);
+    let addr = current.address("web");
+    current.log("owner");
+    let listen = format!("web=tcp:{addr}");
+    let load = Load::start(vec![Target::Tcp(addr.clone())], 4);
+    load.wait_served_by("gen-0", 20);
+    for n in 1..=count {
+        let mut next = generation(dir.path(), n, &listen, &[]);
+        assert_eq!(next.log("joined")["inherited"], serde_json::json!(["web"]));
+        next.log("owner");
+        current.log("taken_over");
+        assert_eq!(current.log("drained")["code"], 0);
+        current.program("exiting");
+        assert_eq!(current.wait_exit(), 0);
+        load.wait_served_by(&format!("gen-{n}"), 20);
+        current = next;
+    }
+    let report = load.stop();
+    assert!(report.failures.is_empty(), "{}", report.summary());
+    for n in 0..=count {
+        assert!(report.served_by.get(&format!("gen-{n}")).copied().unwrap_or(0) > 0, "{}", report.summary());
+    }
+    eprintln!("{count} upgrades under load: {}", report.summary());
+}
+
+#[test]
+fn two_generations_replace_each_other_under_load_without_a_failed_request() {
+    upgrades_under_load(2);
+}
+
+#[test]
+fn ten_generations_replace_each_other_under_load_without_a_failed_request() {
+    upgrades_under_load(10);
+}
+
+#[test]
+fn the_program_gets_exactly_the_activation_environment_and_descriptors() {
+    let dir = test_dir();
+    let group = dir.path().join("group");
+    std::fs::create_dir(&group).unwrap();
+    let admin = format!("admin=unix:{}", dir.path().join("admin.sock").display());
+    let flags = ["--listen", "web=tcp:127.0.0.1:0", "--listen", "dns=udp:127.0.0.1:0", "--listen", &admin];
+    let mut first = Instance::start("first", &group, &flags, &[]);
+    let started = first.program("started");
+    let pid = started["pid"].as_u64().unwrap();
+    assert_eq!(started["listen_pid"], pid.to_string(), "{started}");
+    assert_eq!(started["listen_fds"], "3");
+    assert_eq!(started["listen_fdnames"], "web:dns:admin");
+    assert_eq!(started["kinds"], serde_json::json!(["tcp-listener", "udp", "unix-listener"]));
+    // stdin, stdout, stderr and the three listeners: nothing else of the supervisor's.
+    assert_eq!(started["open_fds"], serde_json::json!([0, 1, 2, 3, 4, 5]), "{started}");
+    assert!(started["notify_socket"].as_str().is_some_and(|p| p.starts_with('/')), "{started}");
+    assert_eq!(first.log("started")["child_pid"], pid);
+    first.log("owner");
+
+    // The next instance's program gets the same sockets, in the same order, with its own pid.
+    let web = first.address("web");
+    let dns = first.address("dns");
+    let listen_web = format!("web=tcp:{web}");
+    let listen_dns = format!("dns=udp:{dns}");
+    let flags = ["--listen", &listen_web, "--listen", &listen_dns, "--listen", &admin];
+    let mut second = Instance::start("second", &group, &flags, &[]);
+    let started = second.program("started");
+    assert_eq!(started["listen_pid"], started["pid"].as_u64().unwrap().to_string(), "{started}");
+    assert_eq!(started["listen_fdnames"], "web:dns:admin");
+    assert_eq!(started["kinds"], serde_json::json!(["tcp-listener", "udp", "unix-listener"]));
+    assert_eq!(started["open_fds"], serde_json::json!([0, 1, 2, 3, 4, 5]), "{started}");
+    second.log("owner");
+    assert_eq!(first.wait_exit(), 0);
+}
+
+/// A serving generation 0 on a new TCP listener: the instance, its address and `--listen`.
+fn serving_owner(dir: &Path, flags: &[&str], server_args: &[&str]) -> (Instance, String, String) {
+    let args = [&["--listen", "web=tcp:127.0.0.1:0"], flags].concat();
+    let server_args = [&["--generation", "0"], server_args].concat();
+    let mut owner = Instance::start("gen-0", dir, &args, &server_args);
+    let addr = owner.address("web");
+    owner.log("owner");
+    (owner, addr.clone(), format!("web=tcp:{addr}"))
+}
+
+/// The old owner still owns the group: a good newcomer takes over from it.
+fn assert_still_owner(dir: &Path, old: &mut Instance, addr: &str, listen: &str) {
+    assert_eq!(body_of(addr), "hello from gen-0\n");
+    let mut next = generation(dir, 9, listen, &[]);
+    next.log("owner");
+    old.log("taken_over");
+    assert_eq!(old.wait_exit(), 0);
+    assert_eq!(body_of(addr), "hello from gen-9\n");
+}
+
+#[test]
+fn a_program_that_dies_before_ready_leaves_the_old_generation_serving() {
+    let dir = test_dir();
+    let (mut old, addr, listen) = serving_owner(dir.path(), &[], &[]);
+    let mut failed = Instance::start("dies", dir.path(), &["--listen", &listen], &["--ready", "exit:7"]);
+    let message = failed.log("failed")["message"].as_str().unwrap().to_string();
+    assert!(message.contains("exited with status 7 before it was ready"), "{message}");
+    assert_eq!(failed.wait_exit(), 1);
+    assert_still_owner(dir.path(), &mut old, &addr, &listen);
+}
+
+#[test]
+fn a_program_that_is_not_ready_in_time_is_stopped_and_the_old_generation_keeps_serving() {
+    let dir = test_dir();
+    let (mut old, addr, listen) = serving_owner(dir.path(), &[], &[]);
+    let flags = ["--listen", &listen, "--ready-timeout", "200ms"];
+    let mut slow = Instance::start("never-ready", dir.path(), &flags, &["--ready", "never"]);
+    slow.log("timeout");
+    assert_eq!(slow.log("drained")["code"], 0);
+    slow.program("exiting");
+    assert_eq!(slow.wait_exit(), 1);
+    assert_still_owner(dir.path(), &mut old, &addr, &listen);
+}
+
+#[test]
+fn a_missing_program_fails_clearly() {
+    let dir = test_dir();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tableroll"));
+    cmd.args(["run", "--listen", "web=tcp:127.0.0.1:0", "--dir"]).arg(dir.path());
+    let output = cmd.args(["--", "/nonexistent/program"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot run /nonexistent/program"), "{stderr}");
+    assert!(stderr.contains("exited with status 127 before it was ready"), "{stderr}");
+}
+
+#[test]
+fn a_program_that_ignores_the_stop_signal_is_killed_after_the_drain_timeout() {
+    let dir = test_dir();
+    let (mut old, _addr, listen) =
+        serving_owner(dir.path(), &["--drain-timeout", "100ms"], &["--ignore-sigterm"]);
+    let mut next = generation(dir.path(), 1, &listen, &[]);
+    next.log("owner");
+    old.log("taken_over");
+    old.log("draining");
+    old.log("killed");
+    // The program's status: killed by SIGKILL.
+    assert_eq!(old.wait_exit(), 128 + 9);
+}
+
+#[test]
+fn restart_on_failure_keeps_the_port_open() {
+    let dir = test_dir();
+    let (mut owner, addr, _) = serving_owner(dir.path(), &["--restart", "on-failure"], &[]);
+    let first_pid = owner.program("started")["pid"].as_u64().unwrap();
+    assert_eq!(owner.log("started")["run"], 1);
+    let load = Load::start(vec![Target::Tcp(addr.clone())], 2);
+    load.wait_served_by("gen-0", 10);
+    // The program crashes; the listener stays open in the supervisor while it restarts.
+    let _ = http_get(&addr, "/crash");
+    let exited = owner.log("child_exited");
+    assert_eq!((exited["code"].as_u64(), exited["restart"].as_bool()), (Some(3), Some(true)), "{exited}");
+    owner.log("restarting");
+    let restarted = owner.program("started");
+    assert_ne!(restarted["pid"].as_u64().unwrap(), first_pid);
+    assert_eq!(owner.log("started")["run"], 2);
+    load.wait_more_served_by("gen-0", 20);
+    let report = load.stop();
+    // Requests the crashing program had accepted may fail; none may be refused.
+    assert!(!report.failures_by_kind().contains_key(&load::FailureKind::Refused), "{}", report.summary());
+}
+
+#[test]
+fn signals_are_passed_on_and_sigterm_stops_without_a_restart() {
+    let dir = test_dir();
+    let (mut owner, addr, _) = serving_owner(dir.path(), &["--restart", "on-failure"], &[]);
+    owner.signal(rustix::process::Signal::HUP);
+    assert_eq!(owner.log("signal")["signal"], "SIGHUP");
+    owner.program("sighup");
+    assert_eq!(body_of(&addr), "hello from gen-0\n");
+    owner.signal(rustix::process::Signal::TERM);
+    assert_eq!(owner.log("signal")["signal"], "SIGTERM");
+    owner.program("exiting");
+    assert_eq!(owner.log("drained")["code"], 0);
+    assert_eq!(owner.wait_exit(), 0);
+    let events: Vec<Value> = owner.pending.iter().map(|(_, v)| v["event"].clone()).collect();
+    assert!(!events.contains(&Value::from("restarting")), "{events:?}");
+}
+
+#[test]
+fn readiness_by_command_waits_until_the_command_succeeds() {
+    let dir = test_dir();
+    let (mut old, addr, listen) = serving_owner(dir.path(), &[], &[]);
+    let marker = dir.path().join("ready-marker");
+    let ready = format!("cmd:test -e '{}' && kill -0 \"$TABLEROLL_CHILD_PID\"", marker.display());
+    let flags = ["--listen", &listen, "--ready", &ready];
+    let mut next = Instance::start("gen-1", dir.path(), &flags, &["--generation", "1", "--ready", "never"]);
+    next.log("check_failed");
+    // Checked and not ready: the old generation is still the owner.
+    assert!(next.pending.iter().all(|(_, v)| v["event"] != "owner"));
+    std::fs::write(&marker, b"").unwrap();
+    assert_eq!(next.log("child_ready")["message"], "program ready: the readiness command succeeded");
+    next.log("owner");
+    old.log("taken_over");
+    assert_eq!(old.wait_exit(), 0);
+    assert_eq!(body_of(&addr), "hello from gen-1\n");
+}
+
+#[test]
+fn readiness_by_delay_takes_over_after_the_delay() {
+    let dir = test_dir();
+    let (mut old, addr, listen) = serving_owner(dir.path(), &[], &[]);
+    let flags = ["--listen", &listen, "--ready", "delay:50ms"];
+    let mut next = Instance::start("gen-1", dir.path(), &flags, &["--generation", "1", "--ready", "never"]);
+    let started = next.program("started");
+    assert_eq!(started["notify_socket"], Value::Null, "no NOTIFY_SOCKET unless --ready notify");
+    assert_eq!(next.log("child_ready")["message"], "program ready: the readiness delay passed");
+    next.log("owner");
+    old.log("taken_over");
+    assert_eq!(old.wait_exit(), 0);
+    assert_eq!(body_of(&addr), "hello from gen-1\n");
+}
+
+#[test]
+fn a_program_that_dies_of_the_stop_signal_counts_as_a_clean_stop() {
+    // `sleep` knows nothing of sockets or SIGTERM: it dies of the stop signal, which is how a
+    // drain ends for many programs. The supervisor exits 0 then, as systemd counts it.
+    let dir = test_dir();
+    let flags = ["--listen", "web=tcp:127.0.0.1:0", "--ready", "delay:1ms"];
+    let mut old = Instance::start_command("sleep-1", dir.path(), &flags, &["sleep", "1000"], None);
+    let addr = old.address("web");
+    old.log("owner");
+    let listen = format!("web=tcp:{addr}");
+    let flags = ["--listen", &listen, "--ready", "delay:1ms"];
+    let mut new = Instance::start_command("sleep-2", dir.path(), &flags, &["sleep", "1000"], None);
+    new.log("owner");
+    old.log("taken_over");
+    let drained = old.log("drained");
+    assert_eq!(drained["code"], 128 + 15, "{drained}");
+    assert_eq!(old.wait_exit(), 0);
+    assert_eq!(old.log("exit")["code"], 0);
+}
+
+/// The next datagram on a fake systemd notification socket, as its lines.
+fn notification(socket: &std::os::unix::net::UnixDatagram) -> Vec<String> {
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).expect("a notification within the timeout");
+    String::from_utf8_lossy(&buf[..n]).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn under_systemd_the_supervisor_reports_ready_and_stopping_and_the_program_does_not_see_systemd() {
+    let dir = test_dir();
+    let systemd_path = dir.path().join("systemd-notify");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&systemd_path).unwrap();
+    systemd.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let server = activated_server().to_str().unwrap();
+    let program = [server, "--generation", "0"];
+    let flags = ["--listen", "web=tcp:127.0.0.1:0"];
+    let mut old = Instance::start_command("gen-0", dir.path(), &flags, &program, Some(&systemd_path));
+    let addr = old.address("web");
+    let started = old.program("started");
+    // The program reports to the supervisor, never to systemd directly.
+    assert_ne!(started["notify_socket"].as_str(), systemd_path.to_str(), "{started}");
+    old.log("owner");
+    let ready = notification(&systemd);
+    assert_eq!(ready[..2], ["READY=1".to_string(), format!("MAINPID={}", old.child.id())]);
+
+    // A takeover: the library reports STOPPING=1 for the old supervisor.
+    let mut new = generation(dir.path(), 1, &format!("web=tcp:{addr}"), &[]);
+    new.log("owner");
+    old.log("taken_over");
+    assert_eq!(notification(&systemd)[0], "STOPPING=1");
+    assert_eq!(old.wait_exit(), 0);
+
+    // Told to stop by a signal (systemctl stop): the supervisor reports STOPPING=1 itself.
+    let group = dir.path().join("another-group");
+    std::fs::create_dir(&group).unwrap();
+    let program = [server, "--generation", "2"];
+    let mut other = Instance::start_command("gen-2", &group, &flags, &program, Some(&systemd_path));
+    other.log("owner");
+    assert_eq!(notification(&systemd)[0], "READY=1");
+    other.signal(rustix::process::Signal::TERM);
+    assert_eq!(notification(&systemd)[0], "STOPPING=1");
+    assert_eq!(other.wait_exit(), 0);
+}
