@@ -153,6 +153,7 @@ fn report_startup(opts: &Opts, fds: &[OwnedFd]) {
         "listen_fds": std::env::var("LISTEN_FDS").ok(),
         "listen_fdnames": std::env::var("LISTEN_FDNAMES").ok(),
         "notify_socket": std::env::var("NOTIFY_SOCKET").ok(),
+        "tableroll_generation": std::env::var("TABLEROLL_GENERATION").ok(),
         "kinds": kinds,
         "open_fds": open,
     });

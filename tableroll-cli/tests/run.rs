@@ -253,6 +253,8 @@ fn generation(dir: &Path, n: u32, listen: &str, flags: &[&str]) -> Instance {
 fn upgrades_under_load(count: u32) {
     let dir = test_dir();
     let mut current = generation(dir.path(), 0, "web=tcp:127.0.0.1:0", &[]);
+    assert_eq!(current.log("joined")["generation"], 1);
+    assert_eq!(current.program("started")["tableroll_generation"], "1");
     let addr = current.address("web");
     current.log("owner");
     let listen = format!("web=tcp:{addr}");
@@ -260,7 +262,12 @@ fn upgrades_under_load(count: u32) {
     load.wait_served_by("gen-0", 20);
     for n in 1..=count {
         let mut next = generation(dir.path(), n, &listen, &[]);
-        assert_eq!(next.log("joined")["inherited"], serde_json::json!(["web"]));
+        let joined = next.log("joined");
+        assert_eq!(joined["inherited"], serde_json::json!(["web"]));
+        // Generation numbers count the instances of the group, carried in their ids.
+        assert_eq!(joined["generation"], n + 1, "{joined}");
+        assert!(joined["id"].as_str().unwrap().starts_with(&format!("g{}-", n + 1)), "{joined}");
+        assert_eq!(next.program("started")["tableroll_generation"], (n + 1).to_string());
         next.log("owner");
         current.log("taken_over");
         assert_eq!(current.log("drained")["code"], 0);

@@ -80,6 +80,10 @@ timeout and exits with the program's status. The sockets never close, so no conn
 refused. If the new program fails to start, the new instance exits non-zero and the first one \
 keeps serving.
 
+The program also gets TABLEROLL_GENERATION: 1 for the first instance of a group, one more \
+for each instance after (carried in the default id, g<N>-<pid>-<random>; unknown, and not set, \
+when the owner's id was chosen with --id).
+
 Readiness cannot be probed through the listening socket itself: until the handoff, the old \
 program answers there too. Use notify (the default), a fixed delay, or a command that checks \
 the new program some other way (its pid is in $TABLEROLL_CHILD_PID).

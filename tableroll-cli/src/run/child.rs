@@ -26,6 +26,7 @@ pub struct Launch<'a> {
     pub command: &'a [OsString],
     pub listeners: &'a [(String, BorrowedFd<'a>)],
     pub notify_socket: Option<&'a Path>,
+    pub generation: Option<u64>,
 }
 
 impl Child {
@@ -53,6 +54,10 @@ impl Child {
         cmd.env("LISTEN_FDS", names.len().to_string())
             .env("LISTEN_FDNAMES", names.join(":"))
             .env_remove("LISTEN_PID");
+        match launch.generation {
+            Some(n) => cmd.env("TABLEROLL_GENERATION", n.to_string()),
+            None => cmd.env_remove("TABLEROLL_GENERATION"),
+        };
         match launch.notify_socket {
             Some(path) => cmd.env("NOTIFY_SOCKET", path),
             None => cmd.env_remove("NOTIFY_SOCKET"),

@@ -11,17 +11,19 @@ use super::args::LogFormat;
 pub struct Log {
     format: LogFormat,
     id: String,
+    generation: Option<u64>,
     started: Instant,
 }
 
 impl Log {
     pub fn new(format: LogFormat) -> Log {
-        Log { format, id: String::new(), started: Instant::now() }
+        Log { format, id: String::new(), generation: None, started: Instant::now() }
     }
 
     /// Names this instance in later lines, once the library gave it its id.
-    pub fn set_id(&mut self, id: &str) {
+    pub fn set_identity(&mut self, id: &str, generation: Option<u64>) {
         self.id = id.to_string();
+        self.generation = generation;
     }
 
     /// Writes one event: `event` names it for machines, `message` says it for people, and
@@ -61,6 +63,7 @@ impl Log {
         object.insert("event".into(), json!(event));
         object.insert("id".into(), json!(self.id));
         object.insert("pid".into(), json!(std::process::id()));
+        object.insert("generation".into(), json!(self.generation));
         object.insert("message".into(), json!(message));
         if let Value::Object(fields) = fields {
             object.extend(fields);
@@ -83,7 +86,7 @@ mod tests {
     #[test]
     fn text_lines_carry_the_fields() {
         let mut log = Log::new(LogFormat::Text);
-        log.set_id("web-2");
+        log.set_identity("web-2", Some(2));
         let line = log.text_line("program ready", &json!({"child_pid": 42, "ready_ms": 1.5}));
         assert!(line.starts_with(&format!("tableroll run[{} web-2 +", std::process::id())), "{line}");
         assert!(line.ends_with("]: program ready child_pid=42 ready_ms=1.5\n"), "{line}");

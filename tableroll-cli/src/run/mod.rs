@@ -18,6 +18,7 @@
 pub mod args;
 mod child;
 pub mod exec;
+mod generation;
 mod log;
 mod notify;
 mod signals;
@@ -55,11 +56,17 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
     let started = Instant::now();
     let mut builder =
         tableroll::Upgrader::builder(&args.dir).upgrade_timeout(args.ready_timeout + UPGRADE_MARGIN);
-    if let Some(id) = &args.id {
-        builder = builder.id(id.clone());
+    let generation = generation::next(&args.dir);
+    match (&args.id, generation) {
+        (Some(id), _) => builder = builder.id(id.clone()),
+        (None, Some(n)) if fits(&args.dir, &generation::id_for(n)) => {
+            builder = builder.id(generation::id_for(n));
+        }
+        // The library's default id: it shortens itself to fit a long directory.
+        (None, _) => {}
     }
     let upgrader = builder.build().with_context(|| format!("joining the group in {}", args.dir.display()))?;
-    log.set_id(upgrader.id());
+    log.set_identity(upgrader.id(), generation);
     log.event(
         "joined",
         if upgrader.inherited_ids().is_empty() {
@@ -67,11 +74,16 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
         } else {
             "joined the group; received the running instance's descriptors"
         },
-        json!({ "dir": args.dir.display().to_string(), "inherited": upgrader.inherited_ids(),
-                "join_ms": ms(started.elapsed()) }),
+        json!({ "dir": args.dir.display().to_string(), "generation": generation,
+                "inherited": upgrader.inherited_ids(), "join_ms": ms(started.elapsed()) }),
     );
     let listeners = open_listeners(&upgrader, &args.listens, log)?;
-    supervisor::Supervisor::new(args, &upgrader, listeners, log)?.run()
+    supervisor::Supervisor::new(args, &upgrader, listeners, generation, log)?.run()
+}
+
+/// Whether an upgrade socket `DIR/ID.sock` fits a Unix socket address (107 bytes and a NUL).
+fn fits(dir: &std::path::Path, id: &str) -> bool {
+    std::path::absolute(dir).map_or(false, |dir| dir.as_os_str().len() + 1 + id.len() + ".sock".len() <= 107)
 }
 
 /// Each `--listen`, from the store: the running instance's socket, or a new one.

@@ -46,6 +46,8 @@ pub struct Supervisor<'a> {
     args: &'a RunArgs,
     upgrader: &'a tableroll::Upgrader,
     listeners: Vec<(String, OwnedFd)>,
+    /// This instance's generation, if known; the program gets it as `TABLEROLL_GENERATION`.
+    generation: Option<u64>,
     log: &'a Log,
     signals: SignalPipe,
     taken_over: OwnedFd,
@@ -65,6 +67,7 @@ impl<'a> Supervisor<'a> {
         args: &'a RunArgs,
         upgrader: &'a tableroll::Upgrader,
         listeners: Vec<(String, OwnedFd)>,
+        generation: Option<u64>,
         log: &'a Log,
     ) -> anyhow::Result<Supervisor<'a>> {
         let signals = SignalPipe::catch(&[SIGTERM, SIGINT, SIGHUP]).context("catching signals")?;
@@ -76,6 +79,7 @@ impl<'a> Supervisor<'a> {
             args,
             upgrader,
             listeners,
+            generation,
             log,
             signals,
             taken_over: taken_over_fd(upgrader.upgrade_complete())?,
@@ -124,6 +128,7 @@ impl<'a> Supervisor<'a> {
             command: &self.args.command,
             listeners: &listeners,
             notify_socket: self.notify.as_ref().map(NotifySocket::path),
+            generation: self.generation,
         };
         let child = Child::spawn(&launch)
             .with_context(|| format!("starting {}", self.args.command[0].to_string_lossy()))?;
