@@ -83,7 +83,7 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
 
 /// Whether an upgrade socket `DIR/ID.sock` fits a Unix socket address (107 bytes and a NUL).
 fn fits(dir: &std::path::Path, id: &str) -> bool {
-    std::path::absolute(dir).map_or(false, |dir| dir.as_os_str().len() + 1 + id.len() + ".sock".len() <= 107)
+    std::path::absolute(dir).is_ok_and(|dir| dir.as_os_str().len() + 1 + id.len() + ".sock".len() <= 107)
 }
 
 /// Each `--listen`, from the store: the running instance's socket, or a new one.
