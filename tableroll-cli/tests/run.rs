@@ -206,6 +206,13 @@ impl Instance {
         }
     }
 
+    /// Waits for the supervisor to end (it was killed); its status.
+    fn wait_exit_by_signal(&mut self) -> ExitStatus {
+        let status = self.child.wait().unwrap();
+        self.status = Some(status);
+        status
+    }
+
     fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, signal).unwrap();
@@ -535,4 +542,16 @@ fn under_systemd_the_supervisor_reports_ready_and_stopping_and_the_program_does_
     other.signal(rustix::process::Signal::TERM);
     assert_eq!(notification(&systemd)[0], "STOPPING=1");
     assert_eq!(other.wait_exit(), 0);
+}
+
+#[test]
+fn a_program_whose_supervisor_dies_is_told_to_stop() {
+    let dir = test_dir();
+    let (mut owner, _addr, _) = serving_owner(dir.path(), &[], &[]);
+    owner.program("started");
+    owner.signal(rustix::process::Signal::KILL);
+    // The program does not outlive its supervisor holding the listeners: it gets SIGTERM
+    // (the parent-death signal), drains and exits.
+    owner.program("exiting");
+    let _ = owner.wait_exit_by_signal();
 }

@@ -89,7 +89,8 @@ program answers there too. Use notify (the default), a fixed delay, or a command
 the new program some other way (its pid is in $TABLEROLL_CHILD_PID).
 
 SIGTERM, SIGINT and SIGHUP sent to this supervisor are passed on to the program; after SIGTERM \
-or SIGINT it is given the drain timeout, then killed. Under systemd (Type=notify) the \
+or SIGINT it is given the drain timeout, then killed. If the supervisor itself dies (SIGKILL, a \
+crash), the program gets SIGTERM. Under systemd (Type=notify) the \
 supervisor reports READY=1 and MAINPID once it owns the sockets, and STOPPING=1 when it drains.
 
 Exit status: the program's (128+N if killed by signal N, but 0 if the signal was the one sent \

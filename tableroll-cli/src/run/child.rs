@@ -31,7 +31,9 @@ pub struct Launch<'a> {
 
 impl Child {
     /// Starts the program through `tableroll exec-activated`, which puts the listeners at
-    /// descriptors 3, 4, ... and sets `LISTEN_PID` in the program's own process. The program
+    /// descriptors 3, 4, ..., sets `LISTEN_PID` in the program's own process and makes the
+    /// supervisor's death send the program SIGTERM (this thread, the one that spawns, lives as
+    /// long as the supervisor, which is what the death signal follows). The program
     /// runs in a process group of its own, so a Ctrl-C at a terminal reaches it once, through
     /// the supervisor, and a kill after the drain timeout reaches its helpers too.
     pub fn spawn(launch: &Launch<'_>) -> io::Result<Child> {
@@ -45,7 +47,7 @@ impl Child {
             passed.push(copy);
         }
         let mut cmd = Command::new(me);
-        cmd.arg("exec-activated");
+        cmd.arg("exec-activated").arg("--parent").arg(std::process::id().to_string());
         for fd in &passed {
             cmd.arg("--fd").arg(fd.as_raw_fd().to_string());
         }

@@ -21,6 +21,9 @@ pub const FIRST_FD: RawFd = 3;
 /// Arguments of the hidden `exec-activated` command.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
+    /// The supervisor's pid: if it dies, the program gets SIGTERM.
+    #[arg(long)]
+    pub parent: i32,
     /// A descriptor to pass, in order (it becomes 3, the next 4, ...).
     #[arg(long = "fd")]
     pub fds: Vec<RawFd>,
@@ -35,11 +38,26 @@ pub fn run(args: ExecArgs) -> ExitCode {
         say(&format!("tableroll: cannot pass the listeners to {}: {e}", program.to_string_lossy()));
         return ExitCode::from(127);
     }
+    if let Err(e) = stop_with_parent(args.parent) {
+        say(&format!("tableroll: {e}; not starting {}", program.to_string_lossy()));
+        return ExitCode::from(127);
+    }
     let pid = std::process::id();
     let e = Command::new(&program).args(&args.command[1..]).env("LISTEN_PID", pid.to_string()).exec();
     say(&format!("tableroll: cannot run {}: {e}", program.to_string_lossy()));
     // The shell's convention: 126 found but not executable, 127 not found.
     ExitCode::from(if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 })
+}
+
+/// Arranges for SIGTERM when the supervisor dies (the death signal survives `exec`), so an
+/// orphaned program does not go on holding the listeners, and a crashed supervisor's program
+/// drains as under systemd. A supervisor already gone by then is an error.
+fn stop_with_parent(parent: i32) -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+    match rustix::process::getppid() {
+        Some(pid) if pid.as_raw_pid() == parent => Ok(()),
+        _ => Err(io::Error::other("the supervisor exited before the program started")),
+    }
 }
 
 /// Writes `line` to stderr in one write, so it stays whole next to the supervisor's lines.
