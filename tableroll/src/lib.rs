@@ -63,11 +63,27 @@
 //! thread of its own, and [`UpgradeComplete`] can be waited on from a thread or awaited on any
 //! executor. Nothing is logged unless the application installs a [`tracing`] subscriber.
 //!
-//! On tokio, [`UpgradeComplete`] is `Send + 'static` and goes wherever a shutdown future does,
-//! such as axum's `serve(..).with_graceful_shutdown(..)`. One catch with axum: its graceful
-//! shutdown also cancels the connections it accepted but has not read from yet, which under
-//! load resets a request now and then at each upgrade. `examples/axum.rs` stops accepting first
-//! and waits for those connections' first bytes before handing axum the signal.
+//! On tokio, [`UpgradeComplete`] is `Send + 'static` and goes wherever a future does. Not
+//! straight to axum's `serve(..).with_graceful_shutdown(..)`, though: that graceful shutdown
+//! (hyper-util's) also cancels the connections accepted but not read from yet, which during an
+//! upgrade are clients whose request is on its way, so a request would be reset now and then at
+//! each upgrade under load. With the `tokio` feature, `DrainingListener` wraps the listener and
+//! takes the signal instead: it stops accepting, and its `drained()` future, for the graceful
+//! shutdown, resolves once every connection it accepted was read from (or closed, or sent
+//! nothing for 10 s). With the `axum` feature it is an `axum::serve::Listener`:
+//!
+//! ```no_run
+//! # #[cfg(feature = "axum")]
+//! # async fn serve(app: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
+//! let upgrader = tableroll::Upgrader::new("/run/myapp/tableroll")?;
+//! let tcp = upgrader.fds().listen_tcp_tokio("web", "127.0.0.1:8080")?;
+//! upgrader.ready()?;
+//! let listener = tableroll::DrainingListener::new(tcp, upgrader.upgrade_complete());
+//! let drained = listener.drained();
+//! axum::serve(listener, app).with_graceful_shutdown(drained).await?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Features
 //!
@@ -84,8 +100,12 @@
 //!   No new dependency.
 //! - `tokio`: `Fds::listen_tcp_tokio`, `Fds::listen_unix_tokio` and `Fds::bind_udp_tokio` give
 //!   tokio listeners and sockets straight from the store, switched to non-blocking mode (which
-//!   the other process shares: see [`Fds`]) and registered with the current runtime. Adds
-//!   `tokio` with its `net` and `rt` features.
+//!   the other process shares: see [`Fds`]) and registered with the current runtime.
+//!   `DrainingListener` wraps a tokio TCP or Unix listener to drain it without resetting the
+//!   connections accepted just before an upgrade completed. Adds `tokio` with its `net`, `rt`,
+//!   `sync` and `time` features.
+//! - `axum` (implies `tokio`): `DrainingListener` implements `axum::serve::Listener`. Adds
+//!   `axum` 0.8 without its default features, with `tokio` and `http1`.
 //!
 //! # Security
 //!
@@ -100,6 +120,8 @@
 
 mod coordination;
 mod descriptor;
+#[cfg(feature = "tokio")]
+mod draining;
 mod error;
 #[cfg(feature = "fault-injection")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fault-injection")))]
@@ -131,6 +153,8 @@ mod unix_sockets;
 mod upgrader;
 
 pub use descriptor::{Descriptor, Kind};
+#[cfg(feature = "tokio")]
+pub use draining::{Drained, DrainingListener, DrainingStream, TokioListener};
 pub use error::{Error, Result};
 pub use fds::Fds;
 pub use signal::UpgradeComplete;

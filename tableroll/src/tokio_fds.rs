@@ -32,10 +32,11 @@ impl Fds {
     /// an old process doing a blocking `accept` on its copy then gets `WouldBlock` (see
     /// [*Non-blocking mode is shared*](#non-blocking-mode-is-shared)).
     ///
-    /// With axum, hand the listener to `axum::serve` and
-    /// [`upgrade_complete`](crate::Upgrader::upgrade_complete) to its graceful shutdown;
-    /// `examples/axum.rs` adds the small listener wrapper that keeps that shutdown from
-    /// resetting connections accepted just before the upgrade completed.
+    /// With axum or hyper-util, wrap it in a [`DrainingListener`](crate::DrainingListener)
+    /// with [`upgrade_complete`](crate::Upgrader::upgrade_complete) as its drain signal, and
+    /// start the server's graceful shutdown with its
+    /// [`drained`](crate::DrainingListener::drained) future: the shutdown then does not reset
+    /// the connections accepted just before the upgrade completed.
     ///
     /// # Errors
     ///
