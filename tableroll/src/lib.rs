@@ -87,8 +87,8 @@
 //!
 //! # Features
 //!
-//! None is on by default; the library alone depends only on `rustix`, `serde`, `serde_json`,
-//! `thiserror` and `tracing`.
+//! None is on by default; the library alone depends only on `libc` (for one `getsockopt`),
+//! `rustix`, `serde`, `serde_json`, `thiserror` and `tracing`.
 //!
 //! - `fault-injection`: the `fault` module, to make a process abort or pause at a named point
 //!   of a handoff, for testing what the rest of the group does when a process dies there.
