@@ -319,7 +319,7 @@ fn the_program_gets_exactly_the_activation_environment_and_descriptors() {
     assert_eq!(started["open_fds"], serde_json::json!([0, 1, 2, 3, 4, 5]), "{started}");
     assert!(started["notify_socket"].as_str().is_some_and(|p| p.starts_with('/')), "{started}");
     assert_eq!(first.log("started")["child_pid"], pid);
-    first.log("owner");
+    assert_eq!(first.log("owner")["closed_unclaimed"], serde_json::json!([]));
 
     // The next instance's program gets the same sockets, in the same order, with its own pid.
     let web = first.address("web");
@@ -335,6 +335,17 @@ fn the_program_gets_exactly_the_activation_environment_and_descriptors() {
     assert_eq!(started["open_fds"], serde_json::json!([0, 1, 2, 3, 4, 5]), "{started}");
     second.log("owner");
     assert_eq!(first.wait_exit(), 0);
+
+    // A version that no longer listens on dns and admin: they are closed, not passed on.
+    let mut third = Instance::start("third", &group, &["--listen", &listen_web], &[]);
+    let started = third.program("started");
+    assert_eq!(
+        (started["listen_fds"].as_str(), started["listen_fdnames"].as_str()),
+        (Some("1"), Some("web"))
+    );
+    assert_eq!(started["open_fds"], serde_json::json!([0, 1, 2, 3]), "{started}");
+    assert_eq!(third.log("owner")["closed_unclaimed"], serde_json::json!(["admin", "dns"]));
+    assert_eq!(second.wait_exit(), 0);
 }
 
 /// A serving generation 0 on a new TCP listener: the instance, its address and `--listen`.

@@ -86,7 +86,11 @@ when the owner's id was chosen with --id).
 
 Readiness cannot be probed through the listening socket itself: until the handoff, the old \
 program answers there too. Use notify (the default), a fixed delay, or a command that checks \
-the new program some other way (its pid is in $TABLEROLL_CHILD_PID).
+the new program some other way (its pid is in $TABLEROLL_CHILD_PID). Readiness is what the \
+handoff trusts: a program that sends READY=1 before it can serve (gunicorn's master does, \
+before its workers load the application) and then fails leaves nobody serving, since the old \
+program was already told to drain; check such a program with cmd: instead, for example \
+through a private --listen health=unix:PATH of its own.
 
 SIGTERM, SIGINT and SIGHUP sent to this supervisor are passed on to the program; after SIGTERM \
 or SIGINT it is given the drain timeout, then killed. If the supervisor itself dies (SIGKILL, a \

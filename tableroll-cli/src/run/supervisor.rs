@@ -111,11 +111,20 @@ impl<'a> Supervisor<'a> {
             self.drain(&mut child, Some("the handoff failed"))?;
             return Ok(1);
         }
+        // What the previous instance passed on but this one does not listen on: the library
+        // closed it at ready(), so a port no longer configured is released.
+        let closed: Vec<&String> = self
+            .upgrader
+            .inherited_ids()
+            .iter()
+            .filter(|id| !self.listeners.iter().any(|(name, _)| name == *id))
+            .collect();
         self.log.event(
             "owner",
             "now the owner: the previous instance was told to drain",
             json!({ "ready_ms": ms(ready_started.elapsed()), "child_pid": child.pid(),
-                    "child_started_to_owner_ms": ms(child.started.elapsed()) }),
+                    "child_started_to_owner_ms": ms(child.started.elapsed()),
+                    "closed_unclaimed": closed }),
         );
         self.serve(child)
     }
