@@ -22,13 +22,14 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, FileType};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Serialize, Serializer};
 
+use crate::coordination::read_bounded;
 use crate::error::{Error, Result};
-use crate::id::{self, MAX_SOCKET_PATH};
+use crate::id;
 use crate::unix_sockets::{self, UnconnectedSocket};
 
 /// The owner file's name, which is also the lock file.
@@ -364,23 +365,6 @@ fn read_settled(file: &File) -> io::Result<Vec<u8>> {
         last = again;
     }
     Ok(last)
-}
-
-/// Reads at most one byte more than any id can be, so a huge file costs nothing and still
-/// reads as too long.
-fn read_bounded(file: &File) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; MAX_SOCKET_PATH + 1];
-    let mut len = 0;
-    while len < buf.len() {
-        match file.read_at(&mut buf[len..], len as u64) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(len);
-    Ok(buf)
 }
 
 /// Whether the coordination lock on the owner file is held, and by whom.

@@ -60,15 +60,19 @@ impl Run {
 
 /// Runs `tableroll ARGS` to its end (killing it and failing past [`LIMIT`]).
 pub fn run(args: &[&str]) -> Run {
-    let child = tableroll()
+    run_command(tableroll(), args, args.iter().map(|a| a.to_string()).collect())
+}
+
+/// Runs `cmd` with `args` to its end; `described` is how the run names its command line.
+fn run_command(mut cmd: Command, args: &[&str], described: Vec<String>) -> Run {
+    let child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting tableroll");
-    let output = wait_bounded(child);
-    Run { args: args.iter().map(|a| a.to_string()).collect(), output }
+    Run { args: described, output: wait_bounded(child) }
 }
 
 /// Waits for `child` and collects its output; kills it and panics past [`LIMIT`].
@@ -119,16 +123,9 @@ pub fn is_generation_of(pid: u64, dir: &str) -> bool {
 /// Runs `tableroll ARGS` to its end in the working directory `cwd` (killing it and failing
 /// past [`LIMIT`]).
 pub fn run_in(cwd: &Path, args: &[&str]) -> Run {
-    let child = tableroll()
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting tableroll");
-    let output = wait_bounded(child);
+    let mut cmd = tableroll();
+    cmd.current_dir(cwd);
     let mut described = vec![format!("(in {})", cwd.display())];
     described.extend(args.iter().map(|a| a.to_string()));
-    Run { args: described, output }
+    run_command(cmd, args, described)
 }

@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-pub(crate) use owner_file::{peek_owner, OwnerLock};
+pub(crate) use owner_file::{peek_owner, read_bounded, OwnerLock};
 pub(crate) use owner_watch::{exited_within, peer_pidfd, OwnerWatch, GRACE};
 pub(crate) use upgrade_socket::{bind_upgrade_socket, connect_to_owner};
 

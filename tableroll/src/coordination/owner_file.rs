@@ -104,8 +104,9 @@ pub(crate) fn peek_owner(path: &Path) -> Result<Option<Vec<u8>>> {
     read_id(&file, path)
 }
 
-/// Reads an id from the start of `file`: at most one byte more than any id can be.
-fn read_id(file: &File, path: &Path) -> Result<Option<Vec<u8>>> {
+/// Reads the start of `file`: at most one byte more than any id can be, so a huge file costs
+/// nothing and still reads as too long.
+pub(crate) fn read_bounded(file: &File) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; MAX_SOCKET_PATH + 1];
     let mut len = 0;
     while len < buf.len() {
@@ -113,13 +114,19 @@ fn read_id(file: &File, path: &Path) -> Result<Option<Vec<u8>>> {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io_at("reading the owner file", path, e)),
+            Err(e) => return Err(e),
         }
     }
-    if len == 0 {
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Reads an id from the start of `file`.
+fn read_id(file: &File, path: &Path) -> Result<Option<Vec<u8>>> {
+    let buf = read_bounded(file).map_err(|e| Error::io_at("reading the owner file", path, e))?;
+    if buf.is_empty() {
         return Ok(None);
     }
-    buf.truncate(len);
     id::validate(&buf).map_err(|e| match e {
         Error::InvalidId { id, reason } => Error::Protocol(format!(
             "the owner file {} holds {id:?}, which is not a valid id ({reason})",
