@@ -11,19 +11,12 @@ mod util;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::Instant;
 
-use serde_json::Value;
-use util::{inherited_ids, listen_addr, peer_binary, Peer, TestDir, TIMEOUT};
+use util::{inherited_ids, listen_addr, peer_binary, Peer, TestDir};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -464,7 +457,7 @@ fn directory_without_write_permission_is_refused() {
     let program = runnable_peer(&tmp, user);
     let dir_arg = text(&coord);
 
-    let mut peer = UserPeer::start(&program, user, &["--dir", &dir_arg, "--id", "p"]);
+    let mut peer = Peer::start_as_user(&program, user, &["--dir", &dir_arg, "--id", "p"]);
     let message = peer.expect_error_exit();
     if !mentions(&message, &coord) {
         peer.fail(&format!("the error does not name the directory: {message}"));
@@ -476,7 +469,7 @@ fn directory_without_write_permission_is_refused() {
         std::os::unix::fs::chown(&coord, Some(uid), Some(uid)).unwrap();
     }
     fs::set_permissions(&coord, fs::Permissions::from_mode(0o755)).unwrap();
-    let mut peer = UserPeer::start(&program, user, &["--dir", &dir_arg, "--id", "p"]);
+    let mut peer = Peer::start_as_user(&program, user, &["--dir", &dir_arg, "--id", "p"]);
     peer.wait_for("ready");
     assert_eq!(fs::read_to_string(coord.join("pid")).unwrap(), "p");
 }
@@ -497,131 +490,4 @@ fn runnable_peer(tmp: &TestDir, user: Option<u32>) -> PathBuf {
     fs::copy(&path, &copy).unwrap();
     fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
     copy
-}
-
-/// The peer started as another user (`util::Peer` cannot): its events read on a thread,
-/// killed by its own pid on drop, its output printed if the test fails.
-struct UserPeer {
-    command: String,
-    child: Child,
-    status: Option<ExitStatus>,
-    events: Receiver<String>,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    /// Whether a failure message already showed the diagnostics.
-    reported: bool,
-}
-
-impl UserPeer {
-    fn start(program: &Path, user: Option<u32>, args: &[&str]) -> UserPeer {
-        let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        if let Some(id) = user {
-            // std drops the supplementary groups too when root changes the uid.
-            cmd.uid(id).gid(id);
-        }
-        let command = format!("{cmd:?} as uid {user:?}");
-        // A copy of the binary just written may still be open for writing in a child that
-        // another test thread is forking (until it execs): "text file busy" passes.
-        let mut attempts = 0;
-        let mut child = loop {
-            match cmd.spawn() {
-                Ok(child) => break child,
-                Err(e) if e.raw_os_error() == Some(26) && attempts < 1000 => {
-                    attempts += 1;
-                    thread::yield_now();
-                }
-                Err(e) => panic!("spawning {command}: {e}"),
-            }
-        };
-        let (tx, events) = mpsc::channel();
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let log = stdout.clone();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                log.lock().unwrap().push(line.clone());
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let log = stderr.clone();
-        let mut err = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            let mut all = Vec::new();
-            let _ = err.read_to_end(&mut all);
-            log.lock().unwrap().extend(all);
-        });
-        UserPeer { command, child, status: None, events, stdout, stderr, reported: false }
-    }
-
-    fn diagnostics(&self) -> String {
-        format!(
-            "command: {}\nstatus: {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.command,
-            self.status,
-            self.stdout.lock().unwrap().join("\n"),
-            String::from_utf8_lossy(&self.stderr.lock().unwrap())
-        )
-    }
-
-    #[track_caller]
-    fn fail(&mut self, message: &str) -> ! {
-        self.kill();
-        self.reported = true;
-        panic!("{message}\n--- {}", self.diagnostics())
-    }
-
-    /// The first event named `name`; fails on an `error` event, the end of stdout or a hang.
-    #[track_caller]
-    fn wait_for(&mut self, name: &str) -> Value {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match self.events.recv_timeout(left) {
-                Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => self.fail(&format!("no {name:?} event within {TIMEOUT:?}")),
-                Err(RecvTimeoutError::Disconnected) => self.fail(&format!("stdout ended before {name:?}")),
-            };
-            let event: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| self.fail(&format!("not a JSON event ({e}): {line}")));
-            if event["event"] == name {
-                return event;
-            }
-            if event["event"] == "error" {
-                self.fail(&format!("error event while waiting for {name:?}: {event}"));
-            }
-        }
-    }
-
-    /// Waits for an `error` event and exit status 1; returns the message.
-    #[track_caller]
-    fn expect_error_exit(&mut self) -> String {
-        let event = self.wait_for("error");
-        // The peer exits right after its error event.
-        let status = self.child.wait().expect("waiting for the peer");
-        self.status = Some(status);
-        if status.code() != Some(1) {
-            self.fail(&format!("error event {event}, but exit status {status}"));
-        }
-        event["message"].as_str().unwrap_or_default().to_string()
-    }
-
-    fn kill(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            self.status = self.child.wait().ok();
-        }
-    }
-}
-
-impl Drop for UserPeer {
-    fn drop(&mut self) {
-        self.kill();
-        if thread::panicking() && !self.reported {
-            eprintln!("--- {}", self.diagnostics());
-        }
-    }
 }

@@ -1,5 +1,6 @@
 //! Helpers for the integration tests: a directory per test, the conformance peer as a child
-//! process with its JSON events, an HTTP client, closed-loop HTTP load (`load`), the wire
+//! process with its JSON events, the examples' binaries (`examples`), a child process with its
+//! output captured (`process`), an HTTP client, closed-loop HTTP load (`load`), the wire
 //! protocol by hand (`wire`), and views of a process from `/proc`.
 //!
 //! Tests synchronise on events, sockets and process exits; the timeouts here only turn a hang
@@ -7,23 +8,25 @@
 
 #![allow(dead_code)]
 
-use std::cell::Cell;
 use std::collections::{BTreeSet, VecDeque};
-use std::ffi::OsString;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod examples;
 pub mod http;
 pub mod load;
+pub mod process;
 pub mod wire;
+
+use process::Process;
 
 #[allow(unused_imports)] // not every test binary uses each
 pub use http::{http_get, http_get_unix, read_response, Response};
@@ -72,78 +75,12 @@ impl TestDir {
 // ---------------------------------------------------------------------------------------------
 // Finding the peer
 
-/// The conformance peer binary: `$TABLEROLL_PEER` if set, else `target/<profile>/examples/peer`
-/// next to this test executable. `cargo test` builds examples, but not when only some test
-/// targets are selected: if the binary is missing or older than the sources, it is built once
-/// with `cargo build --example peer` in the same profile.
+/// The conformance peer binary: `$TABLEROLL_PEER` if set, else the `peer` example of this
+/// profile, built first if it is missing or stale (see [`examples::example_binary`]).
 pub fn peer_binary() -> &'static Path {
-    static PEER: OnceLock<PathBuf> = OnceLock::new();
-    PEER.get_or_init(|| {
-        if let Some(path) = std::env::var_os("TABLEROLL_PEER") {
-            return PathBuf::from(path);
-        }
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // target/<profile>/deps/<test> -> target/<profile>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-        let peer = profile_dir.join("examples").join("peer");
-        let built = fs::metadata(&peer).and_then(|m| m.modified()).ok();
-        if built.is_none_or(|built| newest_source() > built) {
-            build_peer(profile_dir);
-        }
-        assert!(peer.exists(), "the peer is missing at {} even after building it", peer.display());
-        peer
-    })
-}
-
-/// The modification time of the newest source the peer is built from.
-fn newest_source() -> SystemTime {
-    fn walk(path: &Path, newest: &mut SystemTime) {
-        let Ok(meta) = fs::metadata(path) else { return };
-        if meta.is_dir() {
-            for entry in fs::read_dir(path).into_iter().flatten().flatten() {
-                walk(&entry.path(), newest);
-            }
-        } else if let Ok(modified) = meta.modified() {
-            *newest = (*newest).max(modified);
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for part in ["src", "examples/peer.rs", "Cargo.toml"] {
-        walk(&root.join(part), &mut newest);
-    }
-    newest
-}
-
-fn build_peer(profile_dir: &Path) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--example", "peer", "--manifest-path"]).arg(&manifest);
-    match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => {}
-        Some("release") => {
-            cmd.arg("--release");
-        }
-        Some(profile) => {
-            cmd.args(["--profile", profile]);
-        }
-    }
-    // Build into the same target directory (cargo marks its root with CACHEDIR.TAG); for a
-    // cross-compiled layout (target/<triple>/<profile>) leave the choice to cargo.
-    match profile_dir.parent() {
-        Some(target_dir) if target_dir.join("CACHEDIR.TAG").exists() => {
-            cmd.arg("--target-dir").arg(target_dir);
-        }
-        _ => {}
-    }
-    let output = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?} to build the peer: {e}"));
-    assert!(
-        output.status.success(),
-        "building the peer failed: {cmd:?}\nstatus: {}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    static OVERRIDE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let from_env = OVERRIDE.get_or_init(|| std::env::var_os("TABLEROLL_PEER").map(PathBuf::from));
+    from_env.as_deref().unwrap_or_else(|| examples::example_binary("peer"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -162,21 +99,20 @@ pub struct Tapped {
 /// Where [`Peer::start_tapped`] copies every event of its peers, in the order they were read.
 pub type Tap = mpsc::Sender<Tapped>;
 
+/// A line of the peer's stdout with the moment it was read: an event, or the line that is not
+/// JSON.
+type EventLine = (Instant, Result<Value, String>);
+
 /// A running peer. Its events are read on a thread; on drop it is killed (by the pid it was
 /// spawned with, before it is reaped) and, if the test is failing, its output is printed.
 pub struct Peer {
+    /// First, so that it is killed (and its output printed) while `events` still has a
+    /// receiver: the reading thread logs stdout until then.
+    process: Process,
     pub label: String,
-    command: String,
-    child: Child,
-    status: Option<ExitStatus>,
-    /// Each line with the moment it was read.
-    events: Receiver<(Instant, Result<Value, String>)>,
+    events: Receiver<EventLine>,
     pending: VecDeque<(Instant, Value)>,
     stdout_eof: bool,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    /// Whether a failure message already showed the diagnostics.
-    reported: Cell<bool>,
 }
 
 impl Peer {
@@ -197,7 +133,7 @@ impl Peer {
         let dir = dir.to_str().expect("a UTF-8 test directory");
         let peer = peer_binary().to_str().expect("a UTF-8 peer path");
         let wrapped = [&["--pid", "--fork", "--kill-child", peer, "--dir", dir], args].concat();
-        Peer::spawn_program(Path::new("unshare"), &wrapped, &[], None)
+        Peer::spawn_command(Command::new("unshare"), &wrapped, &[], None)
     }
 
     /// Starts the peer on `dir` with `args` and the environment variables `env` set.
@@ -214,102 +150,69 @@ impl Peer {
         Peer::spawn(&[&["--dir", dir], args].concat(), &[], Some(tap))
     }
 
-    fn spawn(args: &[&str], env: &[(&str, &std::ffi::OsStr)], tap: Option<Tap>) -> Peer {
-        Peer::spawn_program(peer_binary(), args, env, tap)
+    /// Starts `program` (the peer binary, or a copy of it another user can reach) with exactly
+    /// `args`, as user and group `user` if given (which needs root; std drops the supplementary
+    /// groups too when root changes the uid).
+    pub fn start_as_user(program: &Path, user: Option<u32>, args: &[&str]) -> Peer {
+        let mut cmd = Command::new(program);
+        if let Some(id) = user {
+            cmd.uid(id).gid(id);
+        }
+        let mut peer = Peer::spawn_command(cmd, args, &[], None);
+        if let Some(id) = user {
+            // The command line does not show it.
+            peer.process.set_heading(format!("peer {} as uid {id}", peer.label));
+        }
+        peer
     }
 
-    fn spawn_program(
-        program: &Path,
+    fn spawn(args: &[&str], env: &[(&str, &std::ffi::OsStr)], tap: Option<Tap>) -> Peer {
+        Peer::spawn_command(Command::new(peer_binary()), args, env, tap)
+    }
+
+    /// Spawns `cmd` with `args` and `env` added; the label is the `--id` among `args`, or else
+    /// the pid.
+    fn spawn_command(
+        mut cmd: Command,
         args: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
         tap: Option<Tap>,
     ) -> Peer {
-        let mut cmd = Command::new(program);
         cmd.args(args);
         // A test run under systemd must not make the peers report to it.
         cmd.env_remove("NOTIFY_SOCKET");
         cmd.envs(env.iter().copied());
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let command = format!("{cmd:?}");
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {command}: {e}"));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (tx, events) = mpsc::channel();
-        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let log = stdout.clone();
+        let mut process = Process::spawn(&mut cmd);
         let label = args
             .windows(2)
             .find(|w| w[0] == "--id")
             .map(|w| w[1].to_string())
-            .unwrap_or_else(|| format!("pid {}", child.id()));
-        let tap_label = label.clone();
-        thread::spawn(move || {
-            for line in out.lines() {
-                let Ok(line) = line else { break };
-                let at = Instant::now();
-                log.lock().unwrap().push(line.clone());
-                let event = serde_json::from_str::<Value>(&line).map_err(|e| format!("{e}: {line}"));
-                if let (Some(tap), Ok(event)) = (&tap, &event) {
-                    let _ = tap.send(Tapped { label: tap_label.clone(), at, event: event.clone() });
-                }
-                if tx.send((at, event)).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut err = child.stderr.take().expect("piped stderr");
-        let err_log = stderr.clone();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = err.read(&mut buf) {
-                err_log.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        Peer {
-            label,
-            command,
-            child,
-            status: None,
-            events,
-            pending: VecDeque::new(),
-            stdout_eof: false,
-            stdout,
-            stderr,
-            reported: Cell::new(false),
-        }
+            .unwrap_or_else(|| format!("pid {}", process.pid()));
+        process.set_heading(format!("peer {label}"));
+        let (tx, events) = mpsc::channel();
+        process.read_stdout(parse_events(label.clone(), tap, tx));
+        Peer { process, label, events, pending: VecDeque::new(), stdout_eof: false }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Everything known about the process, for failure messages.
     pub fn diagnostics(&self) -> String {
-        let status = match self.status {
-            Some(status) => status.to_string(),
-            None => "still running (or not yet reaped)".to_string(),
-        };
-        format!(
-            "peer {}\ncommand: {}\nstatus: {status}\nstdout:\n{}\nstderr:\n{}\n",
-            self.label,
-            self.command,
-            self.stdout.lock().unwrap().join("\n"),
-            String::from_utf8_lossy(&self.stderr.lock().unwrap()),
-        )
+        self.process.diagnostics()
     }
 
     /// [`Peer::diagnostics`], marked as shown: the drop of a failing test does not print them
     /// again. For failure messages that gather the output of many peers.
     pub fn take_diagnostics(&self) -> String {
-        self.reported.set(true);
-        self.diagnostics()
+        self.process.take_diagnostics()
     }
 
     /// Fails the test with `message` and this peer's diagnostics.
     #[track_caller]
     pub fn fail(&self, message: &str) -> ! {
-        self.reported.set(true);
-        panic!("{message}\n--- {}", self.diagnostics())
+        self.process.fail(message)
     }
 
     /// The next event line with the moment it was read, or `None` at the end of stdout.
@@ -384,7 +287,7 @@ impl Peer {
 
     /// Every event the peer printed so far (consumed or not), in order.
     pub fn printed(&self) -> Vec<Value> {
-        let lines = self.stdout.lock().unwrap();
+        let lines = self.process.stdout_lines();
         lines.iter().filter_map(|line| serde_json::from_str(line).ok()).collect()
     }
 
@@ -401,16 +304,14 @@ impl Peer {
 
     /// Waits for the end of stdout, then reaps the process.
     fn reap(&mut self) -> ExitStatus {
-        if let Some(status) = self.status {
+        if let Some(status) = self.process.status() {
             return status;
         }
         let deadline = Instant::now() + TIMEOUT;
         while let Some(event) = self.recv(deadline, "the peer to exit") {
             self.pending.push_back(event);
         }
-        let status = self.child.wait().unwrap_or_else(|e| panic!("waiting for {}: {e}", self.label));
-        self.status = Some(status);
-        status
+        self.process.wait()
     }
 
     /// Waits for the process to exit and returns its status.
@@ -443,33 +344,29 @@ impl Peer {
 
     /// Whether the process is still running (not exited), without waiting.
     pub fn is_running(&mut self) -> bool {
-        if self.status.is_some() {
-            return false;
-        }
-        match self.child.try_wait().expect("try_wait") {
-            Some(status) => {
-                self.status = Some(status);
-                false
-            }
-            None => true,
-        }
+        self.process.is_running()
     }
 
     /// Sends SIGKILL to the process (by the pid it was spawned with) and reaps it.
     pub fn kill(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            self.status = Some(self.child.wait().expect("reaping a killed peer"));
-        }
+        self.process.kill()
     }
 }
 
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-        if thread::panicking() && !self.reported.get() {
-            eprintln!("--- {}", self.diagnostics());
+/// What the reading thread does with each line of peer `label`'s stdout: parse it as a JSON
+/// event, copy the event to `tap` first, then send it (or the line that is not JSON) to `tx`.
+/// Stops once the peer's queue is gone.
+fn parse_events(
+    label: String,
+    tap: Option<Tap>,
+    tx: mpsc::Sender<EventLine>,
+) -> impl FnMut(Instant, String) -> bool + Send + 'static {
+    move |at, line| {
+        let event = serde_json::from_str::<Value>(&line).map_err(|e| format!("{e}: {line}"));
+        if let (Some(tap), Ok(event)) = (&tap, &event) {
+            let _ = tap.send(Tapped { label: label.clone(), at, event: event.clone() });
         }
+        tx.send((at, event)).is_ok()
     }
 }
 

@@ -1,0 +1,192 @@
+//! A child process whose output is captured: its stdout read line by line on a thread (each
+//! line logged, then handed to the harness that started it), its stderr collected on another,
+//! and both shown with the command and its status when a test fails.
+//!
+//! The harnesses built on it ([`crate::util::Peer`], `example_process::Example`) differ only in
+//! what a line means to them.
+
+use std::cell::Cell;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Instant;
+
+/// `errno` for "text file busy".
+const ETXTBSY: i32 = 26;
+
+/// A running child process with captured output. On drop it is killed (by the pid it was
+/// spawned with, before it is reaped) and, if the test is failing, its diagnostics are printed
+/// unless a failure message already showed them.
+pub struct Process {
+    /// A first line for the diagnostics, naming the process among others (`peer p1`).
+    heading: Option<String>,
+    command: String,
+    child: Child,
+    status: Option<ExitStatus>,
+    /// Until [`Process::read_stdout`] takes it.
+    stdout_pipe: Option<ChildStdout>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// Whether a failure message already showed the diagnostics.
+    reported: Cell<bool>,
+}
+
+impl Process {
+    /// Spawns `cmd` with stdin on `/dev/null` and stdout and stderr piped, and starts collecting
+    /// its stderr. Its stdout is read once [`Process::read_stdout`] says what to do with a line.
+    pub fn spawn(cmd: &mut Command) -> Process {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let command = format!("{cmd:?}");
+        let mut child = spawn_retrying_busy(cmd, &command);
+        let stdout_pipe = child.stdout.take();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        collect_stderr(&mut child, stderr.clone());
+        Process {
+            heading: None,
+            command,
+            child,
+            status: None,
+            stdout_pipe,
+            stdout: Arc::new(Mutex::new(Vec::new())),
+            stderr,
+            reported: Cell::new(false),
+        }
+    }
+
+    /// Starts the thread that reads stdout: each line is logged for the diagnostics, then handed
+    /// to `on_line` with the moment it was read, until stdout ends or `on_line` returns `false`
+    /// (its receiver is gone). Separate from [`Process::spawn`] so that `on_line` may use what
+    /// only the spawned process tells, such as its pid.
+    pub fn read_stdout(&mut self, mut on_line: impl FnMut(Instant, String) -> bool + Send + 'static) {
+        let out = BufReader::new(self.stdout_pipe.take().expect("stdout is read once"));
+        let log = self.stdout.clone();
+        thread::spawn(move || {
+            for line in out.lines() {
+                let Ok(line) = line else { break };
+                let at = Instant::now();
+                log.lock().unwrap().push(line.clone());
+                if !on_line(at, line) {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Names the process in the first line of its diagnostics.
+    pub fn set_heading(&mut self, heading: String) {
+        self.heading = Some(heading);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, once the process was reaped.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
+    /// Every line read from stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything known about the process, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let heading = self.heading.as_ref().map(|h| format!("{h}\n")).unwrap_or_default();
+        let status = match self.status {
+            Some(status) => status.to_string(),
+            None => "still running (or not yet reaped)".to_string(),
+        };
+        format!(
+            "{heading}command: {}\nstatus: {status}\nstdout:\n{}\nstderr:\n{}\n",
+            self.command,
+            self.stdout.lock().unwrap().join("\n"),
+            String::from_utf8_lossy(&self.stderr.lock().unwrap()),
+        )
+    }
+
+    /// [`Process::diagnostics`], marked as shown: the drop of a failing test does not print them
+    /// again.
+    pub fn take_diagnostics(&self) -> String {
+        self.reported.set(true);
+        self.diagnostics()
+    }
+
+    /// Fails the test with `message` and the diagnostics.
+    #[track_caller]
+    pub fn fail(&self, message: &str) -> ! {
+        panic!("{message}\n--- {}", self.take_diagnostics())
+    }
+
+    /// Waits for the process to exit (if it was not reaped yet) and returns its status.
+    pub fn wait(&mut self) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let status = self.child.wait().unwrap_or_else(|e| panic!("waiting for {}: {e}", self.command));
+        self.status = Some(status);
+        status
+    }
+
+    /// Whether the process is still running (not exited), without waiting.
+    pub fn is_running(&mut self) -> bool {
+        if self.status.is_some() {
+            return false;
+        }
+        match self.child.try_wait().expect("try_wait") {
+            Some(status) => {
+                self.status = Some(status);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Sends SIGKILL to the process (by the pid it was spawned with) and reaps it.
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let status = self.child.wait().unwrap_or_else(|e| panic!("reaping {}: {e}", self.command));
+            self.status = Some(status);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() && !self.reported.get() {
+            eprintln!("--- {}", self.diagnostics());
+        }
+    }
+}
+
+/// Spawns `cmd`. A binary a test has just written (a copy of the peer) may still be open for
+/// writing in a child that another test thread is forking, until that child execs: "text file
+/// busy" passes, and is retried.
+fn spawn_retrying_busy(cmd: &mut Command, command: &str) -> Child {
+    let mut attempts = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) && attempts < 1000 => {
+                attempts += 1;
+                thread::yield_now();
+            }
+            Err(e) => panic!("spawning {command}: {e}"),
+        }
+    }
+}
+
+/// Appends everything `child` writes to stderr to `log`, on a thread, as it comes.
+fn collect_stderr(child: &mut Child, log: Arc<Mutex<Vec<u8>>>) {
+    let mut err = child.stderr.take().expect("piped stderr");
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = err.read(&mut buf) {
+            log.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+}
