@@ -7,8 +7,9 @@
 //!
 //! `DIR` is the coordination directory every generation shares (default: `tableroll-axum` in
 //! `$XDG_RUNTIME_DIR`, else in the temporary directory; created if missing). `ADDR` is the
-//! address to listen on the first time (default `127.0.0.1:8080`); later generations inherit
-//! the socket.
+//! address to listen on (default `127.0.0.1:8080`); a later generation given the same address
+//! (or a port 0 one) inherits the socket, while one given another address binds that one and
+//! the old socket closes when it becomes the owner.
 //!
 //! Try it by hand, in two terminals:
 //!
