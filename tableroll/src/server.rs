@@ -16,13 +16,11 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::pipe::{pipe_with, PipeFlags};
-use rustix::process::Pid;
 
 use crate::coordination::{exited_within, peek_owner, peer_pidfd, GRACE};
 use crate::error::{Error, Result};
 use crate::fds::{self, Shared};
 use crate::handoff::give;
-use crate::peer_cred::peer_cred;
 use crate::protocol::Channel;
 use crate::signal::UpgradeComplete;
 use crate::systemd::Reporter;
@@ -165,17 +163,9 @@ fn confirm_step_down(config: &ServerConfig, ch: &Channel<'_>, newcomer: Option<&
 
 /// Runs one handoff; returns whether the serving loop should end.
 fn session(config: &ServerConfig, stream: std::os::unix::net::UnixStream, stop_rx: &OwnedFd) -> bool {
-    match peer_cred(&stream) {
-        Ok(cred) if config.peer_policy.allows(cred.uid) => {}
-        Ok(cred) => {
-            let err = Error::PeerRefused { pid: cred.pid.map_or(0, Pid::as_raw_pid), uid: cred.uid };
-            tracing::warn!(error = %err, "refused a connection on the upgrade socket");
-            return false;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the peer credentials of a newcomer; refused");
-            return false;
-        }
+    if let Err(e) = config.peer_policy.check(&stream, "reading the peer credentials of a newcomer") {
+        tracing::warn!(error = %e, "refused a connection on the upgrade socket");
+        return false;
     }
     let snapshot = {
         let mut inner = fds::lock(&config.shared);

@@ -39,7 +39,7 @@ pub enum PeerPolicy {
 }
 
 impl PeerPolicy {
-    pub(crate) fn allows(&self, uid: u32) -> bool {
+    fn allows(&self, uid: u32) -> bool {
         match self {
             PeerPolicy::SameUserOrRoot => uid == 0 || uid == rustix::process::geteuid().as_raw(),
             PeerPolicy::AnyUser => true,
@@ -47,9 +47,10 @@ impl PeerPolicy {
         }
     }
 
-    fn check(&self, stream: &UnixStream) -> Result<()> {
-        let cred =
-            peer_cred(stream).map_err(|e| Error::io("reading the peer credentials of the owner", e))?;
+    /// Whether the process at the other end of `stream` may take part; `reading` names the
+    /// credentials read for an error (the owner's, or a newcomer's).
+    pub(crate) fn check(&self, stream: &UnixStream, reading: &'static str) -> Result<()> {
+        let cred = peer_cred(stream).map_err(|e| Error::io(reading, e))?;
         if self.allows(cred.uid) {
             Ok(())
         } else {
@@ -213,7 +214,7 @@ fn inherit(
         tracing::info!(owner = %String::from_utf8_lossy(&owner), "the previous owner is gone; starting with fresh descriptors");
         return Ok((None, Vec::new()));
     };
-    policy.check(&stream)?;
+    policy.check(&stream, "reading the peer credentials of the owner")?;
     let owner = OwnerWatch::new(owner_socket, &stream);
     let ch = Channel::new(stream, deadline, None, "receiving descriptors from the owner")?;
     let mut received = Vec::new();
