@@ -10,6 +10,7 @@
 mod drill;
 mod duration;
 mod run;
+mod signal_thread;
 mod status;
 mod sys;
 

@@ -52,7 +52,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub fn run(args: &DrillArgs) -> anyhow::Result<ExitCode> {
     sys::raise_fd_limit().context("raising the descriptor limit")?;
     let (sender, events) = mpsc::channel();
-    let interrupts = interrupt::Interrupts::forward(sender.clone()).context("catching SIGINT and SIGTERM")?;
+    let interrupts = interrupt::forward(sender.clone()).context("catching SIGINT and SIGTERM")?;
     let temp = tempfile::Builder::new()
         .prefix("tableroll-drill-")
         .tempdir()

@@ -1,34 +1,24 @@
 //! Signals to the supervisor, delivered as readable bytes on a socket its loop polls.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::thread::JoinHandle;
 
-use signal_hook::iterator::{Handle, Signals};
+use crate::signal_thread::SignalThread;
 
 /// Catches the given signals from creation until drop.
 pub struct SignalPipe {
     read: UnixStream,
-    handle: Handle,
-    thread: Option<JoinHandle<()>>,
+    _caught: SignalThread,
 }
 
 impl SignalPipe {
     pub fn catch(signals: &[i32]) -> io::Result<SignalPipe> {
-        let mut caught = Signals::new(signals)?;
-        let handle = caught.handle();
         let (read, mut write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
-        let thread = std::thread::Builder::new().name("signals".into()).spawn(move || {
-            for signal in caught.forever() {
-                // Signal numbers fit a byte on Linux (at most 64).
-                if io::Write::write_all(&mut write, &[signal as u8]).is_err() {
-                    break;
-                }
-            }
-        })?;
-        Ok(SignalPipe { read, handle, thread: Some(thread) })
+        // Signal numbers fit a byte on Linux (at most 64).
+        let caught = SignalThread::spawn(signals, move |signal| write.write_all(&[signal as u8]).is_ok())?;
+        Ok(SignalPipe { read, _caught: caught })
     }
 
     /// Readable when a signal is waiting.
@@ -47,15 +37,6 @@ impl SignalPipe {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return signals,
             }
-        }
-    }
-}
-
-impl Drop for SignalPipe {
-    fn drop(&mut self) {
-        self.handle.close();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }
