@@ -11,14 +11,20 @@ mod http;
 #[allow(dead_code)]
 #[path = "../../tableroll/tests/util/load.rs"]
 mod load;
+// The library's build-if-stale for example binaries, here for this crate's examples.
+#[path = "../../tableroll/tests/util/examples.rs"]
+mod examples;
+
+/// The examples [`examples`] builds and finds.
+const EXAMPLES: &[&str] = &["activated_server"];
 
 use std::collections::BTreeSet;
-use std::ffi::OsString;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,27 +36,9 @@ use load::{Load, Target};
 /// How long any one step may take before the test is declared hung.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The test server, built if missing or older than its source.
+/// The test server, built first if it is missing or older than its sources.
 fn activated_server() -> &'static Path {
-    static SERVER: OnceLock<PathBuf> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-        let server = profile_dir.join("examples").join("activated_server");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/activated_server.rs");
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if modified(&server).is_none_or(|built| modified(&source).is_some_and(|src| src > built)) {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "--example", "activated_server", "--manifest-path"])
-                .arg(&manifest)
-                .status()
-                .expect("running cargo to build the test server");
-            assert!(status.success(), "building the test server failed");
-        }
-        server
-    })
+    examples::example_binary("activated_server")
 }
 
 /// Where a line came from.

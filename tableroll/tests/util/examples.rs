@@ -12,9 +12,11 @@ use std::process::Command;
 use std::sync::{Once, OnceLock};
 use std::time::SystemTime;
 
-/// The examples the tests run. They are built together, in one `cargo build`, when one of them
-/// is missing or stale: the sources they share (`src/`) make them stale together.
-const EXAMPLES: [&str; 5] = ["peer", "axum", "std_http", "unix_socket", "connection_handover"];
+/// The examples the tests run, named by the module that includes this one (the library's
+/// tests, and the CLI's, which include this file by path): they are built together, in one
+/// `cargo build` of the including crate, when one of them is missing or stale; the sources
+/// they share (`src/`) make them stale together.
+use super::EXAMPLES;
 
 /// The binary of example `name` in `target/<profile>/examples/`, built first (with all of
 /// [`EXAMPLES`]) if it is missing or older than its sources. Checked once per test process.

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod examples;
+
+/// The library's examples its tests run as child processes (see [`examples`]).
+pub const EXAMPLES: &[&str] = &["peer", "axum", "std_http", "unix_socket", "connection_handover"];
 pub mod http;
 pub mod load;
 pub mod process;
