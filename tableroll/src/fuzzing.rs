@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::handoff::{give, take};
+use crate::handoff::{newcomer, owner};
 use crate::protocol::{frame, version, Channel, WireEntry};
 
 /// Decodes `data` as a version prefix, then as a frame header and body of each kind the
@@ -39,7 +39,7 @@ pub fn newcomer_receives(data: &[u8]) -> Result<usize> {
     drop(theirs);
     let ch = Channel::new(ours, Some(Instant::now() + Duration::from_secs(1)), None, "fuzz input")?;
     let mut entries = Vec::new();
-    take::receive(&ch, &mut entries)?;
+    newcomer::receive(&ch, &mut entries)?;
     Ok(entries.len())
 }
 
@@ -59,7 +59,7 @@ pub fn owner_hands_over(data: &[u8]) -> bool {
     let Ok(ch) = Channel::new(ours, Some(Instant::now() + Duration::from_secs(1)), None, "fuzz input") else {
         return false;
     };
-    let stepped_down = give::give(&ch, &entries).is_ok();
+    let stepped_down = owner::give(&ch, &entries).is_ok();
     drop(theirs);
     stepped_down
 }

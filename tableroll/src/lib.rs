@@ -137,6 +137,7 @@ mod handoff;
 mod id;
 pub mod inspect;
 mod peer_cred;
+mod peer_policy;
 mod protocol;
 mod server;
 mod signal;
@@ -157,8 +158,9 @@ pub use descriptor::{Descriptor, Kind};
 pub use draining::{Drained, DrainingListener, DrainingStream, TokioListener};
 pub use error::{Error, Result};
 pub use fds::Fds;
+pub use peer_policy::PeerPolicy;
 pub use signal::UpgradeComplete;
-pub use upgrader::{Builder, PeerPolicy, Upgrader};
+pub use upgrader::{Builder, Upgrader};
 
 #[cfg(test)]
 mod upgrader_tests;

@@ -1,69 +1,97 @@
 //! The owner's upgrade server: one background thread that accepts newcomers on this process's
-//! upgrade socket and runs one handoff at a time.
+//! upgrade socket, runs one session at a time, and watches the owner file.
 //!
 //! Why a thread: a newcomer may arrive at any moment, and the application should not have to
-//! poll for it or run an async runtime. The thread owns the upgrade listener, sleeps in
-//! `poll(2)` on it and on a stop pipe, and is woken and joined by [`UpgradeServer::stop`].
+//! poll for it or run an async runtime. The thread owns the upgrade socket and sleeps in
+//! `poll(2)` on it, on the stop pipe and on the owner file's watch. It is spawned before the
+//! process becomes the owner (spawning can fail, and nothing may fail once the owner file names
+//! this process), and serves only once told it is the owner; it is woken and joined on stop.
 //! A second newcomer waits in the listen backlog while a session runs; it is not dropped.
+//!
+//! For as long as it serves, the thread steps down whenever the owner file names another live
+//! process (see [`crate::handoff::owner`]), not only at the end of a session.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags};
-use rustix::pipe::{pipe_with, PipeFlags};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
-use crate::coordination::{exited_within, peek_owner, peer_pidfd, GRACE};
+use crate::coordination::{Directory, OwnerFile, OwnerFileWatch, UpgradeSocket};
 use crate::error::{Error, Result};
 use crate::fds::{self, Shared};
-use crate::handoff::give;
-use crate::protocol::Channel;
+use crate::handoff::owner::{Group, Outcome, OwnerSession, FALLBACK_IDLE};
+use crate::peer_policy::PeerPolicy;
 use crate::signal::UpgradeComplete;
 use crate::systemd::Reporter;
-use crate::upgrader::PeerPolicy;
+
+/// The first pause after an accept error; it doubles up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What the serving thread needs.
 pub(crate) struct ServerConfig {
-    pub(crate) listener: UnixListener,
-    pub(crate) socket_path: PathBuf,
+    pub(crate) socket: UpgradeSocket,
+    pub(crate) dir: Directory,
+    pub(crate) id: String,
     pub(crate) shared: Shared,
     pub(crate) signal: UpgradeComplete,
     pub(crate) upgrade_timeout: Duration,
-    /// This process's id and the owner file, to confirm a step-down.
-    pub(crate) id: String,
-    pub(crate) owner_file: PathBuf,
     pub(crate) peer_policy: PeerPolicy,
     pub(crate) reporter: Reporter,
+    /// The read end of the upgrader's stop pipe: readable (end of file) once stopped.
+    pub(crate) stop: OwnedFd,
 }
 
+/// The serving thread, from spawn to join.
 pub(crate) struct UpgradeServer {
-    stop_tx: Option<OwnedFd>,
+    /// Dropped without sending: the thread ends without serving.
+    start: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl UpgradeServer {
+    /// Spawns the thread, which waits for [`UpgradeServer::start`] before it serves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the owner file cannot be opened, the socket cannot be made
+    /// non-blocking, or the thread cannot be spawned.
     pub(crate) fn spawn(config: ServerConfig) -> Result<UpgradeServer> {
-        config
-            .listener
+        let listener = config.socket.listener();
+        listener
             .set_nonblocking(true)
-            .map_err(|e| Error::io_at("setting the upgrade socket non-blocking", &config.socket_path, e))?;
-        let (stop_rx, stop_tx) = pipe_with(PipeFlags::CLOEXEC)
-            .map_err(|e| Error::io("creating the upgrade server's stop pipe", e.into()))?;
+            .map_err(|e| Error::io_at("setting the upgrade socket non-blocking", config.socket.path(), e))?;
+        let owner_file = OwnerFile::open(&config.dir.owner_file())?;
+        let watch = config.dir.watch_owner_file();
+        let (start, started) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tableroll-upgrades".into())
-            .spawn(move || serve(config, stop_rx))
+            .spawn(move || {
+                if started.recv().is_ok() {
+                    serve(&config, &owner_file, &watch);
+                }
+            })
             .map_err(|e| Error::io("spawning the upgrade server thread", e))?;
-        Ok(UpgradeServer { stop_tx: Some(stop_tx), thread: Some(thread) })
+        Ok(UpgradeServer { start: Some(start), thread: Some(thread) })
     }
 
-    /// Wakes the thread (also out of a session in progress) and waits for it to end.
-    pub(crate) fn stop(&mut self) {
-        // Closing the write end makes the read end readable (end of file) for every poll.
-        drop(self.stop_tx.take());
+    /// This process is the owner: serve. Cannot fail.
+    pub(crate) fn start(&mut self) {
+        if let Some(start) = &self.start {
+            // Fails only if the thread is gone, which it is only after a panic.
+            let _ = start.send(());
+        }
+    }
+
+    /// Waits for the thread to end. The caller closed the stop pipe first, or never started
+    /// the server.
+    pub(crate) fn join(&mut self) {
+        drop(self.start.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -72,143 +100,179 @@ impl UpgradeServer {
 
 impl Drop for UpgradeServer {
     fn drop(&mut self) {
-        self.stop();
+        self.join();
     }
 }
 
-fn serve(config: ServerConfig, stop_rx: OwnedFd) {
+/// What the idle server was woken by.
+enum Idle {
+    Stopped,
+    Newcomer(UnixStream),
+    /// The owner file may name someone else.
+    FileChanged,
+}
+
+fn serve(config: &ServerConfig, owner_file: &OwnerFile, watch: &OwnerFileWatch) {
+    let group = Group {
+        dir: &config.dir,
+        owner_file,
+        watch,
+        id: config.id.as_bytes(),
+        upgrade_socket: config.socket.listener(),
+        stop: config.stop.as_fd(),
+    };
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        match next_newcomer(&config.listener, &stop_rx) {
-            Ok(Some(stream)) => {
-                if session(&config, stream, &stop_rx) {
-                    break;
+        let outcome = match next_event(&group) {
+            Ok(Idle::Stopped) => return,
+            Ok(Idle::FileChanged) => {
+                watch.take_changes();
+                if group.replaced() {
+                    Outcome::SteppedDown
+                } else {
+                    Outcome::StillOwner
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::error!(error = %e, "upgrade server cannot accept; no more upgrades will be served");
-                break;
+            Ok(Idle::Newcomer(stream)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                match session(config, &group, stream) {
+                    Ok(outcome) => outcome,
+                    Err(_) => return,
+                }
             }
+            Err(e) => {
+                if !pause_after_accept_error(&group, &e, backoff) {
+                    return;
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                Outcome::StillOwner
+            }
+        };
+        if outcome == Outcome::SteppedDown {
+            fds::lock(&config.shared).state.step_down();
+            tracing::info!("the owner file names a new live owner; stepping down");
+            config.reporter.stopping();
+            config.signal.fire();
+            // Nobody needs to reach this process any more: the upgrade socket goes when the
+            // thread's config does.
+            return;
         }
-    }
-    // Nobody needs to reach this process any more: the new owner is in the owner file, or we
-    // were stopped. The path is ours alone (ids are unique among live processes).
-    drop(config.listener);
-    match std::fs::remove_file(&config.socket_path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            tracing::warn!(path = %config.socket_path.display(), error = %e, "could not remove the upgrade socket")
-        }
-        _ => {}
     }
 }
 
-/// Waits for the next connection; `None` when stopped.
-fn next_newcomer(
-    listener: &UnixListener,
-    stop_rx: &OwnedFd,
-) -> io::Result<Option<std::os::unix::net::UnixStream>> {
+/// Waits for a newcomer, a change of the owner file, or the stop.
+fn next_event(group: &Group<'_>) -> io::Result<Idle> {
     loop {
-        let mut fds = [PollFd::new(listener, PollFlags::IN), PollFd::new(stop_rx, PollFlags::IN)];
-        match poll(&mut fds, None) {
-            Ok(_) => {}
+        let mut fds =
+            vec![PollFd::new(&group.stop, PollFlags::IN), PollFd::new(group.upgrade_socket, PollFlags::IN)];
+        if let Some(watch) = group.watch.fd() {
+            fds.push(PollFd::from_borrowed_fd(watch, PollFlags::IN));
+        }
+        let fallback = Timespec::try_from(FALLBACK_IDLE).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
+        let timeout = (!group.watch.is_available()).then_some(&fallback);
+        let n = match poll(&mut fds, timeout) {
+            Ok(n) => n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
+        };
+        if !fds[0].revents().is_empty() {
+            return Ok(Idle::Stopped);
         }
-        if !fds[1].revents().is_empty() {
-            return Ok(None);
+        if n == 0 || fds.get(2).is_some_and(|w| !w.revents().is_empty()) {
+            return Ok(Idle::FileChanged);
         }
-        match listener.accept() {
-            Ok((stream, _)) => return Ok(Some(stream)),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
-            // The newcomer gave up between connect and accept.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-            Err(e) => return Err(e),
+        if let Some(stream) = accept(group.upgrade_socket)? {
+            return Ok(Idle::Newcomer(stream));
         }
     }
 }
 
-/// After answering "stepping down": waits for the newcomer to record itself as owner before
-/// this process is told to drain.
+/// Accepts one connection; `None` when there was none after all.
+fn accept(listener: &UnixListener) -> io::Result<Option<UnixStream>> {
+    match listener.accept() {
+        Ok((stream, _)) => Ok(Some(stream)),
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(None),
+        // The newcomer gave up between connect and accept.
+        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// After an accept error (out of descriptors or memory, say): logs it and waits `backoff`
+/// before the next try, the socket kept open: the shortage may pass, and this process must stay
+/// upgradable. Returns `false` if stopped meanwhile.
+fn pause_after_accept_error(group: &Group<'_>, e: &io::Error, backoff: Duration) -> bool {
+    if backoff == ACCEPT_BACKOFF_MIN {
+        tracing::warn!(error = %e, "cannot accept on the upgrade socket; retrying with a back-off");
+    } else {
+        tracing::debug!(error = %e, retry_in_ms = backoff.as_millis(), "still cannot accept on the upgrade socket");
+    }
+    let wait = Timespec::try_from(backoff).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
+    let mut fds = [PollFd::new(&group.stop, PollFlags::IN)];
+    loop {
+        match poll(&mut fds, Some(&wait)) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => return fds[0].revents().is_empty(),
+            // Cannot even wait: try again at once rather than give up being upgradable.
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Runs one handoff and waits for its commit point.
 ///
-/// The newcomer writes the owner file and then closes the session (protocol step 8). If the
-/// file names another process by then, this one steps down at once: the common case. If it
-/// still names this process and the newcomer's process is gone, the newcomer died before it
-/// became the owner: stepping down would leave the group without one while this process still
-/// holds every listener, so it stays the owner instead. If the newcomer is alive (a writer
-/// that closes first, or one in a PID namespace we cannot see), it is trusted.
-fn confirm_step_down(config: &ServerConfig, ch: &Channel<'_>, newcomer: Option<&OwnedFd>) -> Result<()> {
-    // Our side is done (a newcomer reading on sees the end of the stream, as from a Go owner,
-    // which closes here); the newcomer's side stays open until it is the owner.
-    let _ = ch.shutdown_write();
-    match ch.wait_closed() {
-        Ok(()) => {}
-        Err(Error::Stopped) => return Err(Error::Stopped),
-        // Alive and still holding the session past the deadline: it has our word.
-        Err(e) => {
-            tracing::debug!(error = %e, "the newcomer kept the session open; stepping down on its word");
-            return Ok(());
-        }
-    }
-    let named = peek_owner(&config.owner_file).ok().flatten();
-    if named.as_deref() != Some(config.id.as_bytes()) {
-        return Ok(());
-    }
-    match newcomer {
-        Some(pidfd) if exited_within(pidfd, GRACE) => Err(Error::protocol(
-            "the newcomer died after the ready handshake, before recording itself as owner",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Runs one handoff; returns whether the serving loop should end.
-fn session(config: &ServerConfig, stream: std::os::unix::net::UnixStream, stop_rx: &OwnedFd) -> bool {
+/// # Errors
+///
+/// [`Error::Stopped`] if stopped meanwhile.
+fn session(config: &ServerConfig, group: &Group<'_>, stream: UnixStream) -> Result<Outcome> {
     if let Err(e) = config.peer_policy.check(&stream, "reading the peer credentials of a newcomer") {
         tracing::warn!(error = %e, "refused a connection on the upgrade socket");
-        return false;
+        return Ok(Outcome::StillOwner);
     }
     let snapshot = {
         let mut inner = fds::lock(&config.shared);
-        if let Err(e) = inner.state.begin_transfer() {
-            tracing::debug!(error = %e, "not handing over");
-            return matches!(e, Error::Stopped | Error::UpgradeCompleted);
+        match inner.state.begin_transfer() {
+            Ok(()) => {}
+            Err(Error::Stopped) => return Err(Error::Stopped),
+            Err(e) => {
+                tracing::debug!(error = %e, "not handing over");
+                return Ok(Outcome::StillOwner);
+            }
         }
         inner.entries.values().map(|e| (e.wire.clone(), Arc::clone(&e.fd))).collect::<Vec<_>>()
     };
     let started = Instant::now();
     let deadline = started.checked_add(config.upgrade_timeout);
-    let newcomer = peer_pidfd(&stream);
-    let result = Channel::new(
-        stream,
-        deadline,
-        Some(stop_rx.as_fd()),
-        "waiting for the newcomer to finish its handoff",
-    )
-    .and_then(|ch| {
-        let result =
-            give::give(&ch, &snapshot).and_then(|()| confirm_step_down(config, &ch, newcomer.as_ref()));
-        // Everything of the session goes before the connection closes: a peer that sees the
-        // close finds this process holding what it held before.
-        drop(newcomer);
-        drop(ch);
-        result
-    });
+    let handed = OwnerSession::new(stream, deadline, group.stop)
+        .and_then(|session| session.hand_over(&snapshot).map(|()| session));
+    // Everything of the session goes before the outcome is known: a newcomer that let go finds
+    // this process holding what it held before.
     drop(snapshot);
-    fds::lock(&config.shared).state.end_transfer(result.is_ok());
-    match result {
-        Ok(()) => {
-            tracing::info!(
+    let outcome = match handed {
+        Ok(session) => {
+            fds::lock(&config.shared).state.await_commit();
+            tracing::debug!(
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-                "a newcomer took over; stepping down"
+                "the newcomer is ready; waiting for it to become the owner"
             );
-            config.reporter.stopping();
-            config.signal.fire();
-            true
+            session.await_commit(group)
         }
-        Err(Error::Stopped) => true,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(Outcome::SteppedDown) => {
+            tracing::info!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "a newcomer took over");
+            Ok(Outcome::SteppedDown)
+        }
+        Ok(Outcome::StillOwner) => {
+            fds::lock(&config.shared).state.remain_owner();
+            Ok(Outcome::StillOwner)
+        }
+        Err(Error::Stopped) => Err(Error::Stopped),
         Err(e) => {
             tracing::warn!(error = %e, "handoff failed; remaining the owner");
-            false
+            fds::lock(&config.shared).state.remain_owner();
+            Ok(Outcome::StillOwner)
         }
     }
 }

@@ -1,11 +1,19 @@
-//! The ownership state machine: what a process may do with its store, and when.
+//! The lifecycle of a member of an upgrade group: what a process may do with its store, and
+//! when. This is the one state machine of a process; the upgrader and the upgrade server keep
+//! resources (the lock, the session, the serving thread), not states of their own.
 //!
 //! ```text
-//!   Inheriting --ready--> Owner --newcomer connects--> Transferring --stepped down--> Completed
-//!                           ^                               |
-//!                           +--------handoff failed---------+
+//!   Inheriting --ready--> Owner --newcomer connects--> Transferring --handshake--> Pending
+//!                          ^ |                              |                        |
+//!                          | +----<-- handoff failed -------+                        |
+//!                          +-------<-- the newcomer let go, the file names no one ---+
+//!                          |                                                         |
+//!                          +--- the owner file names another live process ---> Completed
 //!   any state --stop--> Stopped
 //! ```
+//!
+//! `Pending` is the commit point's waiting room: the newcomer was told "stepping down", but
+//! only the owner file naming it makes it the owner (see `handoff::owner`).
 
 use crate::error::{Error, Result};
 
@@ -18,6 +26,9 @@ pub(crate) enum State {
     Owner,
     /// Handing its descriptors to a newcomer.
     Transferring,
+    /// Told the newcomer it steps down; still the owner until the owner file names another
+    /// live process.
+    Pending,
     /// A newcomer took over; this process drains.
     Completed,
     /// Stopped by the application, or its ready failed.
@@ -29,7 +40,7 @@ impl State {
     pub(crate) fn check_add(self) -> Result<()> {
         match self {
             State::Inheriting | State::Owner => Ok(()),
-            State::Transferring => Err(Error::UpgradeInProgress),
+            State::Transferring | State::Pending => Err(Error::UpgradeInProgress),
             State::Completed => Err(Error::UpgradeCompleted),
             State::Stopped => Err(Error::Stopped),
         }
@@ -39,7 +50,7 @@ impl State {
     /// draining process releases what it no longer needs.
     pub(crate) fn check_remove(self) -> Result<()> {
         match self {
-            State::Transferring => Err(Error::UpgradeInProgress),
+            State::Transferring | State::Pending => Err(Error::UpgradeInProgress),
             State::Stopped => Err(Error::Stopped),
             State::Inheriting | State::Owner | State::Completed => Ok(()),
         }
@@ -55,7 +66,7 @@ impl State {
             }
             State::Stopped => Err(Error::Stopped),
             // Already the owner (ready called twice): nothing changes.
-            State::Owner | State::Transferring | State::Completed => Ok(()),
+            State::Owner | State::Transferring | State::Pending | State::Completed => Ok(()),
         }
     }
 
@@ -66,17 +77,32 @@ impl State {
                 *self = State::Transferring;
                 Ok(())
             }
-            State::Transferring => Err(Error::UpgradeInProgress),
+            State::Transferring | State::Pending => Err(Error::UpgradeInProgress),
             State::Completed => Err(Error::UpgradeCompleted),
             State::Inheriting | State::Stopped => Err(Error::Stopped),
         }
     }
 
-    /// The transfer ended; `stepped_down` says whether the newcomer took over. A stop that came
-    /// in between wins.
-    pub(crate) fn end_transfer(&mut self, stepped_down: bool) {
+    /// The newcomer finished the ready handshake: wait for the commit point.
+    pub(crate) fn await_commit(&mut self) {
         if *self == State::Transferring {
-            *self = if stepped_down { State::Completed } else { State::Owner };
+            *self = State::Pending;
+        }
+    }
+
+    /// The owner file names another live process: this one drains. From any owning state (an
+    /// owner watches the file for as long as it holds the listeners). A stop wins.
+    pub(crate) fn step_down(&mut self) {
+        if matches!(*self, State::Owner | State::Transferring | State::Pending) {
+            *self = State::Completed;
+        }
+    }
+
+    /// The handoff failed, or the newcomer let go without becoming the owner: this process
+    /// owns the group as before. A stop, or a step-down, that came in between wins.
+    pub(crate) fn remain_owner(&mut self) {
+        if matches!(*self, State::Transferring | State::Pending) {
+            *self = State::Owner;
         }
     }
 
@@ -99,7 +125,11 @@ mod tests {
         assert!(matches!(s.check_add(), Err(Error::UpgradeInProgress)));
         assert!(matches!(s.check_remove(), Err(Error::UpgradeInProgress)));
         assert!(matches!(s.begin_transfer(), Err(Error::UpgradeInProgress)));
-        s.end_transfer(true);
+        s.await_commit();
+        assert_eq!(s, State::Pending);
+        assert!(matches!(s.check_add(), Err(Error::UpgradeInProgress)));
+        assert!(matches!(s.begin_transfer(), Err(Error::UpgradeInProgress)));
+        s.step_down();
         assert_eq!(s, State::Completed);
         assert!(matches!(s.check_add(), Err(Error::UpgradeCompleted)));
         s.check_remove().unwrap();
@@ -110,21 +140,31 @@ mod tests {
     fn failed_transfer_keeps_ownership() {
         let mut s = State::Owner;
         s.begin_transfer().unwrap();
-        s.end_transfer(false);
+        s.remain_owner();
         assert_eq!(s, State::Owner);
         s.check_add().unwrap();
         s.begin_transfer().unwrap();
+        s.await_commit();
+        s.remain_owner();
+        assert_eq!(s, State::Owner, "a newcomer that let go leaves this process the owner");
+        s.step_down();
+        assert_eq!(s, State::Completed, "an idle owner steps down when the file names another");
+        s.remain_owner();
+        assert_eq!(s, State::Completed);
     }
 
     #[test]
     fn stop_wins_over_everything() {
-        for mut s in [State::Inheriting, State::Owner, State::Transferring, State::Completed] {
+        for mut s in [State::Inheriting, State::Owner, State::Transferring, State::Pending, State::Completed]
+        {
             s.stop();
             assert!(matches!(s.check_add(), Err(Error::Stopped)));
             assert!(matches!(s.check_remove(), Err(Error::Stopped)));
             assert!(matches!(s.begin_transfer(), Err(Error::Stopped)));
             assert!(matches!(s.become_owner(), Err(Error::Stopped)));
-            s.end_transfer(true);
+            s.await_commit();
+            s.step_down();
+            s.remain_owner();
             assert_eq!(s, State::Stopped);
         }
     }

@@ -1,69 +1,32 @@
-//! The public face: [`Upgrader`] and its [`Builder`].
+//! The public face: [`Upgrader`] and its [`Builder`]. The sessions themselves live in
+//! `handoff`, the serving thread in `server`; this file holds the lifecycle's resources and
+//! hands them from one step to the next.
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rustix::process::Pid;
+use rustix::pipe::{pipe_with, PipeFlags};
 
-use crate::coordination::{bind_upgrade_socket, connect_to_owner, Directory, OwnerLock, OwnerWatch, GRACE};
+use crate::coordination::{Directory, UpgradeSocket};
 use crate::error::{Error, Result};
 use crate::fault::{self, Point};
 use crate::fds::{self, Fds, Inner};
-use crate::handoff::take;
+use crate::handoff::newcomer::Newcomer;
 use crate::id;
-use crate::peer_cred::peer_cred;
-use crate::protocol::{Channel, WireEntry};
+use crate::peer_policy::PeerPolicy;
 use crate::server::{ServerConfig, UpgradeServer};
 use crate::signal::UpgradeComplete;
 use crate::state::State;
 use crate::systemd::Reporter;
 
-/// Which processes may connect to this process's upgrade socket and receive its descriptors,
-/// checked with `SO_PEERCRED` on every connection before anything is sent (and, on the
-/// newcomer's side, applied to the owner it connects to).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PeerPolicy {
-    /// Processes of this process's effective user, and root. The default.
-    #[default]
-    SameUserOrRoot,
-    /// Any user that can reach the socket (it is created mode 0600, so the file system still
-    /// restricts who can).
-    AnyUser,
-    /// Only these user ids.
-    Uids(Vec<u32>),
-}
-
-impl PeerPolicy {
-    fn allows(&self, uid: u32) -> bool {
-        match self {
-            PeerPolicy::SameUserOrRoot => uid == 0 || uid == rustix::process::geteuid().as_raw(),
-            PeerPolicy::AnyUser => true,
-            PeerPolicy::Uids(uids) => uids.contains(&uid),
-        }
-    }
-
-    /// Whether the process at the other end of `stream` may take part; `reading` names the
-    /// credentials read for an error (the owner's, or a newcomer's).
-    pub(crate) fn check(&self, stream: &UnixStream, reading: &'static str) -> Result<()> {
-        let cred = peer_cred(stream).map_err(|e| Error::io(reading, e))?;
-        if self.allows(cred.uid) {
-            Ok(())
-        } else {
-            Err(Error::PeerRefused { pid: cred.pid.map_or(0, Pid::as_raw_pid), uid: cred.uid })
-        }
-    }
-}
-
 /// Settings for an [`Upgrader`]; see [`Upgrader::builder`].
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct Builder {
-    dir: PathBuf,
+    dir: std::path::PathBuf,
     id: Option<String>,
     upgrade_timeout: Duration,
     connect_timeout: Option<Duration>,
@@ -73,18 +36,31 @@ pub struct Builder {
 
 impl Builder {
     /// This process's id in the group (default: the pid and 64 random bits, shortened to fit a
-    /// long directory path). It names the
-    /// upgrade socket `<dir>/<id>.sock`, so it must be a valid file name, unique among the live
-    /// processes of the group, and short enough for the socket path to fit 107 bytes.
+    /// long directory path). It names the upgrade socket `<dir>/<id>.sock`, so it must be a
+    /// valid file name, unique among the live processes of the group, and short enough for the
+    /// socket path to fit 107 bytes.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
     }
 
+    /// Uses this process's pid as its id, as Go tableroll v1.x processes do.
+    ///
+    /// Go tableroll before v2 names every process by its pid: its owner file holds a pid and
+    /// its sockets are `<pid>.sock`, and it fails with `unable to parse pid` when the owner file
+    /// holds anything else. A process that shares a group with such processes must use its pid
+    /// as id. Pids repeat across PID namespaces, so all members must then share one.
+    pub fn pid_as_id(self) -> Self {
+        self.id(std::process::id().to_string())
+    }
+
     /// How long this process, as owner, waits for a newcomer to receive everything and finish
     /// its ready handshake before giving up on it and remaining the owner. Default 60 s.
     ///
-    /// It bounds the time between a newcomer's construction and its `ready()`.
+    /// It bounds the time between a newcomer's connection and its `ready()`. It does not bound
+    /// the moment after the handshake: the owner steps down only once the owner file names the
+    /// newcomer, and stays the owner, serving, for as long as the newcomer holds the lock
+    /// without recording itself (a newcomer paused there, say).
     pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
         self.upgrade_timeout = timeout;
         self
@@ -117,47 +93,36 @@ impl Builder {
     /// Joins the group: binds this process's upgrade socket, takes the coordination lock
     /// (waiting while another newcomer holds it), and, if there is a live owner, receives
     /// all its descriptors into [`Upgrader::fds`]. The lock is held until
-    /// [`Upgrader::ready`] or until the upgrader is dropped.
+    /// [`Upgrader::ready`] or until the upgrader is stopped or dropped.
     ///
     /// # Errors
     ///
     /// The directory is missing or not writable; the id is invalid, too long or in use by a
     /// live process; the lock or the descriptors did not come within the connect timeout; the
-    /// owner file holds an invalid id; the owner broke the protocol. On error nothing is left
-    /// behind: the upgrade socket is removed and the lock released.
+    /// owner file holds an invalid id; the owner broke the protocol; the process is out of
+    /// descriptors. On error nothing is left behind: the upgrade socket is removed and the
+    /// lock released.
     pub fn build(self) -> Result<Upgrader> {
         let dir = Directory::open(&self.dir)?;
         let id = match self.id {
             Some(id) => id,
             None => id::default_id(dir.max_id_len()),
         };
-        let socket_path = dir.socket_path(id.as_bytes())?;
-        let listener = bind_upgrade_socket(&socket_path, &id)?;
-        let guard = SocketGuard(Some(socket_path.clone()));
+        let socket = UpgradeSocket::bind(&dir.socket_path(id.as_bytes())?, &id)?;
+        let (stop_rx, stop_tx) = pipe_with(PipeFlags::CLOEXEC)
+            .map_err(|e| Error::io("creating the upgrader's stop pipe", e.into()))?;
         let deadline = self.connect_timeout.and_then(|t| Instant::now().checked_add(t));
-        let lock = OwnerLock::acquire(&dir.owner_file(), deadline)?;
-        fault::hit(Point::NewcomerAfterLock);
-        let owner = lock.read_owner()?;
-        let (session, received) = match owner {
-            Some(owner) if owner == id.as_bytes() => {
-                tracing::debug!(id, "the owner file names this id: a previous process with it is gone");
-                (None, Vec::new())
-            }
-            Some(owner) => inherit(&dir, owner, deadline, &self.peer_policy)?,
-            None => (None, Vec::new()),
-        };
+        let (newcomer, received) = Newcomer::join(&dir, &id, deadline, &self.peer_policy)?;
         let shared = Arc::new(Mutex::new(Inner { state: State::Inheriting, entries: BTreeMap::new() }));
         let fds = Fds::new(Arc::clone(&shared));
         let mut inherited_ids: Vec<String> = received.iter().map(|(w, _)| w.id.clone()).collect();
         inherited_ids.sort();
         fds.insert_inherited(received);
         fault::hit(Point::NewcomerAfterReceive);
-        let guard = guard.disarm();
         tracing::debug!(id, inherited = inherited_ids.len(), "joined the upgrade group");
         Ok(Upgrader {
             id,
             dir,
-            socket_path: guard,
             fds,
             shared,
             signal: UpgradeComplete::new(),
@@ -166,83 +131,19 @@ impl Builder {
             connect_timeout: self.connect_timeout,
             peer_policy: self.peer_policy,
             reporter: Reporter::from_env(self.systemd_notify),
-            phase: Mutex::new(Phase::Joining(Box::new(Joining { listener, lock, session }))),
+            joining: Mutex::new(Some(Joining { socket, newcomer })),
+            server: Mutex::new(None),
+            stop_rx,
+            stop_tx: Mutex::new(Some(stop_tx)),
         })
     }
 }
 
-/// Removes the upgrade socket if construction fails after binding it.
-struct SocketGuard(Option<PathBuf>);
-
-impl SocketGuard {
-    fn disarm(mut self) -> PathBuf {
-        self.0.take().unwrap_or_default()
-    }
-}
-
-impl Drop for SocketGuard {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// The connection to the owner kept open from construction to ready.
-struct Session {
-    stream: UnixStream,
-    owner_version: u32,
-    owner: OwnerWatch,
-}
-
-/// The open session with the owner (if any) and what it sent.
-type Inheritance = (Option<Session>, Vec<(WireEntry, OwnedFd)>);
-
-/// Connects to the owner named in the owner file and receives its descriptors. An owner that
-/// is gone (its socket missing or refusing) means there is no owner; one that dies while
-/// handing over leaves this process with what it received so far, and no owner.
-fn inherit(
-    dir: &Directory,
-    owner: Vec<u8>,
-    deadline: Option<Instant>,
-    policy: &PeerPolicy,
-) -> Result<Inheritance> {
-    let owner_socket = dir
-        .socket_path(&owner)
-        .map_err(|e| Error::protocol(format!("the owner file names an id that cannot be used: {e}")))?;
-    let Some(stream) = connect_to_owner(&owner_socket, deadline)? else {
-        tracing::info!(owner = %String::from_utf8_lossy(&owner), "the previous owner is gone; starting with fresh descriptors");
-        return Ok((None, Vec::new()));
-    };
-    policy.check(&stream, "reading the peer credentials of the owner")?;
-    let owner = OwnerWatch::new(owner_socket, &stream);
-    let ch = Channel::new(stream, deadline, None, "receiving descriptors from the owner")?;
-    let mut received = Vec::new();
-    match take::receive(&ch, &mut received) {
-        Ok(owner_version) => Ok((Some(Session { stream: ch.into_stream(), owner_version, owner }), received)),
-        // A broken connection (not a timeout: a slow owner is alive) from an owner that is
-        // gone: keep the live descriptors it managed to send.
-        Err(e @ (Error::Protocol(_) | Error::Io { .. })) if owner.is_gone(GRACE) => {
-            tracing::warn!(error = %e, kept = received.len(), "the owner died while handing over; keeping what it sent");
-            Ok((None, received))
-        }
-        Err(e) => Err(e),
-    }
-}
-
+/// What a process holds from joining to ready: its upgrade socket, the lock, and the session
+/// with the owner.
 struct Joining {
-    listener: UnixListener,
-    lock: OwnerLock,
-    session: Option<Session>,
-}
-
-enum Phase {
-    /// Constructed: holding the lock and maybe a session with the owner.
-    Joining(Box<Joining>),
-    /// The owner, serving upgrade requests.
-    Serving(UpgradeServer),
-    /// Stopped, or ready failed.
-    Done,
+    socket: UpgradeSocket,
+    newcomer: Newcomer,
 }
 
 /// A member of an upgrade group: the process that owns the shared descriptors, or the
@@ -262,7 +163,6 @@ enum Phase {
 pub struct Upgrader {
     id: String,
     dir: Directory,
-    socket_path: PathBuf,
     fds: Fds,
     shared: fds::Shared,
     signal: UpgradeComplete,
@@ -272,7 +172,14 @@ pub struct Upgrader {
     peer_policy: PeerPolicy,
     /// Where readiness and draining are reported (systemd), if anywhere.
     reporter: Reporter,
-    phase: Mutex<Phase>,
+    /// Until ready (or stop). Its mutex is held for the whole of `ready()`.
+    joining: Mutex<Option<Joining>>,
+    /// From ready to stop.
+    server: Mutex<Option<UpgradeServer>>,
+    /// The stop pipe: closing the write end wakes a `ready()` waiting for the owner and the
+    /// serving thread.
+    stop_rx: OwnedFd,
+    stop_tx: Mutex<Option<OwnedFd>>,
 }
 
 impl std::fmt::Debug for Upgrader {
@@ -283,6 +190,10 @@ impl std::fmt::Debug for Upgrader {
             .field("state", &fds::lock(&self.shared).state)
             .finish_non_exhaustive()
     }
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Upgrader {
@@ -331,117 +242,94 @@ impl Upgrader {
     /// Declares this process ready to serve: makes it the owner of the group.
     ///
     /// Inherited descriptors the application did not claim are closed first and will not be
-    /// passed on. If there was an owner, the ready handshake tells it to step down (it is then
-    /// told through its own [`upgrade_complete`](Self::upgrade_complete)). This process's id
-    /// is written to the owner file, the lock is released, and this process starts serving
-    /// upgrade requests. If the previous owner died after handing over its descriptors, this
-    /// process becomes the owner all the same: it holds every descriptor.
+    /// passed on. If there was an owner, the ready handshake tells it to step down. This
+    /// process's id is then written to the owner file: that is the commit point, after which
+    /// nothing can fail; the previous owner steps down when it sees the file name this process
+    /// (it is told through its own [`upgrade_complete`](Self::upgrade_complete)), the lock is
+    /// released, and this process serves upgrade requests. If the previous owner died after
+    /// handing over its descriptors, this process becomes the owner all the same: it holds
+    /// every descriptor.
     ///
-    /// Calling it again once owner does nothing.
+    /// Calling it again once owner does nothing. [`stop`](Self::stop) from another thread
+    /// interrupts a `ready()` that waits for the owner.
     ///
     /// # Errors
     ///
     /// The owner is alive but refused the handshake (its upgrade timeout passed, say), or the
-    /// handshake broke. This process then does not become the owner, releases the lock and
-    /// is stopped: it should exit, leaving the old owner serving. [`Error::Stopped`] if the
-    /// upgrader was stopped or a previous ready failed.
+    /// handshake broke; the owner file could not be written (the file system is full, say); the
+    /// serving thread could not be started. This process then does not become the owner: it
+    /// releases the lock and is stopped, and should exit; the previous owner goes on serving.
+    /// [`Error::Stopped`] if the upgrader was stopped (also meanwhile) or a previous ready
+    /// failed.
     pub fn ready(&self) -> Result<()> {
-        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
-        let joining = match std::mem::replace(&mut *phase, Phase::Done) {
-            Phase::Joining(joining) => joining,
-            Phase::Serving(server) => {
-                *phase = Phase::Serving(server);
-                return Ok(());
-            }
-            Phase::Done => return Err(Error::Stopped),
+        let mut joining = locked(&self.joining);
+        let Some(Joining { socket, newcomer }) = joining.take() else {
+            return match fds::lock(&self.shared).state {
+                State::Stopped => Err(Error::Stopped),
+                _ => Ok(()),
+            };
         };
-        let Joining { listener, lock, session } = *joining;
         let closed = self.fds.close_unclaimed();
         if !closed.is_empty() {
             tracing::info!(ids = ?closed, "closed inherited descriptors that were not claimed before ready");
         }
-        let mut previous_owner = None;
-        let mut open_session = None;
-        if let Some(session) = session {
-            previous_owner = session.owner.socket().file_stem().map(|s| s.to_owned());
-            match self.handshake(session) {
-                Ok(stream) => open_session = stream,
-                Err(e) => {
-                    fds::lock(&self.shared).state.stop();
-                    self.signal.fire();
-                    drop(listener);
-                    let _ = std::fs::remove_file(&self.socket_path);
-                    return Err(e);
-                }
+        let result = self.spawn_server(socket).and_then(|server| {
+            let deadline = self.connect_timeout.and_then(|t| Instant::now().checked_add(t));
+            newcomer.take_over(&self.id, deadline, self.stop_rx.as_fd()).map(|lock| (server, lock))
+        });
+        let (mut server, lock) = match result {
+            Ok(committed) => committed,
+            Err(e) => {
+                // Not the owner: the lock and the session are gone, and so is the upgrade
+                // socket with the serving thread that never served.
+                fds::lock(&self.shared).state.stop();
+                self.signal.fire();
+                return Err(e);
             }
+        };
+        // Committed: the owner file names this process. Nothing below can fail.
+        // Only dead processes' sockets go; the previous owner's is live until it stepped down.
+        self.dir.remove_stale_sockets(&[self.id.as_bytes()]);
+        if let Err(e) = fds::lock(&self.shared).state.become_owner() {
+            tracing::warn!(error = %e, "stopped while becoming the owner");
         }
-        fault::hit(Point::NewcomerBeforeOwnerFile);
-        lock.write_owner(self.id.as_bytes())?;
-        // The old owner waits for this close to confirm its step-down: only now is this process
-        // recorded as the owner (protocol step 8: write, then close).
-        drop(open_session);
-        let keep: Vec<&[u8]> =
-            [Some(self.id.as_bytes()), previous_owner.as_deref().map(|s| s.as_encoded_bytes())]
-                .into_iter()
-                .flatten()
-                .collect();
-        self.dir.remove_stale_sockets(&keep);
-        fds::lock(&self.shared).state.become_owner()?;
-        let server = UpgradeServer::spawn(ServerConfig {
-            listener,
-            socket_path: self.socket_path.clone(),
-            shared: Arc::clone(&self.shared),
-            signal: self.signal.clone(),
-            upgrade_timeout: self.upgrade_timeout,
-            peer_policy: self.peer_policy.clone(),
-            id: self.id.clone(),
-            owner_file: self.dir.owner_file(),
-            reporter: self.reporter.clone(),
-        })?;
+        server.start();
         drop(lock);
-        *phase = Phase::Serving(server);
+        *locked(&self.server) = Some(server);
         tracing::info!(id = self.id, "this process is now the owner");
         self.reporter.ready(&self.id);
         Ok(())
     }
 
-    /// Runs the handshake; a failure is forgiven if the owner turns out to be dead. Returns the
-    /// session to keep open until the owner file names this process.
-    fn handshake(&self, session: Session) -> Result<Option<UnixStream>> {
-        let deadline = self.connect_timeout.and_then(|t| Instant::now().checked_add(t));
-        let result = Channel::new(session.stream, deadline, None, "waiting for the owner to step down")
-            .and_then(|ch| take::ready(&ch, session.owner_version).map(|()| ch.into_stream()));
-        let e = match result {
-            Ok(stream) => return Ok(Some(stream)),
-            Err(e) => e,
-        };
-        if session.owner.is_gone(GRACE) {
-            tracing::warn!(error = %e, "the previous owner is gone; taking over with the descriptors it sent");
-            Ok(None)
-        } else {
-            Err(Error::OwnerRefused(e.to_string()))
-        }
+    /// The serving thread, waiting to be told this process is the owner.
+    fn spawn_server(&self, socket: UpgradeSocket) -> Result<UpgradeServer> {
+        let stop =
+            self.stop_rx.try_clone().map_err(|e| Error::io("duplicating the upgrader's stop pipe", e))?;
+        UpgradeServer::spawn(ServerConfig {
+            socket,
+            dir: self.dir.clone(),
+            id: self.id.clone(),
+            shared: Arc::clone(&self.shared),
+            signal: self.signal.clone(),
+            upgrade_timeout: self.upgrade_timeout,
+            peer_policy: self.peer_policy.clone(),
+            reporter: self.reporter.clone(),
+            stop,
+        })
     }
 
-    /// Stops serving upgrades, removes this process's upgrade socket and fires
-    /// [`upgrade_complete`](Self::upgrade_complete). A handoff in progress is abandoned (the
-    /// newcomer sees this process gone). Descriptors handed out stay open; the store can no
-    /// longer change. If called before `ready`, the lock is released without becoming owner.
+    /// Stops serving upgrades, removes this process's upgrade socket (if the path is still
+    /// this process's socket) and fires [`upgrade_complete`](Self::upgrade_complete). A handoff
+    /// in progress is abandoned (the newcomer sees this process gone), and a `ready()` waiting
+    /// for the owner returns [`Error::Stopped`]. Descriptors handed out stay open; the store can
+    /// no longer change. If called before `ready`, the lock is released without becoming owner.
     pub fn stop(&self) {
         fds::lock(&self.shared).state.stop();
-        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
-        match std::mem::replace(&mut *phase, Phase::Done) {
-            Phase::Serving(mut server) => server.stop(),
-            Phase::Joining(joining) => drop(joining),
-            Phase::Done => {}
-        }
-        drop(phase);
-        match std::fs::remove_file(&self.socket_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(path = %self.socket_path.display(), error = %e, "could not remove the upgrade socket")
-            }
-            _ => {}
-        }
+        // Wakes whatever waits: a ready() in its handshake, the serving thread.
+        drop(locked(&self.stop_tx).take());
+        drop(locked(&self.joining).take());
+        let server = locked(&self.server).take();
+        drop(server);
         self.signal.fire();
     }
 }

@@ -202,7 +202,7 @@ fn raw_newcomer(dir: &tempfile::TempDir, owner: &str, drain: bool, ready: &[u8])
     let mut conn = UnixStream::connect(dir.path().join(format!("{owner}.sock"))).unwrap();
     if drain {
         let ch = crate::protocol::Channel::new(conn.try_clone().unwrap(), None, None, "test").unwrap();
-        let version = crate::handoff::take::receive(&ch, &mut Vec::new()).unwrap();
+        let version = crate::handoff::newcomer::receive(&ch, &mut Vec::new()).unwrap();
         assert_eq!(version, 1);
         conn.set_nonblocking(false).unwrap();
     }
@@ -256,7 +256,7 @@ fn a_silent_newcomer_is_bounded_by_the_upgrade_timeout() {
     // Connects, takes everything, and says nothing: the owner gives up and closes.
     let mut silent = UnixStream::connect(dir.path().join("owner.sock")).unwrap();
     let ch = crate::protocol::Channel::new(silent.try_clone().unwrap(), None, None, "test").unwrap();
-    crate::handoff::take::receive(&ch, &mut Vec::new()).unwrap();
+    crate::handoff::newcomer::receive(&ch, &mut Vec::new()).unwrap();
     silent.set_nonblocking(false).unwrap();
     let mut rest = Vec::new();
     silent.read_to_end(&mut rest).unwrap();

@@ -87,7 +87,7 @@ fn version_1_handshake_bytes() {
 /// down and that the inherited listener works.
 fn take_over(raw: RawNewcomer, dir: &TestDir, owner: &mut Peer) {
     let web = raw.fd("web").try_clone_to_owned().unwrap();
-    raw.become_owner(dir.path(), "raw");
+    let (_, _upgrade_socket) = raw.become_owner(dir.path(), "raw");
     owner.wait_for("upgrade_complete");
     owner.expect_clean_exit();
     accept_on(web.as_fd());

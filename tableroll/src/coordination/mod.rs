@@ -4,6 +4,7 @@
 //! This layer knows nothing of descriptors being passed: it finds, binds, locks and cleans.
 
 mod owner_file;
+mod owner_file_watch;
 mod owner_watch;
 mod upgrade_socket;
 
@@ -12,9 +13,10 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-pub(crate) use owner_file::{peek_owner, read_bounded, OwnerLock};
-pub(crate) use owner_watch::{exited_within, peer_pidfd, OwnerWatch, GRACE};
-pub(crate) use upgrade_socket::{bind_upgrade_socket, connect_to_owner};
+pub(crate) use owner_file::{read_bounded, HeldLock, OwnerFile, OwnerLock};
+pub(crate) use owner_file_watch::OwnerFileWatch;
+pub(crate) use owner_watch::{peer_pidfd, OwnerWatch, GRACE};
+pub(crate) use upgrade_socket::{connect_to_owner, UpgradeSocket};
 
 use crate::error::{Error, Result};
 use crate::id::{self, MAX_SOCKET_PATH};
@@ -87,6 +89,17 @@ impl Directory {
             return Err(Error::PathTooLong { path, len, max: MAX_SOCKET_PATH });
         }
         Ok(path)
+    }
+
+    /// Watches the owner file for changes; see [`OwnerFileWatch`].
+    pub(crate) fn watch_owner_file(&self) -> OwnerFileWatch {
+        OwnerFileWatch::new(&self.path, OWNER_FILE)
+    }
+
+    /// Whether `id` names a process whose upgrade socket is live: a member of the group that
+    /// can serve. An id that cannot name a socket here is not.
+    pub(crate) fn is_live(&self, id: &[u8]) -> bool {
+        self.socket_path(id).is_ok_and(|path| matches!(unix_sockets::state(&path), Ok(PathState::Live)))
     }
 
     /// Removes the upgrade sockets of dead processes, keeping those named in `keep`.

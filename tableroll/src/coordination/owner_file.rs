@@ -15,28 +15,23 @@ use rustix::io::Errno;
 use crate::error::{Error, Result};
 use crate::id::{self, MAX_SOCKET_PATH};
 
-/// The open, exclusively locked owner file. Dropping it releases the lock.
+/// The owner file, open for reading and writing (created if missing, never truncated on
+/// open, never through a symlink). Reading it without the lock is for a process that only
+/// watches it; changing it takes the lock.
 #[derive(Debug)]
-pub(crate) struct OwnerLock {
+pub(crate) struct OwnerFile {
     file: File,
     path: PathBuf,
 }
 
-impl OwnerLock {
-    /// Opens (creating, never truncating, never following a symlink) and locks the owner file.
-    ///
-    /// Waiting is a blocking `flock`, woken by the kernel the moment the holder releases it:
-    /// no polling delay. With a deadline, the wait runs on a helper thread that owns a duplicate
-    /// of the descriptor; if the deadline passes first, the helper releases the lock as soon as
-    /// it gets it, by closing that duplicate.
+impl OwnerFile {
+    /// Opens (creating, never truncating, never following a symlink) the owner file.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] naming the path if the file cannot be opened or created (it is a symlink,
-    /// a directory, or not accessible), is not a regular file, or cannot be locked; also if the
-    /// helper thread for a bounded wait cannot be spawned. [`Error::Timeout`] if `deadline`
-    /// passes before the lock is free.
-    pub(crate) fn acquire(path: &Path, deadline: Option<Instant>) -> Result<OwnerLock> {
+    /// a directory, or not accessible) or is not a regular file.
+    pub(crate) fn open(path: &Path) -> Result<OwnerFile> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -53,55 +48,161 @@ impl OwnerLock {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
             return Err(Error::io_at("opening the owner file", path, e));
         }
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(OwnerFile { file, path: path.to_owned() })
+    }
+
+    /// Takes the lock, waiting for it (see [`OwnerLock::acquire`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`OwnerLock::acquire`].
+    pub(crate) fn lock(self, deadline: Option<Instant>) -> Result<OwnerLock> {
+        match flock(&self.file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(Errno::WOULDBLOCK) => {
-                tracing::debug!(path = %path.display(), "waiting for the coordination lock");
-                wait_for_lock(&file, path, deadline)?;
+                tracing::debug!(path = %self.path.display(), "waiting for the coordination lock");
+                wait_for_lock(&self.file, &self.path, deadline)?;
             }
-            Err(e) => return Err(Error::io_at("locking the owner file", path, e.into())),
+            Err(e) => return Err(Error::io_at("locking the owner file", &self.path, e.into())),
         }
-        Ok(OwnerLock { file, path: path.to_owned() })
+        Ok(OwnerLock { owner_file: self })
+    }
+
+    /// Takes the lock if it is free at once; `None` if another process holds it. Never waits:
+    /// a process that others may be waiting on must not wait for the lock itself.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the path if `flock` fails for another reason than the lock being
+    /// held.
+    pub(crate) fn try_lock(&self) -> Result<Option<HeldLock<'_>>> {
+        match flock(&self.file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(HeldLock { owner_file: self })),
+            Err(Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(Error::io_at("locking the owner file", &self.path, e.into())),
+        }
+    }
+
+    /// The id the file names now, or `None` if it is empty.
+    ///
+    /// Without the lock, a reader may catch a write half done; see [`OwnerFile::write`] for
+    /// what it can see then (and a Go writer truncates first, so also an empty file).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if reading fails; [`Error::Protocol`] if the content is not a valid id (it
+    /// could name a path outside the directory, or is longer than any id can be): refused,
+    /// never followed.
+    pub(crate) fn read(&self) -> Result<Option<Vec<u8>>> {
+        read_id(&self.file, &self.path)
+    }
+
+    /// Records `id` as the owner: written in place over the old content, then the file cut to
+    /// its length. The file is never empty on the way (an empty file means "no owner"), and
+    /// never replaced by a rename (the lock lives on this inode, which Go processes share). A
+    /// writer that fails or dies in between may leave `id` followed by the tail of the old
+    /// content: an id that names no live socket, which readers take as "no owner".
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the path if writing or truncating fails (the file system is full,
+    /// the file size limit is reached, the disk fails). The file then holds its old content or
+    /// a mix as described, never `id` alone.
+    fn write(&self, id: &[u8]) -> Result<()> {
+        let fail = |e| Error::io_at("writing the owner file", &self.path, e);
+        self.file.write_all_at(id, 0).map_err(fail)?;
+        let len = u64::try_from(id.len()).map_err(|e| fail(io::Error::other(e)))?;
+        self.file.set_len(len).map_err(fail)
+    }
+
+    fn unlock(&self) {
+        if let Err(e) = flock(&self.file, FlockOperation::Unlock) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not release the coordination lock");
+        }
+    }
+}
+
+/// The owner file, locked by this process until dropped: a newcomer's, from joining to ready.
+#[derive(Debug)]
+pub(crate) struct OwnerLock {
+    owner_file: OwnerFile,
+}
+
+impl OwnerLock {
+    /// Opens (see [`OwnerFile::open`]) and locks the owner file.
+    ///
+    /// Waiting is a blocking `flock`, woken by the kernel the moment the holder releases it:
+    /// no polling delay. With a deadline, the wait runs on a helper thread that owns a duplicate
+    /// of the descriptor; if the deadline passes first, the helper releases the lock as soon as
+    /// it gets it, by closing that duplicate.
+    ///
+    /// # Errors
+    ///
+    /// As for [`OwnerFile::open`]; [`Error::Io`] if the file cannot be locked, or the helper
+    /// thread for a bounded wait cannot be spawned. [`Error::Timeout`] if `deadline` passes
+    /// before the lock is free.
+    pub(crate) fn acquire(path: &Path, deadline: Option<Instant>) -> Result<OwnerLock> {
+        OwnerFile::open(path)?.lock(deadline)
     }
 
     /// The current owner's id, or `None` if the file is empty.
     ///
     /// # Errors
     ///
-    /// The content is not a valid id (it could name a path outside the directory, or is longer
-    /// than any id can be): refused, never followed.
+    /// As for [`OwnerFile::read`].
     pub(crate) fn read_owner(&self) -> Result<Option<Vec<u8>>> {
-        read_id(&self.file, &self.path)
+        self.owner_file.read()
     }
 
-    /// Records `id` as the owner, in place: the lock lives on this inode, so the file is never
-    /// replaced by a rename.
+    /// Records `id` as the owner; see [`OwnerFile::write`].
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] naming the path if truncating or writing the file fails (the file system
-    /// is full or read-only, say). The file may then be empty, which reads as "no owner".
+    /// As for [`OwnerFile::write`].
     pub(crate) fn write_owner(&self, id: &[u8]) -> Result<()> {
-        let io = |e| Error::io_at("writing the owner file", &self.path, e);
-        self.file.set_len(0).map_err(io)?;
-        self.file.write_all_at(id, 0).map_err(io)
+        self.owner_file.write(id)
     }
 }
 
-/// Reads the owner id without taking the lock (never following a symlink). Only for a
-/// process that knows no one else can be writing it: see the upgrade server's step-down.
-///
-/// # Errors
-///
-/// [`Error::Io`] naming the path if the file cannot be opened (missing, a symlink, not
-/// readable) or read; [`Error::Protocol`] if its content is not a valid id.
-pub(crate) fn peek_owner(path: &Path) -> Result<Option<Vec<u8>>> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_o_nofollow())
-        .open(path)
-        .map_err(|e| Error::io_at("opening the owner file", path, e))?;
-    read_id(&file, path)
+impl Drop for OwnerLock {
+    /// Unlocks explicitly rather than only by closing: a child forked meanwhile by another
+    /// thread of the application shares this open file description, and would otherwise keep
+    /// the lock until it execs (or forever, if it never does).
+    fn drop(&mut self) {
+        self.owner_file.unlock();
+    }
+}
+
+/// The lock taken with [`OwnerFile::try_lock`], released on drop.
+#[derive(Debug)]
+pub(crate) struct HeldLock<'f> {
+    owner_file: &'f OwnerFile,
+}
+
+impl HeldLock<'_> {
+    /// As [`OwnerFile::read`], with nobody else writing meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// As for [`OwnerFile::read`].
+    pub(crate) fn read_owner(&self) -> Result<Option<Vec<u8>>> {
+        self.owner_file.read()
+    }
+
+    /// Records `id` as the owner; see [`OwnerFile::write`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`OwnerFile::write`].
+    pub(crate) fn write_owner(&self, id: &[u8]) -> Result<()> {
+        self.owner_file.write(id)
+    }
+}
+
+impl Drop for HeldLock<'_> {
+    fn drop(&mut self) {
+        self.owner_file.unlock();
+    }
 }
 
 /// Reads the start of `file`: at most one byte more than any id can be, so a huge file costs
@@ -135,17 +236,6 @@ fn read_id(file: &File, path: &Path) -> Result<Option<Vec<u8>>> {
         other => other,
     })?;
     Ok(Some(buf))
-}
-
-impl Drop for OwnerLock {
-    /// Unlocks explicitly rather than only by closing: a child forked meanwhile by another
-    /// thread of the application shares this open file description, and would otherwise keep
-    /// the lock until it execs (or forever, if it never does).
-    fn drop(&mut self) {
-        if let Err(e) = flock(&self.file, FlockOperation::Unlock) {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not release the coordination lock");
-        }
-    }
 }
 
 fn wait_for_lock(file: &File, path: &Path, deadline: Option<Instant>) -> Result<()> {
@@ -218,7 +308,7 @@ mod tests {
         let path = tmp.path().join("pid");
         let lock = OwnerLock::acquire(&path, None).unwrap();
         // A copy of the descriptor, as a child forked at this moment would hold.
-        let shared = lock.file.try_clone().unwrap();
+        let shared = lock.owner_file.file.try_clone().unwrap();
         drop(lock);
         let again = OwnerLock::acquire(&path, Some(Instant::now()));
         assert!(again.is_ok(), "the lock outlived its OwnerLock");
@@ -255,6 +345,38 @@ mod tests {
             std::fs::write(&path, bad).unwrap();
             assert!(matches!(lock.read_owner(), Err(Error::Protocol(_))), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn try_lock_never_waits_and_releases_on_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("pid");
+        let watcher = OwnerFile::open(&path).unwrap();
+        let newcomer = OwnerLock::acquire(&path, None).unwrap();
+        assert!(watcher.try_lock().unwrap().is_none(), "taken while another process holds it");
+        drop(newcomer);
+        let held = watcher.try_lock().unwrap().expect("free once released");
+        held.write_owner(b"watcher").unwrap();
+        assert!(OwnerLock::acquire(&path, Some(Instant::now())).is_err(), "not held after all");
+        drop(held);
+        let again = OwnerLock::acquire(&path, Some(Instant::now())).unwrap();
+        assert_eq!(again.read_owner().unwrap().as_deref(), Some(&b"watcher"[..]));
+    }
+
+    #[test]
+    fn a_write_goes_over_the_old_content_and_then_cuts_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("pid");
+        let lock = OwnerLock::acquire(&path, None).unwrap();
+        lock.write_owner(b"the-old-owner").unwrap();
+        // A watcher reading between the two steps of the next write sees the new id followed
+        // by the old tail, never an empty file.
+        lock.owner_file.file.write_all_at(b"new", 0).unwrap();
+        assert_eq!(lock.read_owner().unwrap().as_deref(), Some(&b"new-old-owner"[..]));
+        lock.write_owner(b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        lock.write_owner(b"a-longer-one").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"a-longer-one");
     }
 
     #[test]

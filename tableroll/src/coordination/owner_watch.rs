@@ -37,10 +37,6 @@ impl OwnerWatch {
         OwnerWatch { socket, pidfd: peer_pidfd(stream) }
     }
 
-    pub(crate) fn socket(&self) -> &std::path::Path {
-        &self.socket
-    }
-
     /// Whether the owner is gone, waiting up to `grace` for it to be seen gone.
     pub(crate) fn is_gone(&self, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;

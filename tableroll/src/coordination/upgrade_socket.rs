@@ -1,8 +1,9 @@
 //! Each process's upgrade socket `<dir>/<id>.sock`: binding our own, connecting to the owner's.
 
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{fchmod, Mode};
@@ -18,18 +19,75 @@ use crate::unix_sockets::{self, PathState};
 /// Room for newcomers queued behind a session in progress.
 const BACKLOG: i32 = 128;
 
-/// Binds and listens on `path`, owner-only (0600).
+/// This process's upgrade socket: a listening Unix socket bound to `<dir>/<id>.sock`, and the
+/// one value that removes that path.
 ///
-/// A socket file left behind by a crashed process with the same id is replaced; a live one
-/// means the id is taken, and anything that is not a socket is left alone.
-///
-/// # Errors
-///
-/// [`Error::IdInUse`] if a live process listens on `path`. [`Error::Io`] naming the path if a
-/// file that is not a socket (or a symlink) is there, a stale socket cannot be removed, the
-/// socket cannot be inspected, or creating, binding or listening fails (the directory is not
-/// writable, say).
-pub(crate) fn bind_upgrade_socket(path: &Path, id: &str) -> Result<UnixListener> {
+/// Dropping it closes the socket and unlinks the path, but only while the path is still this
+/// socket's file (same device and inode as when it was bound): an id can be reused (two
+/// alternating systemd instances, say), and the newer process's socket at the same path must
+/// survive the older one's exit.
+#[derive(Debug)]
+pub(crate) struct UpgradeSocket {
+    listener: UnixListener,
+    path: PathBuf,
+    /// The device and inode of the socket file this process bound.
+    file: (u64, u64),
+}
+
+impl UpgradeSocket {
+    /// Binds and listens on `path`, owner-only (0600).
+    ///
+    /// A socket file left behind by a crashed process with the same id is replaced; a live one
+    /// means the id is taken, and anything that is not a socket is left alone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IdInUse`] if a live process listens on `path`. [`Error::Io`] naming the path if
+    /// a file that is not a socket (or a symlink) is there, a stale socket cannot be removed,
+    /// the socket cannot be inspected, or creating, binding or listening fails (the directory
+    /// is not writable, say).
+    pub(crate) fn bind(path: &Path, id: &str) -> Result<UpgradeSocket> {
+        let listener = bind_upgrade_socket(path, id)?;
+        let file = match std::fs::symlink_metadata(path) {
+            Ok(meta) => (meta.dev(), meta.ino()),
+            Err(e) => {
+                // Not ours to remove: we cannot tell it is.
+                return Err(Error::io_at("inspecting the upgrade socket", path, e));
+            }
+        };
+        Ok(UpgradeSocket { listener, path: path.to_owned(), file })
+    }
+
+    pub(crate) fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file at the path is still the one this process bound.
+    fn still_ours(&self) -> bool {
+        std::fs::symlink_metadata(&self.path).is_ok_and(|meta| (meta.dev(), meta.ino()) == self.file)
+    }
+}
+
+impl Drop for UpgradeSocket {
+    fn drop(&mut self) {
+        if !self.still_ours() {
+            tracing::debug!(path = %self.path.display(), "the upgrade socket's path belongs to another process now; leaving it");
+            return;
+        }
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove the upgrade socket")
+            }
+            _ => {}
+        }
+    }
+}
+
+fn bind_upgrade_socket(path: &Path, id: &str) -> Result<UnixListener> {
     match bind_owner_only(path) {
         Err(Errno::ADDRINUSE) => {}
         other => return other.map_err(|e| Error::io_at("binding the upgrade socket", path, e.into())),
@@ -128,7 +186,7 @@ mod tests {
     fn socket_is_owner_only() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("a.sock");
-        let _l = bind_upgrade_socket(&path, "a").unwrap();
+        let _l = UpgradeSocket::bind(&path, "a").unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
@@ -138,13 +196,30 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("a.sock");
         drop(UnixListener::bind(&path).unwrap());
-        let live = bind_upgrade_socket(&path, "a").unwrap();
-        assert!(matches!(bind_upgrade_socket(&path, "a"), Err(Error::IdInUse { .. })));
+        let live = UpgradeSocket::bind(&path, "a").unwrap();
+        assert!(matches!(UpgradeSocket::bind(&path, "a"), Err(Error::IdInUse { .. })));
         drop(live);
+        assert!(!path.exists(), "dropping the socket removes its own path");
         let file = tmp.path().join("f.sock");
         std::fs::write(&file, b"keep me").unwrap();
-        assert!(bind_upgrade_socket(&file, "f").is_err());
+        assert!(UpgradeSocket::bind(&file, "f").is_err());
         assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn a_reused_id_keeps_the_newer_socket() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("blue.sock");
+        let first = UpgradeSocket::bind(&path, "blue").unwrap();
+        // The first process stops serving upgrades but lives on (draining): its socket file is
+        // removed, and a second process with the same id binds the path again.
+        std::fs::remove_file(&path).unwrap();
+        let second = UpgradeSocket::bind(&path, "blue").unwrap();
+        drop(first);
+        assert!(path.exists(), "the older process removed the newer one's socket");
+        assert!(connect_to_owner(&path, None).unwrap().is_some());
+        drop(second);
+        assert!(!path.exists());
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! One upgrade session, both sides: the owner gives ([`give`]), the newcomer takes
-//! ([`take`]). This is the only layer where descriptors and the wire meet.
+//! One upgrade session, both sides: the owner's ([`owner::OwnerSession`]: give, handshake, the
+//! step-down decision) and the newcomer's ([`newcomer::Newcomer`]: take, handshake, recording
+//! itself). This is the only layer where the descriptor store's entries, the wire and the
+//! coordination directory meet, and the home of the commit point (see [`owner`]).
 
-pub(crate) mod give;
-pub(crate) mod take;
+pub(crate) mod newcomer;
+pub(crate) mod owner;

@@ -26,6 +26,12 @@ pub(crate) struct Channel<'c> {
     waiting_for: &'static str,
 }
 
+impl AsFd for Channel<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
 enum Direction {
     Read,
     Write,
@@ -81,19 +87,20 @@ impl<'c> Channel<'c> {
         self.stream.shutdown(std::net::Shutdown::Write)
     }
 
-    /// Waits until the peer closes the connection (anything it still sends is discarded).
-    pub(crate) fn wait_closed(&self) -> Result<()> {
-        let mut sink = [0u8; 64];
+    /// Reads and discards whatever the peer sent, without waiting; returns whether the peer
+    /// closed the connection (end of stream, or reset).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if reading fails for another reason.
+    pub(crate) fn discard_pending(&self) -> Result<bool> {
+        let mut sink = [0u8; 256];
         loop {
-            match self
-                .retry(Direction::Read, || recv(&self.stream, &mut sink, RecvFlags::DONTWAIT).map(|(n, _)| n))
-            {
-                Ok(0) => return Ok(()),
-                Ok(_) => continue,
-                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::ConnectionReset => {
-                    return Ok(())
-                }
-                Err(e) => return Err(e),
+            match recv(&self.stream, &mut sink, RecvFlags::DONTWAIT) {
+                Ok((0, _)) | Err(rustix::io::Errno::CONNRESET) => return Ok(true),
+                Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => return Ok(false),
+                Err(e) => return Err(Error::io("talking to the peer on the upgrade socket", e.into())),
             }
         }
     }
@@ -264,6 +271,16 @@ mod tests {
         assert!(matches!(err, Error::Timeout { .. }), "{err}");
         drop(ch);
         dripper.join().unwrap();
+    }
+
+    #[test]
+    fn discards_what_is_pending_and_tells_a_close() {
+        let (ch, peer) = pair(None);
+        assert!(!ch.discard_pending().unwrap());
+        (&peer).write_all(&[7u8; 1000]).unwrap();
+        assert!(!ch.discard_pending().unwrap(), "data is not a close");
+        drop(peer);
+        assert!(ch.discard_pending().unwrap());
     }
 
     #[test]

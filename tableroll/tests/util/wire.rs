@@ -3,7 +3,7 @@
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
 use serde_json::Value;
@@ -169,12 +169,16 @@ impl RawNewcomer {
     }
 
     /// Ends the handoff as PROTOCOL.md's step 8 says: writes `id` to the owner file, releases
-    /// the lock and closes the connection. The owner steps down once it sees this.
-    pub fn become_owner(self, dir: &Path, id: &str) -> Vec<(String, OwnedFd)> {
+    /// the lock and closes the connection. The owner steps down once it sees this. A newcomer
+    /// listens on its own upgrade socket from step 1; this one does from here on (the owner
+    /// only needs it live once the file names it), and returns it with the descriptors.
+    pub fn become_owner(self, dir: &Path, id: &str) -> (Vec<(String, OwnedFd)>, UnixListener) {
+        let upgrade_socket =
+            UnixListener::bind(dir.join(format!("{id}.sock"))).expect("binding the upgrade socket");
         fs::write(dir.join("pid"), id).expect("writing the owner file");
         drop(self.lock);
         drop(self.stream);
-        self.fds
+        (self.fds, upgrade_socket)
     }
 
     /// Reads until the owner closes the connection; returns what came before.

@@ -1,0 +1,197 @@
+//! The newcomer's side of a session: take the lock and the owner's descriptors when joining;
+//! at ready, run the handshake and record this process as the owner.
+//!
+//! Recording is the commit point (see [`super::owner`]): once the owner file names this
+//! process, it is the owner and the previous one steps down, so the caller must have done every
+//! fallible step of becoming the owner before [`Newcomer::take_over`]. Ours writes the file
+//! before it closes the session (a Go newcomer closes first); the owner does not care which.
+
+use std::collections::HashSet;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use crate::coordination::{connect_to_owner, Directory, OwnerLock, OwnerWatch, GRACE};
+use crate::error::{Error, Result};
+use crate::fault::{self, Point};
+use crate::peer_policy::PeerPolicy;
+use crate::protocol::messages::{
+    ReadyReply, ReadyRequest, MAX_PAYLOAD, PROTOCOL_VERSION, READY_V0, READY_V1,
+};
+use crate::protocol::{frame, Channel, WireEntry};
+
+/// What the owner handed over: each wire entry with its descriptor.
+pub(crate) type Received = Vec<(WireEntry, OwnedFd)>;
+
+/// A process that joined the group: it holds the coordination lock and, if there was a live
+/// owner, an open session with it.
+pub(crate) struct Newcomer {
+    lock: OwnerLock,
+    session: Option<Session>,
+}
+
+/// The connection to the owner, kept open from joining to ready.
+struct Session {
+    stream: UnixStream,
+    owner_version: u32,
+    owner: OwnerWatch,
+}
+
+impl Newcomer {
+    /// Takes the lock (waiting until `deadline`), reads the owner file and, if it names a live
+    /// owner other than `id`, receives all its descriptors.
+    ///
+    /// An owner that is gone (its socket missing or refusing) means there is no owner; one that
+    /// dies while handing over leaves this process with what it received so far.
+    ///
+    /// # Errors
+    ///
+    /// The lock cannot be taken (see [`OwnerLock::acquire`]); the owner file holds an invalid
+    /// id; connecting to the owner fails for another reason than its absence; the owner's peer
+    /// credentials are refused by `policy`; the owner broke the protocol or did not hand over
+    /// before `deadline`.
+    pub(crate) fn join(
+        dir: &Directory,
+        id: &str,
+        deadline: Option<Instant>,
+        policy: &PeerPolicy,
+    ) -> Result<(Newcomer, Received)> {
+        let lock = OwnerLock::acquire(&dir.owner_file(), deadline)?;
+        fault::hit(Point::NewcomerAfterLock);
+        let owner_id = lock.read_owner()?;
+        let (session, received) = match &owner_id {
+            Some(owner) if owner == id.as_bytes() => {
+                tracing::debug!(id, "the owner file names this id: a previous process with it is gone");
+                (None, Vec::new())
+            }
+            Some(owner) => inherit(dir, owner, deadline, policy)?,
+            None => (None, Vec::new()),
+        };
+        Ok((Newcomer { lock, session }, received))
+    }
+
+    /// Runs the ready handshake with the owner (if there is one), then records `id` as the
+    /// owner and closes the session. Returns the lock, still held, for the caller's last
+    /// chores under it.
+    ///
+    /// A handshake that fails because the owner died is forgiven: this process holds every
+    /// descriptor it sent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OwnerRefused`] if the owner is alive but the handshake failed (it refused, or
+    /// `deadline` passed); [`Error::Stopped`] if `cancel` became readable; [`Error::Io`] if the
+    /// owner file could not be written. In every case this process is not the owner, and the
+    /// owner, seeing the session closed and the lock released, remains the owner.
+    pub(crate) fn take_over(
+        self,
+        id: &str,
+        deadline: Option<Instant>,
+        cancel: BorrowedFd<'_>,
+    ) -> Result<OwnerLock> {
+        let Newcomer { lock, session } = self;
+        let open_session = match session {
+            Some(session) => handshake(session, deadline, cancel)?,
+            None => None,
+        };
+        fault::hit(Point::NewcomerBeforeOwnerFile);
+        lock.write_owner(id.as_bytes())?;
+        // The commit point: from here on this process is the owner.
+        drop(open_session);
+        Ok(lock)
+    }
+}
+
+/// Connects to the owner named in the owner file and receives its descriptors.
+fn inherit(
+    dir: &Directory,
+    owner: &[u8],
+    deadline: Option<Instant>,
+    policy: &PeerPolicy,
+) -> Result<(Option<Session>, Received)> {
+    let owner_socket = dir
+        .socket_path(owner)
+        .map_err(|e| Error::protocol(format!("the owner file names an id that cannot be used: {e}")))?;
+    let Some(stream) = connect_to_owner(&owner_socket, deadline)? else {
+        tracing::info!(owner = %String::from_utf8_lossy(owner), "the previous owner is gone; starting with fresh descriptors");
+        return Ok((None, Vec::new()));
+    };
+    policy.check(&stream, "reading the peer credentials of the owner")?;
+    let owner = OwnerWatch::new(owner_socket, &stream);
+    let ch = Channel::new(stream, deadline, None, "receiving descriptors from the owner")?;
+    let mut received = Vec::new();
+    match receive(&ch, &mut received) {
+        Ok(owner_version) => Ok((Some(Session { stream: ch.into_stream(), owner_version, owner }), received)),
+        // A broken connection (not a timeout: a slow owner is alive) from an owner that is
+        // gone: keep the live descriptors it managed to send.
+        Err(e @ (Error::Protocol(_) | Error::Io { .. })) if owner.is_gone(GRACE) => {
+            tracing::warn!(error = %e, kept = received.len(), "the owner died while handing over; keeping what it sent");
+            Ok((None, received))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the handshake; a failure is forgiven if the owner turns out to be gone. Returns the
+/// session to keep open until the owner file names this process.
+fn handshake(
+    session: Session,
+    deadline: Option<Instant>,
+    cancel: BorrowedFd<'_>,
+) -> Result<Option<UnixStream>> {
+    let result = Channel::new(session.stream, deadline, Some(cancel), "waiting for the owner to step down")
+        .and_then(|ch| ready(&ch, session.owner_version).map(|()| ch.into_stream()));
+    match result {
+        Ok(stream) => Ok(Some(stream)),
+        Err(Error::Stopped) => Err(Error::Stopped),
+        Err(e) if session.owner.is_gone(GRACE) => {
+            tracing::warn!(error = %e, "the previous owner is gone; taking over with the descriptors it sent");
+            Ok(None)
+        }
+        Err(e) => Err(Error::OwnerRefused(e.to_string())),
+    }
+}
+
+/// Receives the descriptor list and then exactly one descriptor per entry, in list order, into
+/// `entries`; returns the list's version (0 for a version 0 owner).
+///
+/// On error, `entries` holds the complete entries received before it: the caller decides
+/// whether they are worth keeping (they are if the owner died midway).
+pub(crate) fn receive(ch: &Channel<'_>, entries: &mut Received) -> Result<u32> {
+    let (version, list): (u32, Vec<WireEntry>) = frame::read_list(ch)?;
+    fault::hit(Point::NewcomerAfterList);
+    let mut seen = HashSet::with_capacity(list.len());
+    if let Some(dup) = list.iter().find(|e| !seen.insert(e.id.as_str())) {
+        return Err(Error::protocol(format!("the owner listed id {:?} twice", dup.id)));
+    }
+    let mut payload = vec![0u8; MAX_PAYLOAD];
+    let total = list.len();
+    entries.reserve(total);
+    for (index, wire) in list.into_iter().enumerate() {
+        let (_, fd) = ch.recv_fd(&mut payload).map_err(|e| {
+            e.in_context(|| format!("receiving descriptor {} of {total} ({:?})", index + 1, wire.id))
+        })?;
+        entries.push((wire, fd));
+        if index + 1 < total {
+            fault::hit(Point::NewcomerBetweenFds);
+        }
+    }
+    Ok(version)
+}
+
+/// The newcomer's half of the ready handshake: the version 0 byte to a version 0 owner; else
+/// the version 1 byte, `{"version":1}`, and waiting for `{"msg":"stepping down"}`.
+pub(crate) fn ready(ch: &Channel<'_>, owner_version: u32) -> Result<()> {
+    if owner_version == 0 {
+        return ch.write_all(&[READY_V0]);
+    }
+    let mut request = vec![READY_V1];
+    request.extend(frame::encode(0, &ReadyRequest { version: PROTOCOL_VERSION })?);
+    ch.write_all(&request)?;
+    fault::hit(Point::NewcomerInHandshake);
+    let (_, reply): (u32, ReadyReply) = frame::read_small(ch)?;
+    if reply.msg != ReadyReply::STEPPING_DOWN {
+        return Err(Error::protocol(format!("the owner answered {:?} instead of stepping down", reply.msg)));
+    }
+    Ok(())
+}

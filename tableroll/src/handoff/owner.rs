@@ -1,0 +1,272 @@
+//! The owner's side of a session: send the list and every descriptor, run the owner's half of
+//! the ready handshake, then wait for the commit point.
+//!
+//! # The commit point
+//!
+//! The owner file is the single truth of who owns the group: a handoff commits when the file
+//! names the newcomer, and nothing else counts. After answering "stepping down" (or reading a
+//! version 0 ready byte) this process is *pending*: it keeps its listeners and its upgrade
+//! socket and tells its application nothing yet. Then:
+//!
+//! - it **steps down** when the owner file names another id whose upgrade socket is live,
+//!   whatever the order in which the newcomer closes the session and writes the file (a Go
+//!   newcomer closes, writes, unlocks; ours writes, closes, unlocks; another may keep the session
+//!   open). Writes are seen through an inotify watch on the directory, within moments;
+//! - it **stays the owner** when the newcomer has let go while the file names no other live
+//!   process: the lock is free (taken without waiting, the file read, the lock released), or a
+//!   new connection arrives on the upgrade socket (only a lock holder connects, so the newcomer
+//!   released it). If the file is then empty, or names a process that is not live (a writer that
+//!   died halfway leaves its id followed by an old tail), this process writes its own id again
+//!   under the lock.
+//!
+//! The newcomer's exit (its pidfd) does not decide by itself: a newcomer that recorded itself
+//! and was replaced in turn is gone too. It frees the lock, which decides. A pending owner never
+//! waits for the lock: a second newcomer may hold it while waiting for this process to serve it.
+//! The upgrade timeout does not end the pending state either: a newcomer paused between the
+//! handshake and its write holds the lock, and this process serves on until it resumes or exits.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
+use crate::coordination::{peer_pidfd, Directory, HeldLock, OwnerFile, OwnerFileWatch};
+use crate::error::{Error, Result};
+use crate::fault::{self, Point};
+use crate::protocol::messages::{ReadyReply, ReadyRequest, PROTOCOL_VERSION, READY_V0, READY_V1};
+use crate::protocol::{frame, Channel, WireEntry};
+
+/// How often a pending owner looks again whether the lock was released, at first (it doubles
+/// up to [`RECHECK_MAX`]). A release makes no event of its own when the newcomer keeps the
+/// file open and stays alive; everything else (a write, a close, an exit, a connection) wakes
+/// the owner at once.
+const RECHECK_MIN: Duration = Duration::from_millis(5);
+const RECHECK_MAX: Duration = Duration::from_millis(250);
+/// How often the owner file is read when no inotify watch could be set up: while pending, and
+/// while serving.
+pub(crate) const FALLBACK_PENDING: Duration = Duration::from_millis(2);
+pub(crate) const FALLBACK_IDLE: Duration = Duration::from_millis(50);
+
+/// How a session ended for the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The owner file names another live process: this one drains.
+    SteppedDown,
+    /// The handoff did not commit: this process owns the group as before.
+    StillOwner,
+}
+
+/// What the owner watches to know whether it is still the owner: the group's directory and
+/// owner file, its own id and upgrade socket, and its stop pipe.
+pub(crate) struct Group<'a> {
+    pub(crate) dir: &'a Directory,
+    pub(crate) owner_file: &'a OwnerFile,
+    pub(crate) watch: &'a OwnerFileWatch,
+    pub(crate) id: &'a [u8],
+    pub(crate) upgrade_socket: &'a UnixListener,
+    pub(crate) stop: BorrowedFd<'a>,
+}
+
+impl Group<'_> {
+    /// Whether the owner file names another process that is live: the group has a new owner.
+    pub(crate) fn replaced(&self) -> bool {
+        match self.owner_file.read() {
+            Ok(Some(named)) => named != self.id && self.dir.is_live(&named),
+            _ => false,
+        }
+    }
+
+    /// The newcomer let go and this process holds the lock: decide, and make the file name
+    /// this process again if it names no live one.
+    fn settle(&self, held: &HeldLock<'_>) -> Outcome {
+        let named = match held.read_owner() {
+            Ok(Some(named)) if named.as_slice() == self.id => return Outcome::StillOwner,
+            Ok(Some(named)) if self.dir.is_live(&named) => return Outcome::SteppedDown,
+            Ok(named) => named.map(|n| String::from_utf8_lossy(&n).into_owned()),
+            Err(e) => Some(e.to_string()),
+        };
+        tracing::info!(
+            named,
+            "the newcomer let go without becoming the owner; recording this process as owner again"
+        );
+        if let Err(e) = held.write_owner(self.id) {
+            tracing::error!(error = %e, "could not record this process as owner again; it still serves");
+        }
+        Outcome::StillOwner
+    }
+}
+
+/// The owner's side of one session.
+pub(crate) struct OwnerSession<'c> {
+    /// The newcomer's process, when its pid is visible here. Before the connection, so that it
+    /// is closed first: a newcomer that sees the connection close finds this process holding
+    /// what it held before the session.
+    newcomer: Option<OwnedFd>,
+    ch: Channel<'c>,
+}
+
+impl<'c> OwnerSession<'c> {
+    /// A session on `stream`, each step of the handoff bounded by `deadline` and cancelled by
+    /// `stop` becoming readable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the connection cannot be made non-blocking.
+    pub(crate) fn new(stream: UnixStream, deadline: Option<Instant>, stop: BorrowedFd<'c>) -> Result<Self> {
+        let newcomer = peer_pidfd(&stream);
+        let ch =
+            Channel::new(stream, deadline, Some(stop), "waiting for the newcomer to finish its handoff")?;
+        Ok(OwnerSession { newcomer, ch })
+    }
+
+    /// Hands `entries` to the newcomer and runs the owner's half of the ready handshake.
+    ///
+    /// # Errors
+    ///
+    /// Any error means the newcomer may not take over: it disconnected, misbehaved, asked for a
+    /// version we do not speak, or the deadline passed; [`Error::Stopped`] if stopped.
+    pub(crate) fn hand_over(&self, entries: &[(WireEntry, Arc<OwnedFd>)]) -> Result<()> {
+        give(&self.ch, entries)
+    }
+
+    /// After the handshake: waits for the commit point (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stopped`] if stopped meanwhile.
+    pub(crate) fn await_commit(self, group: &Group<'_>) -> Result<Outcome> {
+        // Our side is done: a newcomer reading on sees the end of the stream, as from a Go
+        // owner, which closes here.
+        let _ = self.ch.shutdown_write();
+        let mut session = Some(self.ch);
+        let mut newcomer = self.newcomer;
+        let mut recheck = RECHECK_MIN;
+        loop {
+            if group.replaced() {
+                return Ok(Outcome::SteppedDown);
+            }
+            match group.owner_file.try_lock() {
+                Ok(Some(held)) => return Ok(group.settle(&held)),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "could not try the coordination lock"),
+            }
+            let woke = wait_pending(group, session.as_ref(), newcomer.as_ref(), recheck)?;
+            if woke.connection {
+                // Only a lock holder connects, and it read this process's id: the newcomer
+                // released the lock without the file naming another live process.
+                if group.replaced() {
+                    return Ok(Outcome::SteppedDown);
+                }
+                tracing::info!("a new lock holder connected while the newcomer had not become the owner; remaining the owner");
+                return Ok(Outcome::StillOwner);
+            }
+            if woke.session && session.as_ref().is_some_and(|ch| ch.discard_pending().unwrap_or(true)) {
+                session = None;
+            }
+            if woke.newcomer_exited {
+                // Its lock went with it; the next look decides.
+                newcomer = None;
+            }
+            if woke.watch {
+                group.watch.take_changes();
+            }
+            if woke.nothing {
+                recheck = (recheck * 2).min(RECHECK_MAX);
+            }
+        }
+    }
+}
+
+/// What woke a pending owner.
+#[derive(Debug, Default)]
+struct Woke {
+    session: bool,
+    newcomer_exited: bool,
+    watch: bool,
+    connection: bool,
+    nothing: bool,
+}
+
+fn wait_pending(
+    group: &Group<'_>,
+    session: Option<&Channel<'_>>,
+    newcomer: Option<&OwnedFd>,
+    recheck: Duration,
+) -> Result<Woke> {
+    let mut fds =
+        vec![PollFd::new(&group.stop, PollFlags::IN), PollFd::new(group.upgrade_socket, PollFlags::IN)];
+    let watch_at = group.watch.fd().map(|fd| {
+        fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+        fds.len() - 1
+    });
+    let session_at = session.map(|ch| {
+        fds.push(PollFd::from_borrowed_fd(ch.as_fd(), PollFlags::IN));
+        fds.len() - 1
+    });
+    let newcomer_at = newcomer.map(|pidfd| {
+        fds.push(PollFd::new(pidfd, PollFlags::IN));
+        fds.len() - 1
+    });
+    let period = if group.watch.is_available() { recheck } else { FALLBACK_PENDING };
+    let timeout = Timespec::try_from(period).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
+    let n = loop {
+        match poll(&mut fds, Some(&timeout)) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Error::io("waiting for the newcomer to become the owner", e.into())),
+            Ok(n) => break n,
+        }
+    };
+    let fired = |at: Option<usize>| at.is_some_and(|i| !fds[i].revents().is_empty());
+    if fired(Some(0)) {
+        return Err(Error::Stopped);
+    }
+    Ok(Woke {
+        connection: fired(Some(1)),
+        watch: fired(watch_at),
+        session: fired(session_at),
+        newcomer_exited: fired(newcomer_at),
+        nothing: n == 0,
+    })
+}
+
+/// Hands `entries` to the newcomer on `ch` and runs the owner's half of the ready handshake.
+///
+/// `Ok` means the newcomer is ready and was told this process steps down. Any error means it
+/// may not take over: the newcomer disconnected, misbehaved, asked for a version we do not
+/// speak, or the deadline passed.
+pub(crate) fn give(ch: &Channel<'_>, entries: &[(WireEntry, Arc<OwnedFd>)]) -> Result<()> {
+    let list: Vec<&WireEntry> = entries.iter().map(|(wire, _)| wire).collect();
+    frame::write(ch, PROTOCOL_VERSION, &list)?;
+    fault::hit(Point::OwnerAfterList);
+    for (index, (wire, fd)) in entries.iter().enumerate() {
+        ch.send_fd(&wire.payload(), fd.as_fd())?;
+        if index + 1 < entries.len() {
+            fault::hit(Point::OwnerBetweenFds);
+        }
+    }
+    fault::hit(Point::OwnerBeforeReadyByte);
+    let mut byte = [0u8; 1];
+    ch.read_exact(&mut byte).map_err(|e| e.in_context(|| "waiting for the ready handshake".into()))?;
+    match byte[0] {
+        READY_V0 => Ok(()),
+        READY_V1 => {
+            let (_, request): (u32, ReadyRequest) = frame::read_small(ch)?;
+            if request.version != PROTOCOL_VERSION {
+                return Err(Error::protocol(format!(
+                    "newcomer speaks protocol version {}, we speak {PROTOCOL_VERSION}",
+                    request.version
+                )));
+            }
+            fault::hit(Point::OwnerBeforeSteppingDown);
+            // The answer may not arrive (the newcomer gave up meanwhile, say): the commit point
+            // decides either way.
+            if let Err(e) = frame::write(ch, 0, &ReadyReply::stepping_down()) {
+                tracing::debug!(error = %e, "could not tell the newcomer we are stepping down");
+            }
+            Ok(())
+        }
+        other => Err(Error::protocol(format!("unexpected ready byte {other:#04x} from the newcomer"))),
+    }
+}
