@@ -21,7 +21,8 @@ pub struct StatusArgs {
     pub dir: PathBuf,
     /// Print one JSON object instead of text: `owner` (`file`: missing, empty, valid or
     /// invalid; `id`, `alive`, `pid`, `problem`), `lock` (`held`: yes, no or unknown;
-    /// `holder_pid`, `problem`), `sockets` (`id`, `state`: live or stale, `pid`, `owner`),
+    /// `holder_pid`, `problem`), `handover` (`id`, `pid` of the process taking over, or null),
+    /// `sockets` (`id`, `state`: live or stale, `pid`, `owner`),
     /// `unexpected` (`name`, `kind`), `dir` and `verdict`.
     #[arg(long)]
     pub json: bool,
@@ -41,9 +42,10 @@ namespace reads as stale, a lock held from another PID namespace reads as not he
 process of another user may show no pid.
 
 Exit status:
-  0  an owner is alive
+  0  an owner is alive, or a handover is in progress: a new process holding the lock and a \
+live socket is taking over from an owner that handed over to it
   1  there is no live owner: no owner file, an empty or invalid one, or the owner's socket \
-is not live
+is not live (and no handover is in progress)
   2  DIR cannot be read (missing, not a directory, no permission) or /proc/net/unix cannot \
 be read";
 
@@ -67,7 +69,18 @@ pub fn run(args: &StatusArgs) -> ExitCode {
         eprintln!("tableroll status: writing the report: {e}");
         return ExitCode::from(FAILED);
     }
-    ExitCode::from(if status.owner.alive { ALIVE } else { NO_OWNER })
+    ExitCode::from(if is_served(&status) { ALIVE } else { NO_OWNER })
+}
+
+/// Whether a process of the group holds the sockets: the owner is alive, or a newcomer is
+/// taking over from an owner that handed over (its socket is gone, or the owner file is being
+/// rewritten), not from one that crashed (its socket is stale).
+fn is_served(status: &DirectoryStatus) -> bool {
+    status.owner.alive || (status.handover.is_some() && !owner_socket_is_stale(status))
+}
+
+fn owner_socket_is_stale(status: &DirectoryStatus) -> bool {
+    status.sockets.iter().any(|s| s.owner && s.state == SocketState::Stale)
 }
 
 /// The JSON report: the library's status and the verdict.
@@ -155,7 +168,16 @@ fn dead_owner_reason(status: &DirectoryStatus) -> String {
 fn upgrade_line(status: &DirectoryStatus) -> String {
     let lock = &status.lock;
     match lock.held {
-        LockHeld::Yes => format!("in progress: the lock is held by {}", pid(lock.holder_pid)),
+        LockHeld::Yes => match &status.handover {
+            Some(handover) => {
+                format!(
+                    "in progress: {} is taking over; the lock is held by pid {}",
+                    printable(&handover.id),
+                    handover.pid
+                )
+            }
+            None => format!("in progress: the lock is held by {}", pid(lock.holder_pid)),
+        },
         LockHeld::No => "none in progress (the lock is free)".to_owned(),
         _ => format!("unknown: {}", lock.problem.as_deref().unwrap_or("the lock table cannot be read")),
     }
@@ -197,6 +219,9 @@ fn verdict(status: &DirectoryStatus) -> String {
     match owner.file {
         _ if owner.alive && upgrading => "OK: the owner is serving; an upgrade is in progress".to_owned(),
         _ if owner.alive => "OK: the owner is serving".to_owned(),
+        _ if is_served(status) => "OK: a handover is in progress; the new process holds the sockets and is \
+                                   taking over"
+            .to_owned(),
         OwnerFile::Invalid => "NO OWNER: the owner file is invalid; new processes refuse to start until \
                                it is fixed or removed"
             .to_owned(),

@@ -88,7 +88,8 @@ fn a_live_owner_with_an_upgrade_in_progress_and_a_stale_socket() {
     assert_eq!(text.code(), Some(0), "{context}");
     assert!(labelled(&text, "owner").ends_with(&format!("owner-1: alive, pid {me}")), "{context}");
     assert!(
-        labelled(&text, "upgrade").ends_with(&format!("in progress: the lock is held by pid {me}")),
+        labelled(&text, "upgrade")
+            .ends_with(&format!("in progress: newcomer-2 is taking over; the lock is held by pid {me}")),
         "{context}"
     );
     assert!(line_with(&text, "owner-1.sock").ends_with(&format!("live   pid {me}  (owner)")), "{context}");
@@ -110,6 +111,8 @@ fn a_live_owner_with_an_upgrade_in_progress_and_a_stale_socket() {
     assert_eq!(report["owner"]["pid"], me, "{context}");
     assert_eq!(report["lock"]["held"], "yes", "{context}");
     assert_eq!(report["lock"]["holder_pid"], me, "{context}");
+    assert_eq!(report["handover"]["id"], "newcomer-2", "{context}");
+    assert_eq!(report["handover"]["pid"], me, "{context}");
     assert_eq!(report["sockets"].as_array().map(Vec::len), Some(3), "{context}");
     let socket = json_socket(&report, "owner-1");
     assert_eq!(
@@ -130,6 +133,37 @@ fn a_live_owner_with_an_upgrade_in_progress_and_a_stale_socket() {
     assert_eq!(report["lock"]["holder_pid"], Value::Null, "{}", json.describe());
     assert!(report["verdict"].as_str().is_some_and(|v| v == "OK: the owner is serving"), "{report:#}");
     assert!(!owner.upgrade_complete().is_complete());
+}
+
+/// A newcomer taking over from an owner that handed over and removed its socket (as a Go
+/// owner does before the newcomer records itself) is a handover, not a group without owner;
+/// one taking over from an owner that crashed (its socket stale) is not served meanwhile.
+#[test]
+fn a_newcomer_taking_over_is_a_handover_unless_the_owner_crashed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::write(dir.join("pid"), b"stepped-down").unwrap();
+    let newcomer = newcomer(dir, "next-2");
+    let (json, report) = status_json(dir);
+    let context = json.describe();
+    assert_eq!(json.code(), Some(0), "{context}");
+    assert_eq!(report["owner"]["alive"], false, "{context}");
+    assert_eq!(report["handover"]["id"], "next-2", "{context}");
+    assert!(
+        report["verdict"].as_str().is_some_and(|v| v.starts_with("OK: a handover is in progress")),
+        "{context}"
+    );
+
+    stale_socket(dir, "stepped-down");
+    let text = status(dir);
+    let context = text.describe();
+    assert_eq!(text.code(), Some(1), "{context}");
+    assert!(labelled(&text, "upgrade").contains("next-2 is taking over"), "{context}");
+    assert!(
+        labelled(&text, "verdict").contains("NO OWNER: the owner is gone; a new process is taking over"),
+        "{context}"
+    );
+    drop(newcomer);
 }
 
 #[test]

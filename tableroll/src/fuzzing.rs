@@ -107,3 +107,15 @@ pub fn decode_list_frame(data: &[u8]) -> Result<usize> {
     let (_, list): (u32, Vec<WireEntry>) = frame::decode(body)?;
     Ok(list.len())
 }
+
+/// Removes the upgrade sockets of dead processes from the coordination directory `dir`, as a
+/// newcomer does under the lock in `ready()`; live sockets and anything else are left alone.
+/// For benchmarks.
+///
+/// # Errors
+///
+/// `dir` is not a writable directory.
+pub fn remove_stale_sockets(dir: &std::path::Path) -> Result<()> {
+    crate::coordination::Directory::open(dir)?.remove_stale_sockets(&[]);
+    Ok(())
+}

@@ -35,9 +35,11 @@ use crate::unix_sockets::{self, UnconnectedSocket};
 /// The owner file's name, which is also the lock file.
 const OWNER_FILE: &str = "pid";
 const SOCKET_SUFFIX: &str = ".sock";
-/// How many times the owner file is read while its content is not settled: a newcomer writes
-/// it by truncating and then writing, so a reader can catch it empty or half written.
+/// How many times the owner file is read while its content is not settled: a newcomer may be
+/// in the middle of writing it, so a reader can catch it empty or half written.
 const OWNER_READS: usize = 5;
+/// How many times the whole picture is read while it is not consistent (see [`inspect`]).
+const PICTURE_READS: usize = 20;
 
 /// What a coordination directory holds, as [`inspect`] found it.
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +52,9 @@ pub struct DirectoryStatus {
     pub owner: OwnerStatus,
     /// The coordination lock: held while a newcomer takes over, i.e. an upgrade is in progress.
     pub lock: LockStatus,
+    /// The newcomer taking over, when the lock is held by a process that holds a live upgrade
+    /// socket of the group.
+    pub handover: Option<Handover>,
     /// Every upgrade socket (`<id>.sock`), sorted by id.
     pub sockets: Vec<SocketStatus>,
     /// Everything else in the directory, sorted by name.
@@ -98,6 +103,20 @@ pub struct LockStatus {
     pub holder_pid: Option<u32>,
     /// Why it is [`LockHeld::Unknown`].
     pub problem: Option<String>,
+}
+
+/// A newcomer taking over: it holds the coordination lock and a live upgrade socket.
+///
+/// While it takes over, the owner file may name the previous owner (which may already have
+/// stepped down, as a Go owner does before the newcomer records itself), or be in the middle of
+/// being rewritten.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Handover {
+    /// The id of the newcomer's upgrade socket (lossily decoded if not UTF-8).
+    pub id: String,
+    /// The newcomer's pid.
+    pub pid: u32,
 }
 
 /// Whether the coordination lock is held.
@@ -222,19 +241,79 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<DirectoryStatus> {
     let dir = dir.as_ref();
     let dir =
         std::path::absolute(dir).map_err(|e| Error::io_at("resolving the coordination directory", dir, e))?;
-    let listing = Listing::read(&dir)?;
-    let read = read_owner_file(&dir, listing.owner_file_kind);
-    let lock = lock_status(&dir, listing.owner_file_kind);
-    let sockets = socket_statuses(&listing.sockets, read.id.as_deref())?;
-    let owner_socket = sockets.iter().find(|s| s.owner);
-    let owner = OwnerStatus {
-        file: read.file,
-        id: read.id.map(|id| String::from_utf8_lossy(&id).into_owned()),
-        alive: owner_socket.is_some_and(|s| s.state == SocketState::Live),
-        pid: owner_socket.and_then(|s| s.pid),
-        problem: read.problem,
-    };
-    Ok(DirectoryStatus { dir, owner, lock, sockets, unexpected: listing.unexpected })
+    let mut picture = Picture::read(&dir)?;
+    for _ in 1..PICTURE_READS {
+        if picture.is_consistent() {
+            break;
+        }
+        // Let a newcomer that is running on this CPU finish writing the owner file.
+        std::thread::yield_now();
+        picture = Picture::read(&dir)?;
+    }
+    Ok(picture.status)
+}
+
+/// One reading of the directory, between two reads of the owner file.
+///
+/// The parts are read one after the other while the group may be handing over, so a reading
+/// can mix moments: the owner file naming the old owner and, read later, the socket table
+/// without it (it stepped down once the file named the newcomer); or the file caught in the
+/// middle of its rewrite. So the owner file is read before anything else and again after
+/// everything else: when both reads agree, the file held that content for the whole reading,
+/// and the owner it names was bound (a process binds its socket before it records itself)
+/// before the directory was listed. A reading is taken as it is when the reads agree and the
+/// owner is alive or the lock is free; otherwise a newcomer may be writing the file (it does so
+/// holding the lock), and [`inspect`] reads again, a bounded number of times.
+struct Picture {
+    status: DirectoryStatus,
+    /// Whether the owner file held the same bytes before and after the reading.
+    file_unchanged: bool,
+}
+
+impl Picture {
+    fn read(dir: &Path) -> Result<Picture> {
+        let before = owner_file_bytes(dir);
+        let listing = Listing::read(dir)?;
+        let read = read_owner_file(dir, listing.owner_file_kind);
+        let lock = lock_status(dir, listing.owner_file_kind);
+        let sockets = socket_statuses(&listing.sockets, read.id.as_deref())?;
+        let file_unchanged = owner_file_bytes(dir) == before;
+        let owner_socket = sockets.iter().find(|s| s.owner);
+        let owner = OwnerStatus {
+            file: read.file,
+            id: read.id.map(|id| String::from_utf8_lossy(&id).into_owned()),
+            alive: owner_socket.is_some_and(|s| s.state == SocketState::Live),
+            pid: owner_socket.and_then(|s| s.pid),
+            problem: read.problem,
+        };
+        let handover = handover(&lock, &sockets);
+        let status = DirectoryStatus {
+            dir: dir.to_owned(),
+            owner,
+            lock,
+            handover,
+            sockets,
+            unexpected: listing.unexpected,
+        };
+        Ok(Picture { status, file_unchanged })
+    }
+
+    fn is_consistent(&self) -> bool {
+        self.file_unchanged && (self.status.owner.alive || self.status.lock.held != LockHeld::Yes)
+    }
+}
+
+/// The owner file's bytes, or `None` if it cannot be read (missing, not a regular file...).
+fn owner_file_bytes(dir: &Path) -> Option<Vec<u8>> {
+    open_owner_file(&dir.join(OWNER_FILE)).and_then(|file| read_bounded(&file)).ok()
+}
+
+/// The newcomer taking over: the holder of the lock, if it holds a live socket of the group.
+fn handover(lock: &LockStatus, sockets: &[SocketStatus]) -> Option<Handover> {
+    let holder = lock.holder_pid.filter(|_| lock.held == LockHeld::Yes)?;
+    let socket =
+        sockets.iter().find(|s| s.state == SocketState::Live && s.pid == Some(holder) && !s.owner)?;
+    Some(Handover { id: socket.id.clone(), pid: holder })
 }
 
 /// A socket file named `<id>.sock` and the identity of that file.

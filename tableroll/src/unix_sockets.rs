@@ -8,15 +8,19 @@
 //! sockets the table cannot show (another network namespace, another mount namespace, a
 //! relative path).
 //!
+//! A sweep of many paths ([`states`]) reads the table a constant number of times for all of
+//! them, not for each: with thousands of sockets on the host a read takes milliseconds.
+//!
 //! For `tableroll status`, which must never connect, the table is also read for the inodes of
 //! the listed sockets, and `/proc/<pid>/fd` for the processes that hold them.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, BufRead};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
 use rustix::net::{connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
@@ -35,18 +39,106 @@ pub(crate) enum PathState {
 
 /// Looks at `path` as described in the module docs.
 pub(crate) fn state(path: &Path) -> io::Result<PathState> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PathState::Missing),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Ok(PathState::NotASocket);
+    if let Some(settled) = without_table(path)? {
+        return Ok(settled);
     }
     if in_kernel_table(path) {
         return Ok(PathState::Live);
     }
     probe(path)
+}
+
+/// What stands at `path` when that is clear without the kernel's table: `None` for a socket
+/// file, which only the table (or a probe) can tell live from stale.
+fn without_table(path: &Path) -> io::Result<Option<PathState>> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => Ok(None),
+        Ok(_) => Ok(Some(PathState::NotASocket)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(PathState::Missing)),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`state`] of many paths, with the kernel's table read at most [`TABLE_READS`] times in all
+/// however many there are (a read costs about a millisecond per thousand sockets on the host,
+/// and a sweep may meet thousands of stale sockets).
+///
+/// The table is read once for the socket files among `paths`, and again only while one of them
+/// is missing from what the reads found. A path counts as listed when the table names it, or
+/// names another path to the same file with the same file name (a directory reached through a
+/// symlink). Only the paths no read listed are probed with `connect(2)`, where a refusal is the
+/// expected answer: a socket the table lists is never connected to.
+pub(crate) fn states(paths: &[PathBuf]) -> Vec<io::Result<PathState>> {
+    let mut states: Vec<io::Result<PathState>> = Vec::with_capacity(paths.len());
+    let mut sockets = Vec::new();
+    for (index, path) in paths.iter().enumerate() {
+        match without_table(path) {
+            Ok(None) => {
+                sockets.push(index);
+                // Settled below, by the table or the probe.
+                states.push(Ok(PathState::Live));
+            }
+            Ok(Some(state)) => states.push(Ok(state)),
+            Err(e) => states.push(Err(e)),
+        }
+    }
+    let socket_paths: Vec<&Path> = sockets.iter().map(|&i| paths[i].as_path()).collect();
+    for (index, listed) in sockets.iter().zip(listed_in_table(&socket_paths)) {
+        if !listed {
+            states[*index] = probe(&paths[*index]);
+        }
+    }
+    states
+}
+
+/// Which of `paths` the kernel's table lists, reading it at most [`TABLE_READS`] times.
+fn listed_in_table(paths: &[&Path]) -> Vec<bool> {
+    let mut listed = vec![false; paths.len()];
+    let names: HashSet<&[u8]> = paths.iter().filter_map(|p| p.file_name()).map(OsStrExt::as_bytes).collect();
+    let absolute: Vec<Option<PathBuf>> = paths.iter().map(|p| std::path::absolute(p).ok()).collect();
+    for _ in 0..TABLE_READS {
+        if listed.iter().all(|&l| l) {
+            break;
+        }
+        // An unreadable table lists nothing: the probe answers for every path.
+        let Ok(table) = table_paths_named(&names) else { break };
+        for ((found, path), absolute) in listed.iter_mut().zip(paths).zip(&absolute) {
+            *found = *found || table_names(&table, path, absolute.as_deref());
+        }
+    }
+    listed
+}
+
+/// Whether `table` (the paths of one read, by file name) names the socket file at `path`:
+/// by its absolute path, or by another path that leads to the same file.
+fn table_names(table: &HashMap<Vec<u8>, Vec<Vec<u8>>>, path: &Path, absolute: Option<&Path>) -> bool {
+    let Some(listed) = path.file_name().and_then(|name| table.get(name.as_bytes())) else { return false };
+    let wanted = absolute.map(|a| a.as_os_str().as_bytes());
+    listed.iter().any(|other| Some(other.as_slice()) == wanted)
+        || listed.iter().any(|other| same_file(path, other))
+}
+
+fn same_file(path: &Path, other: &[u8]) -> bool {
+    let (Ok(a), Ok(b)) =
+        (fs::symlink_metadata(path), fs::symlink_metadata(Path::new(OsStr::from_bytes(other))))
+    else {
+        return false;
+    };
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// The paths of one read of the kernel's table whose file name is one of `names`, grouped by
+/// file name.
+fn table_paths_named(names: &HashSet<&[u8]>) -> io::Result<HashMap<Vec<u8>, Vec<Vec<u8>>>> {
+    let mut found: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+    for line in io::BufReader::with_capacity(64 << 10, open_table()?).split(b'\n') {
+        let line = line?;
+        let Some(path) = table_path(&line) else { continue };
+        if let Some(name) = file_name(path).filter(|name| names.contains(name)) {
+            found.entry(name.to_vec()).or_default().push(path.to_vec());
+        }
+    }
+    Ok(found)
 }
 
 /// How many times the table is read before a path is taken to be missing from it.
@@ -66,11 +158,30 @@ fn in_kernel_table(path: &Path) -> bool {
 }
 
 fn table_lists(wanted: &[u8]) -> bool {
-    let Ok(table) = fs::File::open("/proc/net/unix") else { return false };
+    let Ok(table) = open_table() else { return false };
     io::BufReader::with_capacity(64 << 10, table)
         .split(b'\n')
         .map_while(Result::ok)
         .any(|line| table_path(&line) == Some(wanted))
+}
+
+/// Opens the kernel's table of Unix sockets. Every read of the table starts here, so that tests
+/// can count the reads (each costs about a millisecond per thousand sockets on the host).
+fn open_table() -> io::Result<fs::File> {
+    #[cfg(test)]
+    TABLE_OPENS.with(|opens| opens.set(opens.get() + 1));
+    fs::File::open("/proc/net/unix")
+}
+
+#[cfg(test)]
+thread_local! {
+    static TABLE_OPENS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times this thread has opened the kernel's table of Unix sockets.
+#[cfg(test)]
+pub(crate) fn table_reads() -> usize {
+    TABLE_OPENS.with(std::cell::Cell::get)
 }
 
 /// The path column of one `/proc/net/unix` line: everything after the seventh field
@@ -146,7 +257,7 @@ pub(crate) fn unconnected_sockets_named(names: &HashSet<&[u8]>) -> io::Result<Ve
 }
 
 fn read_unconnected_named(names: &HashSet<&[u8]>) -> io::Result<Vec<UnconnectedSocket>> {
-    let table = fs::File::open("/proc/net/unix")?;
+    let table = open_table()?;
     let mut found = Vec::new();
     for line in io::BufReader::with_capacity(64 << 10, table).split(b'\n') {
         let Some(socket) = unconnected_socket(&line?) else { continue };
@@ -306,5 +417,29 @@ mod tests {
         let stale = dir.path().join("stale.sock");
         drop(UnixListener::bind(&stale).unwrap());
         assert_eq!(probe(&stale).unwrap(), PathState::Stale);
+    }
+
+    #[test]
+    fn states_of_many_paths_never_connect_to_a_listed_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let listener = UnixListener::bind(real.join("live.sock")).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        drop(UnixListener::bind(real.join("stale.sock")).unwrap());
+        fs::write(real.join("file.sock"), b"x").unwrap();
+        // The same directory through a symlink: the table names the sockets by the real path.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        for base in [&real, &link] {
+            let names = ["live.sock", "stale.sock", "file.sock", "none.sock"];
+            let paths: Vec<PathBuf> = names.iter().map(|name| base.join(name)).collect();
+            let states: Vec<PathState> = states(&paths).into_iter().map(Result::unwrap).collect();
+            let expected = [PathState::Live, PathState::Stale, PathState::NotASocket, PathState::Missing];
+            assert_eq!(states, expected, "through {}", base.display());
+        }
+        let err = listener.accept().expect_err("a listed socket was connected to");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(states(&[]).is_empty());
     }
 }

@@ -104,19 +104,23 @@ impl Directory {
 
     /// Removes the upgrade sockets of dead processes, keeping those named in `keep`.
     ///
-    /// Runs under the lock. Only sockets whose process is gone (see [`unix_sockets::state`])
-    /// are removed; a live one, or anything that is not a socket, is left alone.
+    /// Runs under the lock. Only sockets whose process is gone (see [`unix_sockets::states`])
+    /// are removed; a live one, or anything that is not a socket, is left alone. The kernel's
+    /// table of sockets is read a few times for the whole sweep, not for each socket.
     pub(crate) fn remove_stale_sockets(&self, keep: &[&[u8]]) {
         let Ok(entries) = std::fs::read_dir(&self.path) else { return };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(id) = name.as_bytes().strip_suffix(SOCKET_SUFFIX.as_bytes()) else { continue };
-            if keep.contains(&id) {
-                continue;
-            }
-            let path = entry.path();
-            if let Ok(PathState::Stale) = unix_sockets::state(&path) {
-                match std::fs::remove_file(&path) {
+        let candidates: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name();
+                let id = name.as_bytes().strip_suffix(SOCKET_SUFFIX.as_bytes());
+                id.is_some_and(|id| !keep.contains(&id))
+            })
+            .map(|entry| entry.path())
+            .collect();
+        for (path, state) in candidates.iter().zip(unix_sockets::states(&candidates)) {
+            if let Ok(PathState::Stale) = state {
+                match std::fs::remove_file(path) {
                     Ok(()) => tracing::debug!(path = %path.display(), "removed stale upgrade socket"),
                     Err(e) => {
                         tracing::debug!(path = %path.display(), error = %e, "could not remove stale upgrade socket")
@@ -178,5 +182,31 @@ mod tests {
         assert!(dir.socket_path(b"kept").unwrap().exists());
         assert!(tmp.path().join("file.sock").exists());
         drop(live);
+    }
+
+    /// The stale sockets of `stale` crashed processes and one live socket, swept; returns how
+    /// many times the sweep read the kernel's table of Unix sockets.
+    fn table_reads_of_a_sweep(stale: usize) -> usize {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Directory::open(tmp.path()).unwrap();
+        let live = std::os::unix::net::UnixListener::bind(dir.socket_path(b"live").unwrap()).unwrap();
+        for i in 0..stale {
+            let path = dir.socket_path(format!("dead-{i}").as_bytes()).unwrap();
+            drop(std::os::unix::net::UnixListener::bind(path).unwrap());
+        }
+        let before = unix_sockets::table_reads();
+        dir.remove_stale_sockets(&[]);
+        let reads = unix_sockets::table_reads() - before;
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["live.sock"], "every stale socket removed, the live one kept");
+        drop(live);
+        reads
+    }
+
+    #[test]
+    fn a_sweep_reads_the_socket_table_a_constant_number_of_times() {
+        let (one, fifty) = (table_reads_of_a_sweep(1), table_reads_of_a_sweep(50));
+        assert_eq!(one, fifty, "table reads for 1 stale socket vs 50");
+        assert!((1..=3).contains(&fifty), "{fifty} table reads");
     }
 }
