@@ -1,7 +1,9 @@
 //! The upgrade-complete signal: fired once, waited on by threads or polled as a future.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -12,26 +14,36 @@ use std::time::{Duration, Instant};
 /// Cheap to clone; every clone sees the same signal. It can be waited on from a thread
 /// ([`wait`](Self::wait), [`wait_timeout`](Self::wait_timeout)) or awaited as a [`Future`] on
 /// any executor: it needs no runtime.
-#[derive(Debug, Clone, Default)]
+///
+/// Each clone is a future of its own and keeps at most one waker, the one it was last polled
+/// with; dropping the clone drops that waker. Creating and dropping futures in a loop (a
+/// `select!` per iteration, a clone per connection) therefore keeps nothing behind.
+#[derive(Debug)]
 pub struct UpgradeComplete {
     inner: Arc<Inner>,
+    /// This clone's slot in [`SignalState::wakers`].
+    key: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     state: Mutex<SignalState>,
     cond: Condvar,
+    /// The key of the next clone.
+    next_key: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct SignalState {
     fired: bool,
-    wakers: Vec<Waker>,
+    /// The waker each pending clone was last polled with, by the clone's key.
+    wakers: HashMap<u64, Waker>,
 }
 
 impl UpgradeComplete {
     pub(crate) fn new() -> Self {
-        Self::default()
+        let inner = Inner { state: Mutex::default(), cond: Condvar::new(), next_key: AtomicU64::new(1) };
+        UpgradeComplete { inner: Arc::new(inner), key: 0 }
     }
 
     fn state(&self) -> MutexGuard<'_, SignalState> {
@@ -48,7 +60,7 @@ impl UpgradeComplete {
             std::mem::take(&mut state.wakers)
         };
         self.inner.cond.notify_all();
-        wakers.into_iter().for_each(Waker::wake);
+        wakers.into_values().for_each(Waker::wake);
     }
 
     /// Whether the signal has fired.
@@ -80,19 +92,54 @@ impl UpgradeComplete {
         }
         true
     }
+
+    /// How many clones have a waker registered.
+    #[cfg(test)]
+    fn registered_wakers(&self) -> usize {
+        self.state().wakers.len()
+    }
+}
+
+impl Default for UpgradeComplete {
+    /// A signal that never fires: only the [`Upgrader`](crate::Upgrader) that made a signal
+    /// can fire it. Useful where a signal is required but no upgrades are expected.
+    fn default() -> Self {
+        UpgradeComplete::new()
+    }
+}
+
+impl Clone for UpgradeComplete {
+    /// Another handle on the same signal, and a future of its own: it gets its own waker slot.
+    fn clone(&self) -> Self {
+        let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        UpgradeComplete { inner: Arc::clone(&self.inner), key }
+    }
+}
+
+impl Drop for UpgradeComplete {
+    fn drop(&mut self) {
+        let waker = self.state().wakers.remove(&self.key);
+        // Dropped with the lock released: dropping a waker can run a task's destructor, which
+        // may drop another clone of this signal.
+        drop(waker);
+    }
 }
 
 impl Future for UpgradeComplete {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.state();
-        if state.fired {
-            return Poll::Ready(());
-        }
-        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            state.wakers.push(cx.waker().clone());
-        }
+        let replaced = {
+            let mut state = self.state();
+            if state.fired {
+                return Poll::Ready(());
+            }
+            match state.wakers.get(&self.key) {
+                Some(waker) if waker.will_wake(cx.waker()) => None,
+                _ => state.wakers.insert(self.key, cx.waker().clone()),
+            }
+        };
+        drop(replaced);
         Poll::Pending
     }
 }
@@ -100,7 +147,7 @@ impl Future for UpgradeComplete {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::task::Wake;
 
     struct CountingWaker(AtomicUsize);
@@ -110,16 +157,24 @@ mod tests {
         }
     }
 
+    fn counting() -> (Arc<CountingWaker>, Waker) {
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        (counter, waker)
+    }
+
+    fn poll_with(fut: &mut UpgradeComplete, waker: &Waker) -> Poll<()> {
+        Pin::new(fut).poll(&mut Context::from_waker(waker))
+    }
+
     #[test]
     fn wakes_threads_and_futures() {
         let signal = UpgradeComplete::new();
-        assert!(!signal.wait_timeout(Duration::from_millis(1)));
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        assert!(!signal.wait_timeout(Duration::ZERO));
+        let (counter, waker) = counting();
         let mut fut = signal.clone();
-        let mut cx = Context::from_waker(&waker);
-        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
-        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        assert!(poll_with(&mut fut, &waker).is_pending());
+        assert!(poll_with(&mut fut, &waker).is_pending());
         let waiter = {
             let s = signal.clone();
             std::thread::spawn(move || s.wait())
@@ -127,9 +182,58 @@ mod tests {
         signal.fire();
         waiter.join().unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), 1, "one registration, one wake");
-        assert!(Pin::new(&mut fut).poll(&mut cx).is_ready());
+        assert!(poll_with(&mut fut, &waker).is_ready());
         assert!(signal.is_complete());
         assert!(signal.wait_timeout(Duration::ZERO));
         signal.fire();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "fires once");
+    }
+
+    #[test]
+    fn every_pending_clone_is_woken_once() {
+        let signal = UpgradeComplete::new();
+        let mut clones: Vec<_> = (0..3).map(|_| (signal.clone(), counting())).collect();
+        for (fut, (_, waker)) in &mut clones {
+            assert!(poll_with(fut, waker).is_pending());
+        }
+        assert_eq!(signal.registered_wakers(), 3);
+        signal.fire();
+        assert_eq!(signal.registered_wakers(), 0);
+        for (fut, (counter, waker)) in &mut clones {
+            assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+            assert!(poll_with(fut, waker).is_ready());
+        }
+        assert!(poll_with(&mut signal.clone(), &counting().1).is_ready(), "a later clone too");
+    }
+
+    #[test]
+    fn dropped_futures_leave_no_waker_behind() {
+        let signal = UpgradeComplete::new();
+        let (counter, waker) = counting();
+        for _ in 0..100 {
+            let (_, waker) = counting();
+            assert!(poll_with(&mut signal.clone(), &waker).is_pending());
+        }
+        let mut kept = signal.clone();
+        assert!(poll_with(&mut kept, &waker).is_pending());
+        assert_eq!(signal.registered_wakers(), 1, "only the live future's waker is kept");
+        drop(kept);
+        assert_eq!(signal.registered_wakers(), 0);
+        assert_eq!(Arc::strong_count(&counter), 2, "the dropped future's waker was released");
+    }
+
+    #[test]
+    fn polling_with_another_waker_replaces_the_first() {
+        let signal = UpgradeComplete::new();
+        let ((first, a), (second, b)) = (counting(), counting());
+        let mut fut = signal.clone();
+        assert!(poll_with(&mut fut, &a).is_pending());
+        assert!(poll_with(&mut fut, &b).is_pending());
+        assert!(poll_with(&mut fut, &b).is_pending());
+        assert_eq!(signal.registered_wakers(), 1);
+        assert_eq!(Arc::strong_count(&first), 2, "the first waker was released");
+        signal.fire();
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
     }
 }
