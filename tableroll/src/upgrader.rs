@@ -126,6 +126,8 @@ impl Builder {
     /// owner file holds an invalid id; the owner broke the protocol. On error nothing is left
     /// behind: the upgrade socket is removed and the lock released.
     pub fn build(self) -> Result<Upgrader> {
+        // First, while failing leaves nothing behind: the signal's eventfd can run out.
+        let signal = UpgradeComplete::new()?;
         let dir = Directory::open(&self.dir)?;
         let id = match self.id {
             Some(id) => id,
@@ -160,7 +162,7 @@ impl Builder {
             socket_path: guard,
             fds,
             shared,
-            signal: UpgradeComplete::new(),
+            signal,
             inherited_ids,
             upgrade_timeout: self.upgrade_timeout,
             connect_timeout: self.connect_timeout,
