@@ -103,6 +103,8 @@ impl Builder {
     /// descriptors. On error nothing is left behind: the upgrade socket is removed and the
     /// lock released.
     pub fn build(self) -> Result<Upgrader> {
+        // First, while failing leaves nothing behind: the signal's eventfd can run out.
+        let signal = UpgradeComplete::new()?;
         let dir = Directory::open(&self.dir)?;
         let id = match self.id {
             Some(id) => id,
@@ -125,7 +127,7 @@ impl Builder {
             dir,
             fds,
             shared,
-            signal: UpgradeComplete::new(),
+            signal,
             inherited_ids,
             upgrade_timeout: self.upgrade_timeout,
             connect_timeout: self.connect_timeout,

@@ -5,7 +5,6 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,7 +16,7 @@ use super::child::{describe, exit_code, Child, Launch};
 use super::log::{ms, Log};
 use super::notify::NotifySocket;
 use super::signals::SignalPipe;
-use crate::sys::{wait_readable, WakePipe};
+use crate::sys::wait_readable;
 
 /// How often a `cmd:` readiness check is run.
 const CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -50,7 +49,8 @@ pub struct Supervisor<'a> {
     generation: Option<u64>,
     log: &'a Log,
     signals: SignalPipe,
-    taken_over: OwnedFd,
+    /// Readable once a newer instance took over (or the upgrader stopped).
+    taken_over: tableroll::UpgradeComplete,
     notify: Option<NotifySocket>,
     /// How many times the program was started.
     runs: u32,
@@ -82,7 +82,7 @@ impl<'a> Supervisor<'a> {
             generation,
             log,
             signals,
-            taken_over: taken_over_fd(upgrader.upgrade_complete())?,
+            taken_over: upgrader.upgrade_complete(),
             notify,
             runs: 0,
             stopping: false,
@@ -453,20 +453,6 @@ impl Supervisor<'_> {
             _ => exit_code(status),
         }
     }
-}
-
-/// A descriptor that becomes readable when `signal` fires.
-fn taken_over_fd(signal: tableroll::UpgradeComplete) -> anyhow::Result<OwnedFd> {
-    let mut pipe = WakePipe::new().context("creating a pipe")?;
-    let read = pipe.read.try_clone().context("duplicating a pipe")?;
-    thread::Builder::new()
-        .name("upgrade-complete".into())
-        .spawn(move || {
-            signal.wait();
-            pipe.wake();
-        })
-        .context("starting a thread")?;
-    Ok(read)
 }
 
 /// Under systemd, says the service is stopping (the library says it itself on a takeover).
