@@ -136,21 +136,6 @@ impl UpgradeComplete {
     }
 }
 
-impl Default for UpgradeComplete {
-    /// A signal that never fires: only the [`Upgrader`](crate::Upgrader) that made a signal
-    /// can fire it. Useful where a signal is required but no upgrades are expected.
-    ///
-    /// # Panics
-    ///
-    /// If its eventfd cannot be created (the process or the system is out of descriptors).
-    fn default() -> Self {
-        match UpgradeComplete::new() {
-            Ok(signal) => signal,
-            Err(e) => panic!("UpgradeComplete::default: {e}"),
-        }
-    }
-}
-
 impl Clone for UpgradeComplete {
     /// Another handle on the same signal, and a future of its own: it gets its own waker slot.
     fn clone(&self) -> Self {
