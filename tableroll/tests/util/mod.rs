@@ -139,6 +139,24 @@ impl Peer {
         Peer::spawn_command(Command::new("unshare"), &wrapped, &[], None)
     }
 
+    /// Starts the peer on `dir` with `args` from `sh -c`, after the shell ran `setup` (for
+    /// example `ulimit -f 0` to give it a file size limit).
+    pub fn start_after_shell(dir: &Path, setup: &str, args: &[&str]) -> Peer {
+        let dir = dir.to_str().expect("a UTF-8 test directory");
+        let peer = peer_binary().to_str().expect("a UTF-8 peer path");
+        let script = format!("{setup}; exec \"$0\" \"$@\"");
+        let wrapped = [&["-c", script.as_str(), peer, "--dir", dir], args].concat();
+        Peer::spawn_command(Command::new("sh"), &wrapped, &[], None)
+    }
+
+    /// Waits until the peer wrote `needle` to stderr (its library log); fails the test if it
+    /// did not within [`TIMEOUT`].
+    pub fn wait_for_log(&self, needle: &str) {
+        if !self.process.wait_for_stderr(needle, TIMEOUT) {
+            self.fail(&format!("no {needle:?} in the log within {TIMEOUT:?}"));
+        }
+    }
+
     /// Starts the peer on `dir` with `args` and the environment variables `env` set.
     pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Peer {
         let dir = dir.to_str().expect("a UTF-8 test directory");

@@ -8,9 +8,9 @@
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// `errno` for "text file busy".
 const ETXTBSY: i32 = 26;
@@ -27,7 +27,7 @@ pub struct Process {
     /// Until [`Process::read_stdout`] takes it.
     stdout_pipe: Option<ChildStdout>,
     stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Stderr>,
     /// Whether a failure message already showed the diagnostics.
     reported: Cell<bool>,
 }
@@ -40,7 +40,7 @@ impl Process {
         let command = format!("{cmd:?}");
         let mut child = spawn_retrying_busy(cmd, &command);
         let stdout_pipe = child.stdout.take();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Stderr::default());
         collect_stderr(&mut child, stderr.clone());
         Process {
             heading: None,
@@ -103,8 +103,25 @@ impl Process {
             "{heading}command: {}\nstatus: {status}\nstdout:\n{}\nstderr:\n{}\n",
             self.command,
             self.stdout.lock().unwrap().join("\n"),
-            String::from_utf8_lossy(&self.stderr.lock().unwrap()),
+            String::from_utf8_lossy(&self.stderr.bytes.lock().unwrap()),
         )
+    }
+
+    /// Waits until the process wrote `needle` to stderr; `false` if it did not within
+    /// `timeout` (or closed stderr first).
+    pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut bytes = self.stderr.bytes.lock().unwrap();
+        loop {
+            if String::from_utf8_lossy(&bytes).contains(needle) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || *self.stderr.closed.lock().unwrap() {
+                return false;
+            }
+            bytes = self.stderr.grew.wait_timeout(bytes, left).unwrap().0;
+        }
     }
 
     /// [`Process::diagnostics`], marked as shown: the drop of a failing test does not print them
@@ -180,13 +197,25 @@ fn spawn_retrying_busy(cmd: &mut Command, command: &str) -> Child {
     }
 }
 
+/// What a child wrote to stderr so far, with a condition that is signalled as it grows.
+#[derive(Default)]
+struct Stderr {
+    bytes: Mutex<Vec<u8>>,
+    grew: Condvar,
+    closed: Mutex<bool>,
+}
+
 /// Appends everything `child` writes to stderr to `log`, on a thread, as it comes.
-fn collect_stderr(child: &mut Child, log: Arc<Mutex<Vec<u8>>>) {
+fn collect_stderr(child: &mut Child, log: Arc<Stderr>) {
     let mut err = child.stderr.take().expect("piped stderr");
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n @ 1..) = err.read(&mut buf) {
-            log.lock().unwrap().extend_from_slice(&buf[..n]);
+            log.bytes.lock().unwrap().extend_from_slice(&buf[..n]);
+            log.grew.notify_all();
         }
+        *log.closed.lock().unwrap() = true;
+        let _guard = log.bytes.lock().unwrap();
+        log.grew.notify_all();
     });
 }
