@@ -431,7 +431,8 @@ fn open_owner_file(path: &Path) -> io::Result<File> {
 }
 
 /// The owner file's content once two reads agree on something (or after [`OWNER_READS`]
-/// reads): a writer in the middle of its truncate-then-write shows an empty or partial id.
+/// reads): a writer in the middle of its write shows a mix of two ids (ours write in place,
+/// then cut the file to length) or an empty file (Go tableroll truncates, then writes).
 fn read_settled(file: &File) -> io::Result<Vec<u8>> {
     let mut last = read_bounded(file)?;
     for _ in 1..OWNER_READS {

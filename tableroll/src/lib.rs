@@ -55,9 +55,15 @@
 //! takes the lock, connects to the owner's socket and receives the descriptor list and each
 //! descriptor (`SCM_RIGHTS`, one per message). On [`Upgrader::ready`] it tells the owner it is
 //! ready, the owner answers that it steps down, and the newcomer writes its id to the owner
-//! file and releases the lock. A newcomer that crashes, hangs or misbehaves at any step leaves
-//! the owner serving; an owner that crashed is replaced by the next process with fresh
-//! descriptors.
+//! file and releases the lock.
+//!
+//! That write is the commit point: the owner file alone says who owns the group. The old owner
+//! keeps serving until the file names another live process, and steps down then, within a
+//! millisecond of the write (it watches the file), whether the newcomer closed the session
+//! before writing (as Go tableroll does) or after. A newcomer that crashes, hangs, fails to
+//! write or misbehaves at any step leaves the owner serving, and upgradable; an owner that
+//! crashed is replaced by the next process with fresh descriptors. A group may mix Rust and Go
+//! tableroll processes in both roles (with Go v1.x, see [`Builder::pid_as_id`]).
 //!
 //! The library needs no async runtime: the owner serves upgrade requests on one background
 //! thread of its own, and [`UpgradeComplete`] can be waited on from a thread or awaited on any
