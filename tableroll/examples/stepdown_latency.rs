@@ -6,11 +6,11 @@
 //!
 //! ```text
 //! cargo build --release --example peer --example stepdown_latency
-//! target/release/examples/stepdown_latency [GO_PEERS_DIR] [--peer PATH] [--rounds N]
+//! target/release/examples/stepdown_latency [GO_PEERS_DIR [PEER]] [--peer PEER] [--rounds N]
 //! ```
 //!
-//! `GO_PEERS_DIR` defaults to `$TABLEROLL_GO_PEERS`; `--peer` to `target/release/examples/peer`;
-//! `--rounds` to 20. Pairs: ours to ours, ours to each Go version and back, and Go v4 to Go v4
+//! `GO_PEERS_DIR` defaults to `$TABLEROLL_GO_PEERS`; `PEER`, our peer's binary, to
+//! `target/release/examples/peer`; `--rounds` to 20. Pairs: ours to ours, ours to each Go version and back, and Go v4 to Go v4
 //! for reference. Prints the p50 and the maximum for each pair and the failed handoffs; the
 //! times are shown, not judged. Exit status 0 only if every handoff completed, 1 if one did
 //! not, 2 on bad arguments or missing binaries.
@@ -36,12 +36,13 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(message) => {
             eprintln!("stepdown_latency: {message}");
-            eprintln!("usage: stepdown_latency [GO_PEERS_DIR] [--peer PATH] [--rounds N]");
+            eprintln!("usage: stepdown_latency [GO_PEERS_DIR [PEER]] [--peer PEER] [--rounds N]");
             return ExitCode::from(2);
         }
     };
     println!(
-        "step-down latency: newcomer's ready -> old owner's upgrade_complete, {} handoffs a pair",
+        "step-down latency (pairs: OWNER -> NEWCOMER): from the newcomer's ready to the old owner's \
+         upgrade_complete, {} handoffs a pair",
         config.rounds
     );
     let mut all_completed = true;
@@ -89,22 +90,24 @@ struct Config {
 impl Config {
     fn from_args() -> Result<Config, String> {
         let mut args = std::env::args().skip(1);
-        let (mut go_dir, mut peer, mut rounds) = (None, PathBuf::from("target/release/examples/peer"), 20);
+        let (mut go_dir, mut peer, mut rounds) = (None, None, 20);
         while let Some(arg) = args.next() {
             match arg.as_str() {
-                "--peer" => peer = args.next().ok_or("--peer needs a path")?.into(),
+                "--peer" => peer = Some(args.next().ok_or("--peer needs a path")?.into()),
                 "--rounds" => {
                     let n = args.next().ok_or("--rounds needs a number")?;
                     rounds = n.parse().map_err(|_| format!("--rounds {n:?}: not a number"))?;
                 }
                 flag if flag.starts_with('-') => return Err(format!("unknown flag {flag:?}")),
                 dir if go_dir.is_none() => go_dir = Some(PathBuf::from(dir)),
+                path if peer.is_none() => peer = Some(PathBuf::from(path)),
                 extra => return Err(format!("unexpected argument {extra:?}")),
             }
         }
         let go_dir = go_dir
             .or_else(|| std::env::var_os("TABLEROLL_GO_PEERS").map(PathBuf::from))
             .ok_or("no Go peers directory: give it as the argument or in TABLEROLL_GO_PEERS")?;
+        let peer = peer.unwrap_or_else(|| PathBuf::from("target/release/examples/peer"));
         let config = Config { go_dir, peer, rounds };
         config.check_binaries()?;
         Ok(config)
