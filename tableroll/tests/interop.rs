@@ -174,8 +174,8 @@ fn mixed_chain(version: &str, owner_side: Side) {
 /// One round on a fresh directory: an owner of `owner_side`, then five newcomers started at
 /// once, alternating sides. Afterwards exactly one process serves: the one the owner file
 /// names, which reported `ready` and not `upgrade_complete`; every other one stepped down and
-/// exited. A failure is returned (with the output of the first failing round's processes, for
-/// the first failure only), not raised, so that the test counts the failed rounds.
+/// exited. A failure is returned (with the events each process printed), not raised, so that
+/// the test counts the failed rounds.
 fn mixed_round(version: &str, owner_side: Side) -> Result<(), String> {
     let dir = TestDir::new();
     let mut group = Group::new(dir.path(), version);
