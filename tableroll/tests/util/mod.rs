@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod examples;
+pub mod gopeer;
 
 /// The library's examples its tests run as child processes (see [`examples`]).
 pub const EXAMPLES: &[&str] = &["peer", "axum", "std_http", "unix_socket", "connection_handover"];
@@ -185,6 +186,12 @@ impl Peer {
             peer.process.set_heading(format!("peer {} as uid {id}", peer.label));
         }
         peer
+    }
+
+    /// Starts `cmd` (any program with the peer's flags and events: a Go peer, or ours behind a
+    /// wrapper) with exactly `args`.
+    pub fn start_command(cmd: Command, args: &[&str]) -> Peer {
+        Peer::spawn_command(cmd, args, &[], None)
     }
 
     fn spawn(args: &[&str], env: &[(&str, &std::ffi::OsStr)], tap: Option<Tap>) -> Peer {
@@ -361,6 +368,54 @@ impl Peer {
             self.fail("the peer emitted error but did not exit with status 1");
         }
         event["message"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// As [`Peer::wait_for_timed`], but waiting only until `deadline`, and returning what went
+    /// wrong instead of failing the test: for tests that count failed rounds. An `error` event,
+    /// a line that is not JSON or the end of stdout ends the wait too.
+    pub fn wait_for_until(&mut self, name: &str, deadline: Instant) -> Result<(Value, Instant), String> {
+        if let Some(i) = self.pending.iter().position(|(_, e)| e["event"] == name) {
+            let (at, event) = self.pending.remove(i).expect("position is in range");
+            return Ok((event, at));
+        }
+        let label = &self.label;
+        loop {
+            if self.stdout_eof {
+                return Err(format!("{label}: stdout ended before event {name:?}"));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok((at, Ok(event))) if event["event"] == name => return Ok((event, at)),
+                Ok((_, Ok(event))) if event["event"] == "error" => {
+                    return Err(format!("{label}: error event while waiting for {name:?}: {event}"))
+                }
+                Ok((at, Ok(event))) => self.pending.push_back((at, event)),
+                Ok((_, Err(bad))) => return Err(format!("{label}: a line that is not JSON: {bad}")),
+                Err(RecvTimeoutError::Disconnected) => self.stdout_eof = true,
+                Err(RecvTimeoutError::Timeout) => return Err(format!("{label}: no event {name:?} in time")),
+            }
+        }
+    }
+
+    /// As [`Peer::expect_clean_exit`], but waiting for the `exit` event only until `deadline`,
+    /// and returning what went wrong instead of failing the test.
+    pub fn clean_exit_until(&mut self, deadline: Instant) -> Result<(), String> {
+        self.wait_for_until("exit", deadline)?;
+        while !self.stdout_eof {
+            match self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((at, Ok(event))) => self.pending.push_back((at, event)),
+                Ok((_, Err(bad))) => return Err(format!("{}: a line that is not JSON: {bad}", self.label)),
+                Err(RecvTimeoutError::Disconnected) => self.stdout_eof = true,
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!("{}: stdout still open after the exit event", self.label))
+                }
+            }
+        }
+        // Stdout ended after the exit event: the process is exiting.
+        match self.process.wait() {
+            status if status.success() => Ok(()),
+            status => Err(format!("{}: exit event, but the status is {status}", self.label)),
+        }
     }
 
     /// Whether the process is still running (not exited), without waiting.
