@@ -4,10 +4,16 @@
 #
 #   scripts/long-tests.sh --nocapture
 #
-# CHAOS_ROUNDS and CHAOS_SEED apply to the chaos test (see scripts/chaos.sh).
+# CHAOS_ROUNDS and CHAOS_SEED apply to the chaos test (see scripts/chaos.sh). The Go interop
+# tests (tests/interop.rs) need the Go peers: TABLEROLL_GO_PEERS, or else ../shared/interop
+# beside the repository when it is there.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-exec cargo test --workspace --release -- --ignored "$@"
+if [ -z "${TABLEROLL_GO_PEERS:-}" ] && [ -d "$root/../shared/interop" ]; then
+  TABLEROLL_GO_PEERS="$(cd "$root/../shared/interop" && pwd)"
+  export TABLEROLL_GO_PEERS
+fi
+exec cargo test --workspace --release --all-features -- --ignored "$@"
