@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use rustix::process::{kill_process, prlimit, waitid, Pid, Resource, Rlimit, Signal, WaitId, WaitIdOptions};
 use util::wire::{frame, read_frame, take_lock, FakeOwner, RawNewcomer};
-use util::{assert_hello, http_get, inherited_ids, listen_addr, Peer, TestDir, TIMEOUT};
+use util::{
+    assert_hello, http_get, inherited_ids, listen_addr, runnable_peer, Peer, TestDir, NOBODY, TIMEOUT,
+};
 
 /// A serving owner with one TCP listener `web`; returns it and the listener's address.
 fn tcp_owner(dir: &TestDir, id: &str) -> (Peer, String) {
@@ -228,4 +230,95 @@ fn stop_interrupts_a_ready_waiting_for_a_hung_owner() {
     let result = rx.recv_timeout(TIMEOUT).expect("ready() still waits after stop()");
     assert!(matches!(result, Err(tableroll::Error::Stopped)), "{result:?}");
     assert!(!dir.join("n.sock").exists());
+}
+
+/// A process of `user` that holds every inotify instance the user may have (until killed):
+/// inotify instances are counted per user, up to `fs.inotify.max_user_instances`.
+struct InotifyHog(std::process::Child);
+
+impl InotifyHog {
+    fn start(user: u32) -> InotifyHog {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("600").uid(user).gid(user);
+        // SAFETY: the closure runs in the forked child before exec and only makes system calls
+        // (inotify_init1, no allocation, no lock); the instances are not close-on-exec, so
+        // `sleep` keeps them.
+        unsafe {
+            cmd.pre_exec(|| {
+                use rustix::fs::inotify::{init, CreateFlags};
+                for _ in 0..100_000 {
+                    match init(CreateFlags::empty()) {
+                        Ok(fd) => std::mem::forget(fd),
+                        Err(_) => break,
+                    }
+                }
+                Ok(())
+            });
+        }
+        InotifyHog(cmd.spawn().expect("starting the inotify hog"))
+    }
+}
+
+impl Drop for InotifyHog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_owner_without_inotify_still_steps_down_and_stays() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: using up another user's inotify instances needs root");
+        return;
+    }
+    let tmp = TestDir::new();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let coord = tmp.join("coord");
+    std::fs::create_dir(&coord).unwrap();
+    std::os::unix::fs::chown(&coord, Some(NOBODY), Some(NOBODY)).unwrap();
+    let program = runnable_peer(&tmp, Some(NOBODY));
+    let dir = coord.to_str().unwrap();
+    let _hog = InotifyHog::start(NOBODY);
+
+    let mut owner = Peer::start_as_user(
+        &program,
+        Some(NOBODY),
+        &["--dir", dir, "--id", "o", "--listen", "web=tcp:127.0.0.1:0", "--serve"],
+    );
+    let addr = listen_addr(&owner.wait_for("listening"), "web");
+    owner.wait_for("ready");
+    owner.wait_for_log("no inotify watch");
+
+    // A newcomer that lets go after the handshake leaves it the owner.
+    let raw = RawNewcomer::join(&coord);
+    handshake(&raw);
+    drop(raw);
+    assert_hello(http_get(&addr, "/"), "o");
+
+    // A newcomer that records itself and keeps its session and the lock: only a look at the
+    // file, on the period, can tell the owner.
+    let raw = RawNewcomer::join(&coord);
+    handshake(&raw);
+    let raw_socket = UnixListener::bind(coord.join("raw.sock")).unwrap();
+    std::fs::write(coord.join("pid"), "raw").unwrap();
+    owner.wait_for("upgrade_complete");
+    owner.expect_clean_exit();
+    drop(raw);
+    drop(raw_socket);
+    // Made by root, the stale socket file is out of the next peer's reach: not its to judge.
+    std::fs::remove_file(coord.join("raw.sock")).unwrap();
+
+    // An idle owner, found by the same period, steps down when the file names another live
+    // process.
+    let mut idle = Peer::start_as_user(&program, Some(NOBODY), &["--dir", dir, "--id", "i"]);
+    idle.wait_for("ready");
+    idle.wait_for_log("no inotify watch");
+    let lock = take_lock(&coord);
+    let _x_socket = UnixListener::bind(coord.join("x.sock")).unwrap();
+    std::fs::write(coord.join("pid"), "x").unwrap();
+    drop(lock);
+    idle.wait_for("upgrade_complete");
+    idle.expect_clean_exit();
 }

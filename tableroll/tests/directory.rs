@@ -16,7 +16,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use util::{inherited_ids, listen_addr, peer_binary, Peer, TestDir};
+use util::{inherited_ids, listen_addr, runnable_peer, Peer, TestDir, NOBODY};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -443,8 +443,6 @@ fn missing_or_non_directory_paths_are_refused() {
     becomes_owner(&missing, "good");
 }
 
-const NOBODY: u32 = 65534;
-
 #[test]
 fn directory_without_write_permission_is_refused() {
     let tmp = TestDir::new();
@@ -472,22 +470,4 @@ fn directory_without_write_permission_is_refused() {
     let mut peer = Peer::start_as_user(&program, user, &["--dir", &dir_arg, "--id", "p"]);
     peer.wait_for("ready");
     assert_eq!(fs::read_to_string(coord.join("pid")).unwrap(), "p");
-}
-
-/// The peer binary, where `user` can run it: in place if every directory above it is
-/// searchable by others and the file readable and executable by others, else a copy in `tmp`.
-fn runnable_peer(tmp: &TestDir, user: Option<u32>) -> PathBuf {
-    let peer = peer_binary();
-    let Some(user) = user else { return peer.to_path_buf() };
-    let mode = |p: &Path| fs::metadata(p).map(|m| m.mode()).unwrap_or(0);
-    let path = fs::canonicalize(peer).unwrap_or_else(|_| peer.to_path_buf());
-    let reachable = path.ancestors().skip(1).all(|dir| mode(dir) & 0o001 != 0);
-    if reachable && mode(&path) & 0o005 == 0o005 {
-        return path;
-    }
-    let copy = tmp.join("peer");
-    eprintln!("{} is out of reach for uid {user}; running a copy at {}", path.display(), copy.display());
-    fs::copy(&path, &copy).unwrap();
-    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
-    copy
 }

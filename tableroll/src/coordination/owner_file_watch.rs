@@ -31,7 +31,7 @@ impl OwnerFileWatch {
         let inotify = match Self::set_up(dir) {
             Ok(fd) => Some(fd),
             Err(e) => {
-                tracing::debug!(dir = %dir.display(), error = %e, "no inotify watch on the owner file; looking at it periodically instead");
+                tracing::warn!(dir = %dir.display(), error = %e, "no inotify watch on the owner file (fs.inotify.max_user_instances reached?); looking at it periodically instead, so a step-down can come a few milliseconds later");
                 None
             }
         };

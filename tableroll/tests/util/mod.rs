@@ -11,6 +11,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::fs;
 use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -520,4 +521,25 @@ pub fn raise_nofile_limit(want: u64) {
     );
     setrlimit(Resource::Nofile, Rlimit { current: Some(want), maximum: limit.maximum })
         .expect("raising RLIMIT_NOFILE");
+}
+
+/// The uid of `nobody`, for tests that run a peer as another user (which needs root).
+pub const NOBODY: u32 = 65534;
+
+/// The peer binary, where `user` can run it: in place if every directory above it is
+/// searchable by others and the file readable and executable by others, else a copy in `tmp`.
+pub fn runnable_peer(tmp: &TestDir, user: Option<u32>) -> PathBuf {
+    let peer = peer_binary();
+    let Some(user) = user else { return peer.to_path_buf() };
+    let mode = |p: &Path| fs::metadata(p).map(|m| m.mode()).unwrap_or(0);
+    let path = fs::canonicalize(peer).unwrap_or_else(|_| peer.to_path_buf());
+    let reachable = path.ancestors().skip(1).all(|dir| mode(dir) & 0o001 != 0);
+    if reachable && mode(&path) & 0o005 == 0o005 {
+        return path;
+    }
+    let copy = tmp.join("peer");
+    eprintln!("{} is out of reach for uid {user}; running a copy at {}", path.display(), copy.display());
+    fs::copy(&path, &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    copy
 }
