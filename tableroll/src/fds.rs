@@ -9,7 +9,6 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,7 +17,8 @@ use crate::descriptor::{Descriptor, Kind, Shareable};
 use crate::error::{Error, Result};
 use crate::protocol::WireEntry;
 use crate::state::State;
-use crate::unix_sockets::{self, PathState};
+use crate::sys::unix_socket::{inet_local_addr, unix_local_path};
+use crate::sys::unix_sockets::{self, PathState};
 
 /// One stored descriptor.
 #[derive(Debug)]
@@ -466,8 +466,7 @@ fn duplicate<T: From<OwnedFd>>(id: &str, fd: &OwnedFd) -> Result<T> {
 /// unspecified address matches either family's unspecified address (a Go listener on `:8080`
 /// is bound to `[::]:8080`, dual-stack).
 fn inet_fits(fd: &OwnedFd, wanted: &[SocketAddr]) -> bool {
-    let Ok(actual) = rustix::net::getsockname(fd).map(SocketAddr::try_from) else { return false };
-    let Ok(actual) = actual else { return false };
+    let Some(actual) = inet_local_addr(fd) else { return false };
     wanted.iter().any(|w| {
         let ip_fits = w.ip() == actual.ip() || (w.ip().is_unspecified() && actual.ip().is_unspecified());
         ip_fits && (w.port() == 0 || w.port() == actual.port())
@@ -475,10 +474,8 @@ fn inet_fits(fd: &OwnedFd, wanted: &[SocketAddr]) -> bool {
 }
 
 fn unix_fits(fd: &OwnedFd, wanted: &Path) -> bool {
-    let Ok(addr) = rustix::net::getsockname(fd) else { return false };
-    let Ok(unix) = rustix::net::SocketAddrUnix::try_from(addr) else { return false };
-    let Some(actual) = unix.path_bytes() else { return false };
-    let actual = Path::new(std::ffi::OsStr::from_bytes(actual));
+    let Some(actual) = unix_local_path(fd) else { return false };
+    let actual = actual.as_path();
     actual == wanted || (std::path::absolute(actual).ok() == std::path::absolute(wanted).ok())
 }
 

@@ -45,7 +45,7 @@ pub(crate) fn default_id(max_len: usize) -> String {
 
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
-    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
+    if crate::sys::files::fill_random(&mut bytes).is_err() {
         // getrandom(2) only fails on kernels older than 3.17; fall back to clock and address
         // entropy, which still differs between processes started in the same namespace.
         let nanos = std::time::SystemTime::now()

@@ -30,7 +30,7 @@ use serde::{Serialize, Serializer};
 use crate::coordination::read_bounded;
 use crate::error::{Error, Result};
 use crate::id;
-use crate::unix_sockets::{self, UnconnectedSocket};
+use crate::sys::unix_sockets::{self, UnconnectedSocket};
 
 /// The owner file's name, which is also the lock file.
 const OWNER_FILE: &str = "pid";

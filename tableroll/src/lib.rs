@@ -142,12 +142,12 @@ pub mod fuzzing;
 mod handoff;
 mod id;
 pub mod inspect;
-mod peer_cred;
 mod peer_policy;
 mod protocol;
 mod server;
 mod signal;
 mod state;
+mod sys;
 #[cfg(feature = "systemd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "systemd")))]
 pub mod systemd;
@@ -156,7 +156,6 @@ pub mod systemd;
 mod systemd;
 #[cfg(feature = "tokio")]
 mod tokio_fds;
-mod unix_sockets;
 mod upgrader;
 
 pub use descriptor::{Descriptor, Kind};

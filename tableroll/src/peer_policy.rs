@@ -3,10 +3,8 @@
 
 use std::os::unix::net::UnixStream;
 
-use rustix::process::Pid;
-
 use crate::error::{Error, Result};
-use crate::peer_cred::peer_cred;
+use crate::sys::peer_cred::{effective_uid, peer_cred};
 
 /// Which processes may connect to this process's upgrade socket and receive its descriptors,
 /// checked with `SO_PEERCRED` on every connection before anything is sent (and, on the
@@ -27,7 +25,7 @@ pub enum PeerPolicy {
 impl PeerPolicy {
     fn allows(&self, uid: u32) -> bool {
         match self {
-            PeerPolicy::SameUserOrRoot => uid == 0 || uid == rustix::process::geteuid().as_raw(),
+            PeerPolicy::SameUserOrRoot => uid == 0 || uid == effective_uid(),
             PeerPolicy::AnyUser => true,
             PeerPolicy::Uids(uids) => uids.contains(&uid),
         }
@@ -40,7 +38,7 @@ impl PeerPolicy {
         if self.allows(cred.uid) {
             Ok(())
         } else {
-            Err(Error::PeerRefused { pid: cred.pid.map_or(0, Pid::as_raw_pid), uid: cred.uid })
+            Err(Error::PeerRefused { pid: cred.pid_number(), uid: cred.uid })
         }
     }
 }
@@ -54,7 +52,7 @@ mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         PeerPolicy::SameUserOrRoot.check(&a, "test").unwrap();
         PeerPolicy::AnyUser.check(&a, "test").unwrap();
-        let me = rustix::process::geteuid().as_raw();
+        let me = effective_uid();
         PeerPolicy::Uids(vec![me]).check(&a, "test").unwrap();
         let other = me.wrapping_add(1);
         assert!(matches!(PeerPolicy::Uids(vec![other]).check(&a, "test"), Err(Error::PeerRefused { .. })));

@@ -19,14 +19,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
-
 use crate::coordination::{Directory, OwnerFile, OwnerFileWatch, UpgradeSocket};
 use crate::error::{Error, Result};
 use crate::fds::{self, Shared};
 use crate::handoff::owner::{Group, Outcome, OwnerSession, FALLBACK_IDLE};
 use crate::peer_policy::PeerPolicy;
 use crate::signal::UpgradeComplete;
+use crate::sys::poll::{self, Interest};
 use crate::systemd::Reporter;
 
 /// The first pause after an accept error; it doubles up to [`ACCEPT_BACKOFF_MAX`].
@@ -162,23 +161,16 @@ fn serve(config: &ServerConfig, owner_file: &OwnerFile, watch: &OwnerFileWatch) 
 
 /// Waits for a newcomer, a change of the owner file, or the stop.
 fn next_event(group: &Group<'_>) -> io::Result<Idle> {
+    let mut fds = vec![(group.stop, Interest::Read), (group.upgrade_socket.as_fd(), Interest::Read)];
+    fds.extend(group.watch.fd().map(|watch| (watch, Interest::Read)));
+    // Without a watch, the file is looked at on a period.
+    let period = (!group.watch.is_available()).then_some(FALLBACK_IDLE);
     loop {
-        let mut fds =
-            vec![PollFd::new(&group.stop, PollFlags::IN), PollFd::new(group.upgrade_socket, PollFlags::IN)];
-        if let Some(watch) = group.watch.fd() {
-            fds.push(PollFd::from_borrowed_fd(watch, PollFlags::IN));
-        }
-        let fallback = Timespec::try_from(FALLBACK_IDLE).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
-        let timeout = (!group.watch.is_available()).then_some(&fallback);
-        let n = match poll(&mut fds, timeout) {
-            Ok(n) => n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if !fds[0].revents().is_empty() {
+        let ready = poll::wait(&fds, period)?;
+        if ready[0] {
             return Ok(Idle::Stopped);
         }
-        if n == 0 || fds.get(2).is_some_and(|w| !w.revents().is_empty()) {
+        if !ready.contains(&true) || ready.get(2) == Some(&true) {
             return Ok(Idle::FileChanged);
         }
         if let Some(stream) = accept(group.upgrade_socket)? {
@@ -207,15 +199,10 @@ fn pause_after_accept_error(group: &Group<'_>, e: &io::Error, backoff: Duration)
     } else {
         tracing::debug!(error = %e, retry_in_ms = backoff.as_millis(), "still cannot accept on the upgrade socket");
     }
-    let wait = Timespec::try_from(backoff).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
-    let mut fds = [PollFd::new(&group.stop, PollFlags::IN)];
-    loop {
-        match poll(&mut fds, Some(&wait)) {
-            Err(rustix::io::Errno::INTR) => continue,
-            Ok(_) => return fds[0].revents().is_empty(),
-            // Cannot even wait: try again at once rather than give up being upgradable.
-            Err(_) => return true,
-        }
+    match poll::wait(&[(group.stop, Interest::Read)], Some(backoff)) {
+        Ok(ready) => !ready[0],
+        // Cannot even wait: try again at once rather than give up being upgradable.
+        Err(_) => true,
     }
 }
 

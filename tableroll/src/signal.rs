@@ -10,10 +10,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use rustix::event::{eventfd, EventfdFlags};
-use rustix::io::Errno;
-
 use crate::error::{Error, Result};
+use crate::sys::wake;
 
 /// Fires when this process should stop serving: a newcomer took over, or the upgrader was
 /// stopped. Obtained from [`Upgrader::upgrade_complete`](crate::Upgrader::upgrade_complete).
@@ -59,8 +57,7 @@ impl UpgradeComplete {
     /// [`Error::Io`] if the eventfd cannot be created (the process or the system is out of
     /// descriptors).
     pub(crate) fn new() -> Result<Self> {
-        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|e| Error::io("creating the upgrade-complete eventfd", e.into()))?;
+        let fd = wake::eventfd_unset().map_err(|e| Error::io("creating the upgrade-complete eventfd", e))?;
         let inner = Inner { state: Mutex::default(), cond: Condvar::new(), fd, next_key: AtomicU64::new(1) };
         Ok(UpgradeComplete { inner: Arc::new(inner), key: 0 })
     }
@@ -86,16 +83,8 @@ impl UpgradeComplete {
 
     /// Adds one to the eventfd's counter, which makes it readable.
     fn make_readable(&self) {
-        loop {
-            match rustix::io::write(&self.inner.fd, &1u64.to_ne_bytes()) {
-                Err(Errno::INTR) => continue,
-                // The counter is already high (someone else wrote to it): it is readable.
-                Ok(_) | Err(Errno::AGAIN) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not make the upgrade-complete descriptor readable");
-                    return;
-                }
-            }
+        if let Err(e) = wake::set(&self.inner.fd) {
+            tracing::warn!(error = %e, "could not make the upgrade-complete descriptor readable");
         }
     }
 

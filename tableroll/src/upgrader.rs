@@ -8,8 +8,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rustix::pipe::{pipe_with, PipeFlags};
-
 use crate::coordination::{Directory, UpgradeSocket};
 use crate::error::{Error, Result};
 use crate::fault::{self, Point};
@@ -20,6 +18,7 @@ use crate::peer_policy::PeerPolicy;
 use crate::server::{ServerConfig, UpgradeServer};
 use crate::signal::UpgradeComplete;
 use crate::state::State;
+use crate::sys::wake;
 use crate::systemd::Reporter;
 
 /// Settings for an [`Upgrader`]; see [`Upgrader::builder`].
@@ -111,8 +110,8 @@ impl Builder {
             None => id::default_id(dir.max_id_len()),
         };
         let socket = UpgradeSocket::bind(&dir.socket_path(id.as_bytes())?, &id)?;
-        let (stop_rx, stop_tx) = pipe_with(PipeFlags::CLOEXEC)
-            .map_err(|e| Error::io("creating the upgrader's stop pipe", e.into()))?;
+        let (stop_rx, stop_tx) =
+            wake::pipe().map_err(|e| Error::io("creating the upgrader's stop pipe", e))?;
         let deadline = self.connect_timeout.and_then(|t| Instant::now().checked_add(t));
         let (newcomer, received) = Newcomer::join(&dir, &id, deadline, &self.peer_policy)?;
         let shared = Arc::new(Mutex::new(Inner { state: State::Inheriting, entries: BTreeMap::new() }));

@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 
 pub(crate) use owner_file::{read_bounded, HeldLock, OwnerFile, OwnerLock};
 pub(crate) use owner_file_watch::OwnerFileWatch;
-pub(crate) use owner_watch::{peer_pidfd, OwnerWatch, GRACE};
+pub(crate) use owner_watch::{OwnerWatch, GRACE};
 pub(crate) use upgrade_socket::{connect_to_owner, UpgradeSocket};
 
 use crate::error::{Error, Result};
 use crate::id::{self, MAX_SOCKET_PATH};
-use crate::unix_sockets::{self, PathState};
+use crate::sys::files::check_writable_dir;
+use crate::sys::unix_sockets::{self, PathState};
 
 /// The name of the owner file, which is also the lock file.
 const OWNER_FILE: &str = "pid";
@@ -52,9 +53,8 @@ impl Directory {
             let e = io::Error::new(io::ErrorKind::NotADirectory, "not a directory");
             return Err(Error::io_at("opening the coordination directory", &path, e));
         }
-        rustix::fs::access(&path, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK).map_err(
-            |e| Error::io_at("checking write access to the coordination directory", &path, e.into()),
-        )?;
+        check_writable_dir(&path)
+            .map_err(|e| Error::io_at("checking write access to the coordination directory", &path, e))?;
         Ok(Directory { path })
     }
 

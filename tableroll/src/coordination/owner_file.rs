@@ -4,16 +4,15 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use rustix::fs::{flock, FlockOperation};
-use rustix::io::Errno;
-
 use crate::error::{Error, Result};
 use crate::id::{self, MAX_SOCKET_PATH};
+use crate::sys::files::{open_nofollow, OpenMode};
+use crate::sys::flock;
 
 /// The owner file, open for reading and writing (created if missing, never truncated on
 /// open, never through a symlink). Reading it without the lock is for a process that only
@@ -32,22 +31,9 @@ impl OwnerFile {
     /// [`Error::Io`] naming the path if the file cannot be opened or created (it is a symlink,
     /// a directory, or not accessible) or is not a regular file.
     pub(crate) fn open(path: &Path) -> Result<OwnerFile> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc_o_nofollow())
-            .open(path)
-            .map_err(|e| {
-                Error::io_at("opening the owner file (it must be a regular file, not a symlink)", path, e)
-            })?;
-        let meta = file.metadata().map_err(|e| Error::io_at("inspecting the owner file", path, e))?;
-        if !meta.is_file() {
-            let e = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-            return Err(Error::io_at("opening the owner file", path, e));
-        }
+        let file = open_nofollow(path, OpenMode::ReadWriteCreate { mode: 0o600 }).map_err(|e| {
+            Error::io_at("opening the owner file (it must be a regular file, not a symlink)", path, e)
+        })?;
         Ok(OwnerFile { file, path: path.to_owned() })
     }
 
@@ -57,13 +43,13 @@ impl OwnerFile {
     ///
     /// As for [`OwnerLock::acquire`].
     pub(crate) fn lock(self, deadline: Option<Instant>) -> Result<OwnerLock> {
-        match flock(&self.file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(Errno::WOULDBLOCK) => {
+        match flock::try_lock_exclusive(&self.file) {
+            Ok(true) => {}
+            Ok(false) => {
                 tracing::debug!(path = %self.path.display(), "waiting for the coordination lock");
                 wait_for_lock(&self.file, &self.path, deadline)?;
             }
-            Err(e) => return Err(Error::io_at("locking the owner file", &self.path, e.into())),
+            Err(e) => return Err(Error::io_at("locking the owner file", &self.path, e)),
         }
         Ok(OwnerLock { owner_file: self })
     }
@@ -76,10 +62,10 @@ impl OwnerFile {
     /// [`Error::Io`] naming the path if `flock` fails for another reason than the lock being
     /// held.
     pub(crate) fn try_lock(&self) -> Result<Option<HeldLock<'_>>> {
-        match flock(&self.file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(Some(HeldLock { owner_file: self })),
-            Err(Errno::WOULDBLOCK) => Ok(None),
-            Err(e) => Err(Error::io_at("locking the owner file", &self.path, e.into())),
+        match flock::try_lock_exclusive(&self.file) {
+            Ok(true) => Ok(Some(HeldLock { owner_file: self })),
+            Ok(false) => Ok(None),
+            Err(e) => Err(Error::io_at("locking the owner file", &self.path, e)),
         }
     }
 
@@ -116,7 +102,7 @@ impl OwnerFile {
     }
 
     fn unlock(&self) {
-        if let Err(e) = flock(&self.file, FlockOperation::Unlock) {
+        if let Err(e) = flock::unlock(&self.file) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not release the coordination lock");
         }
     }
@@ -239,9 +225,9 @@ fn read_id(file: &File, path: &Path) -> Result<Option<Vec<u8>>> {
 }
 
 fn wait_for_lock(file: &File, path: &Path, deadline: Option<Instant>) -> Result<()> {
-    let lock_error = |e: Errno| Error::io_at("locking the owner file", path, e.into());
+    let lock_error = |e: io::Error| Error::io_at("locking the owner file", path, e);
     let Some(deadline) = deadline else {
-        return retry_intr(|| flock(file, FlockOperation::LockExclusive)).map_err(lock_error);
+        return flock::lock_exclusive(file).map_err(lock_error);
     };
     let shared: OwnedFd = file
         .as_fd()
@@ -251,7 +237,7 @@ fn wait_for_lock(file: &File, path: &Path, deadline: Option<Instant>) -> Result<
     std::thread::Builder::new()
         .name("tableroll-lock-wait".into())
         .spawn(move || {
-            let result = retry_intr(|| flock(&shared, FlockOperation::LockExclusive));
+            let result = flock::lock_exclusive(&shared);
             // If nobody waits any more, dropping `shared` here (the last reference to the
             // open file description besides the caller's, already closed) releases the lock.
             let _ = tx.send(result);
@@ -269,19 +255,6 @@ fn wait_for_lock(file: &File, path: &Path, deadline: Option<Instant>) -> Result<
             io::Error::other("lock wait thread ended without an answer"),
         )),
     }
-}
-
-fn retry_intr(mut op: impl FnMut() -> rustix::io::Result<()>) -> rustix::io::Result<()> {
-    loop {
-        match op() {
-            Err(Errno::INTR) => continue,
-            other => return other,
-        }
-    }
-}
-
-fn libc_o_nofollow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 #[cfg(test)]

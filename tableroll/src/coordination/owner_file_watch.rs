@@ -10,12 +10,10 @@
 //! Without inotify (the per-user limit on instances is reached, or the kernel lacks it), the
 //! watch says so and the caller looks at the file on a short period instead.
 
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
-use rustix::io::Errno;
+use crate::sys::inotify;
 
 /// A watch on the owner file `<dir>/<name>`, or the fact that none could be set up.
 #[derive(Debug)]
@@ -28,7 +26,7 @@ impl OwnerFileWatch {
     /// Watches `dir` for changes to the file `name`. Never fails: without inotify the watch is
     /// [`unavailable`](Self::is_available) and the caller falls back to looking periodically.
     pub(crate) fn new(dir: &Path, name: &'static str) -> OwnerFileWatch {
-        let inotify = match Self::set_up(dir) {
+        let inotify = match inotify::watch_dir(dir) {
             Ok(fd) => Some(fd),
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "no inotify watch on the owner file (fs.inotify.max_user_instances reached?); looking at it periodically instead, so a step-down can come a few milliseconds later");
@@ -36,18 +34,6 @@ impl OwnerFileWatch {
             }
         };
         OwnerFileWatch { inotify, name }
-    }
-
-    fn set_up(dir: &Path) -> rustix::io::Result<OwnedFd> {
-        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
-        let events = WatchFlags::MODIFY
-            | WatchFlags::CLOSE_WRITE
-            | WatchFlags::CLOSE_NOWRITE
-            | WatchFlags::CREATE
-            | WatchFlags::MOVED_TO
-            | WatchFlags::ONLYDIR;
-        inotify::add_watch(&fd, dir, events)?;
-        Ok(fd)
     }
 
     /// Whether changes are reported through [`fd`](Self::fd).
@@ -64,22 +50,9 @@ impl OwnerFileWatch {
     /// for it, or lost events). Without inotify: always `true`, the caller having been woken by
     /// its period.
     pub(crate) fn take_changes(&self) -> bool {
-        let Some(fd) = &self.inotify else { return true };
-        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
-        let mut reader = inotify::Reader::new(fd, &mut buf);
-        let mut changed = false;
-        loop {
-            match reader.next() {
-                Ok(event) => {
-                    let ours = event.file_name().is_some_and(|name| name.to_bytes() == self.name.as_bytes());
-                    changed |= ours || event.events().contains(ReadFlags::QUEUE_OVERFLOW);
-                }
-                Err(Errno::INTR) => continue,
-                // WOULDBLOCK: nothing more queued. Anything else: say "changed" so the caller
-                // looks at the file rather than miss a write.
-                Err(Errno::WOULDBLOCK) => return changed,
-                Err(_) => return true,
-            }
+        match &self.inotify {
+            Some(fd) => inotify::drain_mentions(fd, self.name.as_bytes()),
+            None => true,
         }
     }
 }
@@ -87,11 +60,10 @@ impl OwnerFileWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use crate::sys::poll::{ready_now, Interest};
 
     fn readable(watch: &OwnerFileWatch) -> bool {
-        let mut fds = [PollFd::from_borrowed_fd(watch.fd().unwrap(), PollFlags::IN)];
-        poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 })).unwrap() > 0
+        ready_now(watch.fd().unwrap(), Interest::Read).unwrap()
     }
 
     #[test]

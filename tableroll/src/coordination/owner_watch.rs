@@ -15,10 +15,8 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::process::{pidfd_open, PidfdFlags};
-
-use crate::unix_sockets::{self, PathState};
+use crate::sys::pidfd;
+use crate::sys::unix_sockets::{self, PathState};
 
 /// How long a broken connection waits for the owner to be seen gone.
 pub(crate) const GRACE: Duration = Duration::from_secs(1);
@@ -34,7 +32,7 @@ pub(crate) struct OwnerWatch {
 impl OwnerWatch {
     /// Watches the owner at the other end of `stream`, whose upgrade socket is `socket`.
     pub(crate) fn new(socket: PathBuf, stream: &UnixStream) -> OwnerWatch {
-        OwnerWatch { socket, pidfd: peer_pidfd(stream) }
+        OwnerWatch { socket, pidfd: pidfd::of_peer(stream) }
     }
 
     /// Whether the owner is gone, waiting up to `grace` for it to be seen gone.
@@ -49,29 +47,10 @@ impl OwnerWatch {
                 return false;
             }
             match &self.pidfd {
-                Some(pidfd) if exited_within(pidfd, left.min(RECHECK)) => return true,
+                Some(fd) if pidfd::exited_within(fd, left.min(RECHECK)) => return true,
                 Some(_) => {}
                 None => std::thread::sleep(left.min(RECHECK)),
             }
-        }
-    }
-}
-
-/// A pidfd for the process at the other end of `stream`, if its pid is visible here (it is
-/// not from another PID namespace).
-pub(crate) fn peer_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
-    let pid = crate::peer_cred::peer_cred(stream).ok()?.pid?;
-    pidfd_open(pid, PidfdFlags::empty()).ok()
-}
-
-/// Whether the process behind `pidfd` exits within `grace` (at once if it already has).
-pub(crate) fn exited_within(pidfd: &OwnedFd, grace: Duration) -> bool {
-    let wait = Timespec::try_from(grace).unwrap_or(Timespec { tv_sec: 0, tv_nsec: 0 });
-    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-    loop {
-        match poll(&mut fds, Some(&wait)) {
-            Err(rustix::io::Errno::INTR) => continue,
-            result => return result.is_ok_and(|n| n > 0),
         }
     }
 }
@@ -103,7 +82,7 @@ mod tests {
         // Point the pidfd at a child that exits, as if it had been the owner.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-        let watch = OwnerWatch { socket: path, pidfd: Some(pidfd_open(pid, PidfdFlags::empty()).unwrap()) };
+        let watch = OwnerWatch { socket: path, pidfd: Some(pidfd::of_pid(pid).unwrap()) };
         drop(stream);
         child.wait().unwrap();
         assert!(watch.is_gone(GRACE));

@@ -4,17 +4,11 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use rustix::fs::{fchmod, Mode};
-use rustix::io::Errno;
-use rustix::net::sockopt::{set_socket_timeout, Timeout};
-use rustix::net::{
-    bind, connect, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
-};
+use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::unix_sockets::{self, PathState};
+use crate::sys::unix_socket::{bind_owner_only, connect_bounded};
+use crate::sys::unix_sockets::{self, PathState};
 
 /// Room for newcomers queued behind a session in progress.
 const BACKLOG: i32 = 128;
@@ -88,9 +82,9 @@ impl Drop for UpgradeSocket {
 }
 
 fn bind_upgrade_socket(path: &Path, id: &str) -> Result<UnixListener> {
-    match bind_owner_only(path) {
-        Err(Errno::ADDRINUSE) => {}
-        other => return other.map_err(|e| Error::io_at("binding the upgrade socket", path, e.into())),
+    match bind_owner_only(path, BACKLOG) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+        other => return other.map_err(|e| Error::io_at("binding the upgrade socket", path, e)),
     }
     let state =
         unix_sockets::state(path).map_err(|e| Error::io_at("inspecting the upgrade socket", path, e))?;
@@ -114,21 +108,7 @@ fn bind_upgrade_socket(path: &Path, id: &str) -> Result<UnixListener> {
         }
         PathState::Missing => {}
     }
-    bind_owner_only(path).map_err(|e| Error::io_at("binding the upgrade socket", path, e.into()))
-}
-
-/// `socket`, `fchmod(0600)`, `bind`, `listen`. The mode is set on the socket before `bind`,
-/// which creates the file with it, so there is no moment where the file is more open.
-fn bind_owner_only(path: &Path) -> rustix::io::Result<UnixListener> {
-    let addr = SocketAddrUnix::new(path)?;
-    let sock = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
-    fchmod(&sock, Mode::from_raw_mode(0o600))?;
-    bind(&sock, &addr)?;
-    if let Err(e) = listen(&sock, BACKLOG) {
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
-    Ok(UnixListener::from(sock))
+    bind_owner_only(path, BACKLOG).map_err(|e| Error::io_at("binding the upgrade socket", path, e))
 }
 
 /// Connects to the owner's upgrade socket; `Ok(None)` when the owner is gone (no socket file,
@@ -156,25 +136,15 @@ pub(crate) fn connect_to_owner(path: &Path, deadline: Option<Instant>) -> Result
             "not a socket (refusing to follow it)",
         )));
     }
-    let addr = SocketAddrUnix::new(path).map_err(|e| fail(e.into()))?;
-    let sock = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
-        .map_err(|e| fail(e.into()))?;
-    if let Some(deadline) = deadline {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_micros(1));
-        set_socket_timeout(&sock, Timeout::Send, Some(left)).map_err(|e| fail(e.into()))?;
-    }
-    match connect(&sock, &addr) {
-        Ok(()) => {}
-        Err(Errno::CONNREFUSED | Errno::NOENT) => return Ok(None),
-        Err(Errno::AGAIN) => {
-            return Err(Error::Timeout { operation: "connecting to the owner (its backlog is full)" })
+    let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    match connect_bounded(path, timeout) {
+        Ok(stream) => Ok(Some(stream)),
+        Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(Error::Timeout { operation: "connecting to the owner (its backlog is full)" })
         }
-        Err(e) => return Err(fail(e.into())),
+        Err(e) => Err(fail(e)),
     }
-    if deadline.is_some() {
-        set_socket_timeout(&sock, Timeout::Send, None).map_err(|e| fail(e.into()))?;
-    }
-    Ok(Some(UnixStream::from(sock)))
 }
 
 #[cfg(test)]
@@ -241,13 +211,12 @@ mod tests {
     fn connect_to_a_full_backlog_respects_the_deadline() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("o.sock");
-        let sock = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None).unwrap();
-        bind(&sock, &SocketAddrUnix::new(&path).unwrap()).unwrap();
-        listen(&sock, 0).unwrap();
+        let sock = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        rustix::net::listen(&sock, 0).unwrap();
         // Fill the backlog (nobody accepts), then one more connect must give up in time.
         let mut queued = Vec::new();
         let err = loop {
-            match connect_to_owner(&path, Some(Instant::now() + Duration::from_millis(20))) {
+            match connect_to_owner(&path, Some(Instant::now() + std::time::Duration::from_millis(20))) {
                 Ok(Some(conn)) if queued.len() < 64 => queued.push(conn),
                 Ok(_) => panic!("the backlog never filled"),
                 Err(e) => break e,

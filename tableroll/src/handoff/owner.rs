@@ -30,13 +30,13 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
-
-use crate::coordination::{peer_pidfd, Directory, HeldLock, OwnerFile, OwnerFileWatch};
+use crate::coordination::{Directory, HeldLock, OwnerFile, OwnerFileWatch};
 use crate::error::{Error, Result};
 use crate::fault::{self, Point};
 use crate::protocol::messages::{ReadyReply, ReadyRequest, PROTOCOL_VERSION, READY_V0, READY_V1};
 use crate::protocol::{frame, Channel, WireEntry};
+use crate::sys::pidfd;
+use crate::sys::poll::{self, Interest};
 
 /// How often a pending owner looks again whether the lock was released, at first (it doubles
 /// up to [`RECHECK_MAX`]). A release makes no event of its own when the newcomer keeps the
@@ -115,7 +115,7 @@ impl<'c> OwnerSession<'c> {
     ///
     /// [`Error::Io`] if the connection cannot be made non-blocking.
     pub(crate) fn new(stream: UnixStream, deadline: Option<Instant>, stop: BorrowedFd<'c>) -> Result<Self> {
-        let newcomer = peer_pidfd(&stream);
+        let newcomer = pidfd::of_peer(&stream);
         let ch =
             Channel::new(stream, deadline, Some(stop), "waiting for the newcomer to finish its handoff")?;
         Ok(OwnerSession { newcomer, ch })
@@ -195,39 +195,29 @@ fn wait_pending(
     newcomer: Option<&OwnedFd>,
     recheck: Duration,
 ) -> Result<Woke> {
-    let mut fds =
-        vec![PollFd::new(&group.stop, PollFlags::IN), PollFd::new(group.upgrade_socket, PollFlags::IN)];
-    let watch_at = group.watch.fd().map(|fd| {
-        fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
-        fds.len() - 1
-    });
-    let session_at = session.map(|ch| {
-        fds.push(PollFd::from_borrowed_fd(ch.as_fd(), PollFlags::IN));
-        fds.len() - 1
-    });
-    let newcomer_at = newcomer.map(|pidfd| {
-        fds.push(PollFd::new(pidfd, PollFlags::IN));
-        fds.len() - 1
-    });
-    let period = if group.watch.is_available() { recheck } else { FALLBACK_PENDING };
-    let timeout = Timespec::try_from(period).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
-    let n = loop {
-        match poll(&mut fds, Some(&timeout)) {
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(Error::io("waiting for the newcomer to become the owner", e.into())),
-            Ok(n) => break n,
+    let mut fds = vec![(group.stop, Interest::Read), (group.upgrade_socket.as_fd(), Interest::Read)];
+    let optional = [group.watch.fd(), session.map(AsFd::as_fd), newcomer.map(AsFd::as_fd)];
+    let mut index = [None; 3];
+    for (slot, fd) in index.iter_mut().zip(optional) {
+        if let Some(fd) = fd {
+            *slot = Some(fds.len());
+            fds.push((fd, Interest::Read));
         }
-    };
-    let fired = |at: Option<usize>| at.is_some_and(|i| !fds[i].revents().is_empty());
-    if fired(Some(0)) {
+    }
+    let [watch_at, session_at, newcomer_at] = index;
+    let period = if group.watch.is_available() { recheck } else { FALLBACK_PENDING };
+    let ready = poll::wait(&fds, Some(period))
+        .map_err(|e| Error::io("waiting for the newcomer to become the owner", e))?;
+    let fired = |at: Option<usize>| at.is_some_and(|i| ready[i]);
+    if ready[0] {
         return Err(Error::Stopped);
     }
     Ok(Woke {
-        connection: fired(Some(1)),
+        connection: ready[1],
         watch: fired(watch_at),
         session: fired(session_at),
         newcomer_exited: fired(newcomer_at),
-        nothing: n == 0,
+        nothing: !ready.contains(&true),
     })
 }
 

@@ -12,11 +12,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::net::{recv, send, RecvFlags, SendFlags};
-
-use super::fd_passing::{self, Received};
 use crate::error::{Error, Result};
+use crate::sys::poll::{self, Interest};
+use crate::sys::scm_rights::{self, Received};
+use crate::sys::stream::{recv_now, send_now};
 
 pub(crate) struct Channel<'c> {
     stream: UnixStream,
@@ -58,9 +57,7 @@ impl<'c> Channel<'c> {
     /// Reads exactly `buf.len()` bytes, never more: the next message may carry descriptors.
     pub(crate) fn read_exact(&self, mut buf: &mut [u8]) -> Result<()> {
         while !buf.is_empty() {
-            let n = self.retry(Direction::Read, || {
-                recv(&self.stream, &mut *buf, RecvFlags::DONTWAIT).map(|(n, _)| n)
-            })?;
+            let n = self.retry(Direction::Read, || recv_now(&self.stream, &mut *buf))?;
             if n == 0 {
                 return Err(Error::protocol(format!(
                     "connection closed with {} bytes still expected",
@@ -74,9 +71,7 @@ impl<'c> Channel<'c> {
 
     pub(crate) fn write_all(&self, mut buf: &[u8]) -> Result<()> {
         while !buf.is_empty() {
-            let n = self.retry(Direction::Write, || {
-                send(&self.stream, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)
-            })?;
+            let n = self.retry(Direction::Write, || send_now(&self.stream, buf))?;
             buf = &buf[n..];
         }
         Ok(())
@@ -96,11 +91,15 @@ impl<'c> Channel<'c> {
     pub(crate) fn discard_pending(&self) -> Result<bool> {
         let mut sink = [0u8; 256];
         loop {
-            match recv(&self.stream, &mut sink, RecvFlags::DONTWAIT) {
-                Ok((0, _)) | Err(rustix::io::Errno::CONNRESET) => return Ok(true),
-                Ok(_) | Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => return Ok(false),
-                Err(e) => return Err(Error::io("talking to the peer on the upgrade socket", e.into())),
+            match recv_now(&self.stream, &mut sink) {
+                Ok(0) => return Ok(true),
+                Ok(_) => continue,
+                Err(e) => match e.kind() {
+                    io::ErrorKind::ConnectionReset => return Ok(true),
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => return Ok(false),
+                    _ => return Err(Error::io("talking to the peer on the upgrade socket", e)),
+                },
             }
         }
     }
@@ -109,7 +108,7 @@ impl<'c> Channel<'c> {
     pub(crate) fn send_fd(&self, payload: &[u8], fd: BorrowedFd<'_>) -> Result<()> {
         debug_assert!(!payload.is_empty());
         let sent =
-            self.retry(Direction::Write, || fd_passing::send_with_fd(self.stream.as_fd(), payload, fd))?;
+            self.retry(Direction::Write, || scm_rights::send_with_fd(self.stream.as_fd(), payload, fd))?;
         // The descriptor went with the first byte; the rest of a partly written payload is
         // plain data.
         self.write_all(&payload[sent..])
@@ -117,7 +116,7 @@ impl<'c> Channel<'c> {
 
     /// Receives one descriptor message, its payload into `buf`.
     pub(crate) fn recv_fd(&self, buf: &mut [u8]) -> Result<(usize, OwnedFd)> {
-        match self.retry(Direction::Read, || fd_passing::recv_with_fd(self.stream.as_fd(), buf))? {
+        match self.retry(Direction::Read, || scm_rights::recv_with_fd(self.stream.as_fd(), buf))? {
             Ok(Received::Descriptor(n, fd)) => Ok((n, fd)),
             Ok(Received::Eof) => Err(Error::protocol("connection closed before all descriptors arrived")),
             Err(malformed) => Err(Error::protocol(malformed.to_string())),
@@ -125,49 +124,43 @@ impl<'c> Channel<'c> {
     }
 
     /// Runs `op` until it does not report `WouldBlock`, waiting in between.
-    fn retry<T>(&self, direction: Direction, mut op: impl FnMut() -> rustix::io::Result<T>) -> Result<T> {
+    fn retry<T>(&self, direction: Direction, mut op: impl FnMut() -> io::Result<T>) -> Result<T> {
         loop {
             match op() {
                 Ok(v) => return Ok(v),
-                Err(rustix::io::Errno::AGAIN) => self.wait(&direction)?,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(Error::io("talking to the peer on the upgrade socket", e.into())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(&direction)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("talking to the peer on the upgrade socket", e)),
             }
         }
     }
 
     fn wait(&self, direction: &Direction) -> Result<()> {
-        let flags = match direction {
-            Direction::Read => PollFlags::IN,
-            Direction::Write => PollFlags::OUT,
+        let interest = match direction {
+            Direction::Read => Interest::Read,
+            Direction::Write => Interest::Write,
         };
+        let mut fds = vec![(self.stream.as_fd(), interest)];
+        fds.extend(self.cancel.map(|cancel| (cancel, Interest::Read)));
         loop {
-            let timeout = match self.deadline {
+            let left = match self.deadline {
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(Error::Timeout { operation: self.waiting_for });
                     }
-                    Some(Timespec::try_from(left).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 }))
+                    Some(left)
                 }
                 None => None,
             };
-            let mut fds = Vec::with_capacity(2);
-            fds.push(PollFd::new(&self.stream, flags));
-            if let Some(cancel) = &self.cancel {
-                fds.push(PollFd::from_borrowed_fd(*cancel, PollFlags::IN));
+            let ready = poll::wait(&fds, left).map_err(|e| Error::io("waiting on the upgrade socket", e))?;
+            if ready.get(1) == Some(&true) {
+                return Err(Error::Stopped);
             }
-            match poll(&mut fds, timeout.as_ref()) {
-                Ok(0) => continue, // loop re-checks the deadline
-                Ok(_) => {
-                    if fds.get(1).is_some_and(|c| !c.revents().is_empty()) {
-                        return Err(Error::Stopped);
-                    }
-                    // Readable, writable, hung up or in error: the retried call tells which.
-                    return Ok(());
-                }
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(Error::io("waiting on the upgrade socket", io::Error::from(e))),
+            // Readable, writable, hung up or in error: the retried call tells which. Nothing
+            // ready: the loop checks the deadline again.
+            if ready[0] {
+                return Ok(());
             }
         }
     }
@@ -181,7 +174,7 @@ mod tests {
     use std::net::TcpListener;
     use std::time::Duration;
 
-    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage};
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
     fn pair(deadline: Option<Duration>) -> (Channel<'static>, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();

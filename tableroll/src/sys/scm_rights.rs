@@ -1,9 +1,9 @@
 //! One descriptor per message: `sendmsg(2)`/`recvmsg(2)` with a single `SCM_RIGHTS` record.
 //!
-//! These are single attempts on a non-blocking socket; [`Channel`](super::channel::Channel)
+//! These are single attempts on a non-blocking socket; `protocol::Channel`
 //! waits and retries.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
@@ -30,11 +30,7 @@ pub(crate) enum Malformed {
 
 /// Sends `payload` with `fd` attached; returns the payload bytes written (at least one: the
 /// descriptor travels with the first byte).
-pub(crate) fn send_with_fd(
-    sock: BorrowedFd<'_>,
-    payload: &[u8],
-    fd: BorrowedFd<'_>,
-) -> rustix::io::Result<usize> {
+pub(crate) fn send_with_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     let fds = [fd];
@@ -42,17 +38,14 @@ pub(crate) fn send_with_fd(
     let pushed = control.push(SendAncillaryMessage::ScmRights(&fds));
     debug_assert!(pushed);
     let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
-    sendmsg(sock, &[IoSlice::new(payload)], &mut control, flags)
+    sendmsg(sock, &[IoSlice::new(payload)], &mut control, flags).map_err(Into::into)
 }
 
 /// Receives one message into `buf`, expecting exactly one descriptor with it.
 ///
 /// The control buffer has room for more than one descriptor so that a peer sending several is
 /// detected (and all of them closed) rather than silently truncated.
-pub(crate) fn recv_with_fd(
-    sock: BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> rustix::io::Result<Result<Received, Malformed>> {
+pub(crate) fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Result<Received, Malformed>> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT;

@@ -45,6 +45,18 @@ pub(crate) fn peer_cred(socket: impl AsFd) -> io::Result<PeerCred> {
     Ok(PeerCred { pid: Pid::from_raw(cred.pid), uid: cred.uid })
 }
 
+impl PeerCred {
+    /// The pid as the kernel reported it: 0 when not visible from this PID namespace.
+    pub(crate) fn pid_number(&self) -> i32 {
+        self.pid.map_or(0, Pid::as_raw_pid)
+    }
+}
+
+/// This process's effective user id.
+pub(crate) fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
