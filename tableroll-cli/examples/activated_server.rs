@@ -14,6 +14,12 @@
 //! `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`, the kind of each descriptor from 3 on and
 //! every descriptor open in the process), so the tests can check the activation exactly.
 //!
+//! It checks the activation as systemd's `sd_listen_fds` does: the variables count only if
+//! `LISTEN_PID` is its own pid; `LISTEN_FDS` must be a number from 1 to 4096, each descriptor
+//! from 3 on open and a listening stream socket or a datagram socket, and `LISTEN_FDNAMES`, if
+//! set, must name each one. Otherwise it says what is wrong and exits 1. Its unit tests run
+//! with `cargo test -p tableroll-cli --example activated_server`.
+//!
 //! Flags: `--generation N`; `--ready never` (never reports ready) or `--ready exit:CODE`
 //! (exits with CODE instead of reporting ready); `--ignore-sigterm`; `--slow-ms N` (every
 //! answer takes N ms). `GET /crash` makes it exit with status 3 at once; each SIGHUP prints a
@@ -27,7 +33,8 @@ use std::thread;
 use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags};
-use rustix::net::sockopt;
+use rustix::io::{fcntl_setfd, FdFlags};
+use rustix::net::{sockopt, SocketType};
 use serde_json::json;
 
 struct Opts {
@@ -84,20 +91,117 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     Ok(opts)
 }
 
-/// The descriptors systemd-style activation passed: `LISTEN_FDS` from 3 on, only if
-/// `LISTEN_PID` is this process (else they were meant for another).
-fn activated_fds() -> Result<Vec<OwnedFd>, String> {
-    let pid = std::env::var("LISTEN_PID").map_err(|_| "LISTEN_PID is not set")?;
-    if pid != std::process::id().to_string() {
-        return Err(format!("LISTEN_PID is {pid}, not this process ({})", std::process::id()));
+/// The first descriptor socket activation passes (`SD_LISTEN_FDS_START`).
+const FIRST_FD: RawFd = 3;
+
+/// The most descriptors accepted from `LISTEN_FDS`: far more than a server listens on; a larger
+/// number is a broken environment, not a request.
+const MAX_LISTEN_FDS: u32 = 4096;
+
+/// What the activation variables say, checked as systemd's `sd_listen_fds_with_names` checks
+/// them.
+#[derive(Debug, PartialEq)]
+enum Activation {
+    /// The variables are not for this process: `LISTEN_PID` is unset or another's (why).
+    NotForUs(String),
+    /// `count` descriptors from [`FIRST_FD`] on, named if `LISTEN_FDNAMES` is set.
+    Fds { count: u32, names: Option<Vec<String>> },
+}
+
+/// Checks the values of `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` for the process `pid`:
+/// the variables count only if `LISTEN_PID` is `pid`, and then `LISTEN_FDS` must be a number
+/// from 1 to [`MAX_LISTEN_FDS`] and `LISTEN_FDNAMES`, if set, name exactly that many.
+fn check_activation(
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+    listen_fdnames: Option<&str>,
+    pid: u32,
+) -> Result<Activation, String> {
+    let Some(listen_pid) = listen_pid else {
+        return Ok(Activation::NotForUs("LISTEN_PID is not set".into()));
+    };
+    let listen_pid: u32 =
+        listen_pid.parse().map_err(|_| format!("LISTEN_PID {listen_pid:?} is not a pid"))?;
+    if listen_pid != pid {
+        return Ok(Activation::NotForUs(format!("LISTEN_PID is {listen_pid}, not this process ({pid})")));
     }
-    let count: RawFd = std::env::var("LISTEN_FDS")
-        .map_err(|_| "LISTEN_FDS is not set")?
-        .parse()
-        .map_err(|e| format!("LISTEN_FDS: {e}"))?;
-    // SAFETY: under socket activation descriptors 3 .. 3+LISTEN_FDS belong to this process and
-    // nothing else in it has taken them; each is owned exactly once here.
-    Ok((3..3 + count).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect())
+    let listen_fds = listen_fds.ok_or("LISTEN_PID is this process but LISTEN_FDS is not set")?;
+    let count: u32 = match listen_fds.parse() {
+        Ok(n) if (1..=MAX_LISTEN_FDS).contains(&n) => n,
+        _ => return Err(format!("LISTEN_FDS {listen_fds:?} is not a number from 1 to {MAX_LISTEN_FDS}")),
+    };
+    let names = listen_fdnames.map(|names| names.split(':').map(str::to_owned).collect::<Vec<_>>());
+    if let Some(names) = &names {
+        if names.len() != count as usize {
+            return Err(format!("LISTEN_FDNAMES has {} names for {count} descriptors", names.len()));
+        }
+    }
+    Ok(Activation::Fds { count, names })
+}
+
+/// The environment variable `name`, if set; one that is not UTF-8 is an error.
+fn env_var(name: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not UTF-8")),
+    }
+}
+
+/// The descriptors socket activation passed this process, owned and close-on-exec, each
+/// checked to be a listening stream socket or a datagram socket. Called once, first thing:
+/// nothing in this process has opened or taken a descriptor above stderr before.
+fn activated_fds() -> Result<Vec<OwnedFd>, String> {
+    let (pid, fds, names) = (env_var("LISTEN_PID")?, env_var("LISTEN_FDS")?, env_var("LISTEN_FDNAMES")?);
+    match check_activation(pid.as_deref(), fds.as_deref(), names.as_deref(), std::process::id())? {
+        Activation::NotForUs(why) => Err(format!("not started by socket activation: {why}")),
+        Activation::Fds { count, names } => {
+            let names = names.unwrap_or_default();
+            let each = (FIRST_FD..).take(count as usize).zip(0..).map(|(fd, i): (RawFd, usize)| {
+                let name = names.get(i).map(|name| format!(" ({name})")).unwrap_or_default();
+                take_activated(fd).map_err(|e| format!("descriptor {fd}{name} of LISTEN_FDS {e}"))
+            });
+            each.collect()
+        }
+    }
+}
+
+/// Takes ownership of the activated descriptor `fd`, after checking that it is open, and
+/// checks its kind. The error completes "descriptor N ...".
+fn take_activated(fd: RawFd) -> Result<OwnedFd, String> {
+    // Asked of /proc, so that the number is not used as a descriptor before it is known to be one.
+    if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+        return Err("is not open".into());
+    }
+    // SAFETY: `fd` is open, and LISTEN_PID says it was passed to this process: it is this
+    // process's to own. Nothing else in it owns `fd`: it was inherited, not opened here (this
+    // runs before the server opens anything), and `activated_fds` takes each number once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    expect_listener(owned.as_fd())?;
+    // As sd_listen_fds does: programs this one starts must not inherit the listeners.
+    fcntl_setfd(&owned, FdFlags::CLOEXEC).map_err(|e| format!("cannot be made close-on-exec: {e}"))?;
+    Ok(owned)
+}
+
+/// Whether `fd` is a socket activation can pass: a stream (or sequenced-packet) socket that
+/// listens, or a datagram socket. The error completes "descriptor N ...".
+fn expect_listener(fd: BorrowedFd<'_>) -> Result<(), String> {
+    let kind = match sockopt::socket_type(fd) {
+        Ok(kind) => kind,
+        Err(rustix::io::Errno::NOTSOCK) => return Err("is not a socket".into()),
+        Err(e) => return Err(format!("cannot be asked its socket type: {e}")),
+    };
+    if kind == SocketType::DGRAM {
+        return Ok(());
+    }
+    if kind != SocketType::STREAM && kind != SocketType::SEQPACKET {
+        return Err(format!("is a socket of an unexpected type ({kind:?})"));
+    }
+    match sockopt::socket_acceptconn(fd) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("is a stream socket that does not listen".into()),
+        Err(e) => Err(format!("cannot be asked whether it listens: {e}")),
+    }
 }
 
 fn serve(opts: &Opts) -> Result<(), String> {
@@ -306,4 +410,62 @@ fn answer(mut conn: Box<dyn Connection>, generation: u32, slow: Duration) {
     let response =
         format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     let _ = conn.write_all(response.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PID: u32 = 4242;
+
+    fn check(pid: Option<&str>, fds: Option<&str>, names: Option<&str>) -> Result<Activation, String> {
+        check_activation(pid, fds, names, PID)
+    }
+
+    fn fds(count: u32, names: Option<&[&str]>) -> Result<Activation, String> {
+        Ok(Activation::Fds { count, names: names.map(|n| n.iter().map(|s| s.to_string()).collect()) })
+    }
+
+    #[test]
+    fn the_variables_count_only_for_this_process() {
+        assert!(matches!(check(None, Some("1"), None), Ok(Activation::NotForUs(_))));
+        assert!(matches!(check(Some("4243"), Some("1"), None), Ok(Activation::NotForUs(_))));
+        // Another process's variables are ignored, even broken ones.
+        assert!(matches!(check(Some("1"), Some("many"), Some("a:b")), Ok(Activation::NotForUs(_))));
+        assert!(check(Some("me"), Some("1"), None).is_err());
+        assert!(check(Some("-4242"), Some("1"), None).is_err());
+    }
+
+    #[test]
+    fn listen_fds_is_a_positive_number_within_the_bound() {
+        assert_eq!(check(Some("4242"), Some("3"), None), fds(3, None));
+        assert_eq!(check(Some("4242"), Some("4096"), None), fds(4096, None));
+        for bad in ["0", "-1", "4097", "", "2x", " 2", "99999999999"] {
+            assert!(check(Some("4242"), Some(bad), None).is_err(), "LISTEN_FDS={bad:?}");
+        }
+        assert!(check(Some("4242"), None, None).is_err());
+    }
+
+    #[test]
+    fn listen_fdnames_names_every_descriptor() {
+        assert_eq!(
+            check(Some("4242"), Some("3"), Some("web:dns:admin")),
+            fds(3, Some(&["web", "dns", "admin"]))
+        );
+        assert_eq!(check(Some("4242"), Some("1"), Some("")), fds(1, Some(&[""])));
+        assert!(check(Some("4242"), Some("2"), Some("web")).is_err());
+        assert!(check(Some("4242"), Some("1"), Some("web:dns")).is_err());
+    }
+
+    #[test]
+    fn only_listeners_and_datagram_sockets_are_accepted() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(expect_listener(listener.as_fd()), Ok(()));
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(expect_listener(udp.as_fd()), Ok(()));
+        let (stream, _) = UnixStream::pair().unwrap();
+        assert!(expect_listener(stream.as_fd()).unwrap_err().contains("does not listen"));
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        assert_eq!(expect_listener(file.as_fd()), Err("is not a socket".into()));
+    }
 }

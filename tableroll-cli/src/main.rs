@@ -6,6 +6,11 @@
 //! - `tableroll run` gives the same upgrades to any program written for systemd's socket
 //!   activation, in any language.
 //! - `tableroll status` shows what a coordination directory holds, without disturbing it.
+//!
+//! No `unsafe` but in one place: the exec step taking ownership of the descriptors it inherited
+//! (`run::exec`).
+
+#![deny(unsafe_code)]
 
 mod drill;
 mod duration;

@@ -3,17 +3,24 @@
 //!
 //! Socket activation wants `LISTEN_PID` to be the program's pid, which the supervisor cannot
 //! know before the process exists. So the supervisor starts this command instead: it runs in
-//! the new process, moves the listeners to descriptors 3, 4, ..., marks every other descriptor
-//! close-on-exec, sets `LISTEN_PID` to its own pid and replaces itself with the program, which
-//! keeps the pid. No fork-time code runs in the supervisor.
+//! the new process, takes ownership of the descriptors it inherited, moves the listeners to
+//! descriptors 3, 4, ..., closes every other inherited descriptor, sets `LISTEN_PID` to its
+//! own pid and replaces itself with the program, which keeps the pid. No fork-time code runs
+//! in the supervisor.
+//!
+//! This is the command's one `unsafe` block: `take_inherited` turns inherited descriptor
+//! numbers into `OwnedFd`s. Everything after it works on owned descriptors.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::io::{fcntl_dupfd_cloexec, fcntl_getfd, fcntl_setfd, FdFlags};
+use rustix::io::{fcntl_dupfd_cloexec, fcntl_setfd, FdFlags};
+use rustix::pipe::PipeFlags;
 
 /// The first descriptor socket activation passes (`SD_LISTEN_FDS_START`).
 pub const FIRST_FD: RawFd = 3;
@@ -34,10 +41,14 @@ pub struct ExecArgs {
 
 pub fn run(args: ExecArgs) -> ExitCode {
     let program = args.command[0].clone();
-    if let Err(e) = place_descriptors(&args.fds) {
-        say(&format!("tableroll: cannot pass the listeners to {}: {e}", program.to_string_lossy()));
-        return ExitCode::from(127);
-    }
+    // Held open through the exec: they are the program's.
+    let _placed = match take_inherited().and_then(|inherited| place_descriptors(inherited, &args.fds)) {
+        Ok(placed) => placed,
+        Err(e) => {
+            say(&format!("tableroll: cannot pass the listeners to {}: {e}", program.to_string_lossy()));
+            return ExitCode::from(127);
+        }
+    };
     if let Err(e) = stop_with_parent(args.parent) {
         say(&format!("tableroll: {e}; not starting {}", program.to_string_lossy()));
         return ExitCode::from(127);
@@ -65,46 +76,69 @@ fn say(line: &str) {
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), format!("{line}\n").as_bytes());
 }
 
-/// Makes `sources[i]` descriptor `FIRST_FD + i`, inheritable, and every other descriptor above
-/// stderr close-on-exec.
-fn place_descriptors(sources: &[RawFd]) -> io::Result<()> {
+/// Makes the inherited `sources[i]` descriptor `FIRST_FD + i`, inheritable, and closes every
+/// other inherited descriptor. The placed descriptors are returned: they must stay open, and be
+/// dropped only if the program cannot be executed.
+fn place_descriptors(inherited: Inherited, sources: &[RawFd]) -> io::Result<Vec<OwnedFd>> {
     let count = RawFd::try_from(sources.len()).map_err(|_| io::Error::other("too many descriptors"))?;
     let end = FIRST_FD + count;
     // First copies above the target range, so no move overwrites a source not moved yet.
     let mut copies = Vec::with_capacity(sources.len());
     for &fd in sources {
-        let source =
-            borrow_open(fd)?.ok_or_else(|| io::Error::other(format!("descriptor {fd} is not open")))?;
+        let source = inherited
+            .get(&fd)
+            .ok_or_else(|| io::Error::other(format!("descriptor {fd} is not open or was not inherited")))?;
         copies.push(fcntl_dupfd_cloexec(source, end)?);
     }
-    for fd in open_descriptors()? {
-        // The listing's own descriptor is in the list but closed by now: skip what is closed.
-        let Some(open) = borrow_open(fd)? else { continue };
-        if (FIRST_FD..end).contains(&fd) {
-            close_raw(fd);
-        } else if fd >= end {
-            fcntl_setfd(open, fcntl_getfd(open)? | FdFlags::CLOEXEC)?;
-        }
-    }
-    for (target, copy) in (FIRST_FD..end).zip(&copies) {
-        // The range is free now, so the lowest free descriptor at or above `target` is it.
-        let placed = fcntl_dupfd_cloexec(copy, target)?;
-        if placed.as_raw_fd() != target {
-            return Err(io::Error::other(format!(
-                "descriptor {target} was taken while moving the listeners"
-            )));
-        }
-        fcntl_setfd(&placed, FdFlags::empty())?;
-        // Kept open through exec: it is the program's now.
-        let _ = placed.into_raw_fd();
-    }
-    Ok(())
+    // Everything inherited is closed now, its sockets kept by the copies: nothing is left in
+    // the target range, and nothing else reaches the program.
+    drop(inherited);
+    (FIRST_FD..end).zip(&copies).map(|(target, copy)| place(copy, target)).collect()
 }
 
-/// The descriptors open in this process, from `/proc/self/fd`, read completely before any is
-/// touched. The list includes the descriptor the listing itself used, closed by the time it
-/// returns.
-fn open_descriptors() -> io::Result<Vec<RawFd>> {
+/// A copy of `copy` at descriptor `target`, inheritable. `target` must be free, and no lower
+/// descriptor above it taken: the copy takes the lowest free number from `target` on.
+fn place(copy: &OwnedFd, target: RawFd) -> io::Result<OwnedFd> {
+    let placed = fcntl_dupfd_cloexec(copy, target)?;
+    if placed.as_raw_fd() != target {
+        return Err(io::Error::other(format!("descriptor {target} was taken while moving the listeners")));
+    }
+    fcntl_setfd(&placed, FdFlags::empty())?;
+    Ok(placed)
+}
+
+/// The descriptors this process inherited through `exec`, by number, owned.
+type Inherited = BTreeMap<RawFd, OwnedFd>;
+
+/// Whether [`take_inherited`] ran in this process.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of the descriptors this process inherited through `exec`: every descriptor
+/// above stderr that is open and not close-on-exec. At most once per process: a second call
+/// is an error, so no descriptor gets two owners.
+#[allow(unsafe_code)]
+fn take_inherited() -> io::Result<Inherited> {
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::other("the inherited descriptors were already taken"));
+    }
+    let mut owned = Inherited::new();
+    for fd in listed_descriptors()? {
+        if fd > 2 && inherited_open(fd)? {
+            // SAFETY: `fd` is open and not close-on-exec. Every descriptor this process opens
+            // is close-on-exec (std and rustix open with O_CLOEXEC), so `fd` came through
+            // `exec` from the supervisor, and nothing in this process owns it: std owns only
+            // 0 to 2, and this is the one place that takes inherited descriptors, once (TAKEN
+            // above). It stays open until the `OwnedFd` closes it: this process is one thread
+            // and nothing else closes descriptors it does not own.
+            owned.insert(fd, unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    Ok(owned)
+}
+
+/// The descriptor numbers listed in `/proc/self/fd`, read completely before any is looked at.
+/// The list includes the descriptor the listing itself used, closed by the time it returns.
+fn listed_descriptors() -> io::Result<Vec<RawFd>> {
     let mut fds = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd")? {
         if let Some(fd) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
@@ -114,26 +148,49 @@ fn open_descriptors() -> io::Result<Vec<RawFd>> {
     Ok(fds)
 }
 
-/// `fd` borrowed if it is open in this process.
-fn borrow_open(fd: RawFd) -> io::Result<Option<BorrowedFd<'static>>> {
-    if fd < 0 {
-        return Ok(None);
-    }
-    // SAFETY: this process has one thread and nothing closes descriptors behind this code's
-    // back, so a descriptor that fcntl finds open stays open while it is borrowed here (up to
-    // the exec).
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    match fcntl_getfd(borrowed) {
-        Ok(_) => Ok(Some(borrowed)),
-        Err(rustix::io::Errno::BADF) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+/// Whether `fd` is open and not close-on-exec, as `/proc/self/fdinfo` tells: read from there,
+/// not with `fcntl`, so that no number is used as a descriptor before it is known to be one
+/// and to have no owner.
+fn inherited_open(fd: RawFd) -> io::Result<bool> {
+    let info = match std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) {
+        Ok(info) => info,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let flags = open_flags(&info).ok_or_else(|| io::Error::other(format!("no flags in fdinfo of {fd}")))?;
+    // pipe2 takes open's flags: this is the architecture's O_CLOEXEC.
+    Ok(flags & PipeFlags::CLOEXEC.bits() == 0)
 }
 
-/// Closes a descriptor this process inherited and nothing in it uses.
-fn close_raw(fd: RawFd) {
-    // SAFETY: `fd` was listed open in /proc/self/fd, and no object in this process owns it:
-    // the only descriptors this command opened are its copies, which are above the range
-    // this is called for.
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+/// The `flags:` field of an fdinfo file (octal, with O_CLOEXEC set if the descriptor is
+/// close-on-exec).
+fn open_flags(fdinfo: &str) -> Option<u32> {
+    let value = fdinfo.lines().find_map(|line| line.strip_prefix("flags:"))?;
+    u32::from_str_radix(value.trim(), 8).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn fdinfo_flags_are_octal() {
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1234\n";
+        assert_eq!(open_flags(info), Some(0o2000002));
+        assert_eq!(open_flags("pos:\t0\n"), None);
+        assert_eq!(open_flags("flags:\t9\n"), None);
+    }
+
+    #[test]
+    fn only_open_descriptors_without_close_on_exec_count_as_inherited() {
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).unwrap();
+        assert!(!inherited_open(read.as_raw_fd()).unwrap());
+        fcntl_setfd(read.as_fd(), FdFlags::empty()).unwrap();
+        assert!(inherited_open(read.as_raw_fd()).unwrap());
+        let number = write.as_raw_fd();
+        drop(write);
+        // Closed, or taken meanwhile by another test's thread, close-on-exec like all of std's.
+        assert!(!inherited_open(number).unwrap());
+    }
 }
