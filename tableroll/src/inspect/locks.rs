@@ -14,13 +14,38 @@ use std::path::Path;
 
 use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
 
+use super::owner_file::OWNER_FILE;
+use super::status::{EntryKind, LockHeld, LockStatus};
+
+/// Whether the coordination lock on the owner file is held, and by whom.
+pub(super) fn lock_status(dir: &Path, owner_file_kind: Option<EntryKind>) -> LockStatus {
+    let status = |held, holder_pid, problem| LockStatus { held, holder_pid, problem };
+    if owner_file_kind.is_none() {
+        // A newcomer creates the file before it locks it.
+        return status(LockHeld::No, None, None);
+    }
+    let target = match LockTarget::at(&dir.join(OWNER_FILE)) {
+        Ok(target) => target,
+        // Gone since it was listed: nobody can be holding a lock on it now.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return status(LockHeld::No, None, None),
+        Err(e) => {
+            return status(LockHeld::Unknown, None, Some(format!("cannot inspect the owner file: {e}")))
+        }
+    };
+    match flock_holder(&target) {
+        Ok(Some(holder)) => status(LockHeld::Yes, holder.pid, None),
+        Ok(None) => status(LockHeld::No, None, None),
+        Err(e) => status(LockHeld::Unknown, None, Some(format!("cannot read /proc/locks: {e}"))),
+    }
+}
+
 /// How many times the table is read before a lock is taken to be absent: like the socket
 /// table, it is produced a page at a time and one read can skip an entry that moved.
 const TABLE_READS: usize = 3;
 
 /// A file as the lock table names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct LockTarget {
+struct LockTarget {
     /// Every `(major, minor)` the table may print for the file's file system.
     devices: Vec<(u32, u32)>,
     inode: u64,
@@ -28,7 +53,7 @@ pub(super) struct LockTarget {
 
 impl LockTarget {
     /// The file at `path` itself (a symlink is not followed).
-    pub(super) fn at(path: &Path) -> io::Result<LockTarget> {
+    fn at(path: &Path) -> io::Result<LockTarget> {
         let meta = fs::symlink_metadata(path)?;
         let mut devices = vec![(rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev()))];
         if let Some(device) = mount_id(path).and_then(superblock_device) {
@@ -46,9 +71,9 @@ impl LockTarget {
 
 /// A granted `flock(2)` lock on the target file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Holder {
+struct Holder {
     /// The process that took it, as this process's PID namespace numbers it.
-    pub(super) pid: Option<u32>,
+    pid: Option<u32>,
 }
 
 /// The holder of a `flock(2)` lock on `target`, or `None` if the table lists none.
@@ -59,7 +84,7 @@ pub(super) struct Holder {
 /// # Errors
 ///
 /// `/proc/locks` cannot be opened or read.
-pub(super) fn flock_holder(target: &LockTarget) -> io::Result<Option<Holder>> {
+fn flock_holder(target: &LockTarget) -> io::Result<Option<Holder>> {
     for _ in 0..TABLE_READS {
         if let Some(holder) = read_flock_holder(target)? {
             return Ok(Some(holder));
