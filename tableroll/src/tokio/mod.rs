@@ -1,0 +1,6 @@
+//! The tokio adapter (the `tokio` feature).
+
+mod draining_listener;
+mod fds;
+
+pub use draining_listener::{Drained, DrainingListener, DrainingStream, TokioListener};
