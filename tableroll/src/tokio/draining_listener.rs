@@ -1,112 +1,24 @@
-//! A tokio listener that drains without dropping requests (the `tokio` feature).
-//!
-//! When a newer generation took over, the old one must stop accepting and finish what it
-//! accepted. HTTP servers on hyper-util (axum's `serve` among them) finish gracefully only the
-//! connections they have read from: one accepted but not read yet is taken for idle and cancelled
-//! when the graceful shutdown starts. During an upgrade such a connection is no idle keep-alive
-//! but a client whose request is on its way, so it would be reset. [`DrainingListener`] stops
-//! accepting at the drain signal and resolves [`Drained`], the future to start the server's
-//! graceful shutdown with, only once every connection it accepted has been read from.
+//! [`DrainingListener`]: a tokio listener that stops accepting when told to drain.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::drained::Drained;
+use super::draining_stream::DrainingStream;
+use super::progress::{Phase, Progress};
+use super::tokio_listener::TokioListener;
 use crate::error::{Error, Result};
 
 /// How long [`Drained`] waits for the first bytes of connections accepted before the drain,
 /// unless [`DrainingListener::first_byte_timeout`] says otherwise.
 const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The first bytes of an HTTP/2 connection with prior knowledge. hyper-util's automatic
-/// protocol choice reads this far before it serves anything, so a stream that starts like it
-/// counts as read only once the whole preface came (or the stream departed from it).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for tokio::net::TcpListener {}
-    impl Sealed for tokio::net::UnixListener {}
-}
-
-/// A tokio listener that a [`DrainingListener`] can wrap: [`tokio::net::TcpListener`] or
-/// [`tokio::net::UnixListener`].
-///
-/// The trait is sealed: it names what the two have in common and is implemented for nothing
-/// else.
-#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub trait TokioListener: sealed::Sealed + Send + 'static {
-    /// An accepted connection: [`tokio::net::TcpStream`] or [`tokio::net::UnixStream`].
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    /// A socket address: [`std::net::SocketAddr`] or [`tokio::net::unix::SocketAddr`].
-    type Addr: fmt::Debug + Send + 'static;
-
-    /// Polls for a new connection: the listener's own `poll_accept`.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`accept(2)`](https://man7.org/linux/man-pages/man2/accept.2.html), some of
-    /// which concern one connection only (`ECONNABORTED`) and some the process (`EMFILE`).
-    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, Self::Addr)>>;
-
-    /// The address the listener is bound to: the listener's own `local_addr`.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`getsockname(2)`](https://man7.org/linux/man-pages/man2/getsockname.2.html).
-    fn local_addr(&self) -> io::Result<Self::Addr>;
-}
-
-impl TokioListener for tokio::net::TcpListener {
-    type Stream = tokio::net::TcpStream;
-    type Addr = std::net::SocketAddr;
-
-    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, Self::Addr)>> {
-        tokio::net::TcpListener::poll_accept(self, cx)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        tokio::net::TcpListener::local_addr(self)
-    }
-}
-
-impl TokioListener for tokio::net::UnixListener {
-    type Stream = tokio::net::UnixStream;
-    type Addr = tokio::net::unix::SocketAddr;
-
-    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, Self::Addr)>> {
-        tokio::net::UnixListener::poll_accept(self, cx)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        tokio::net::UnixListener::local_addr(self)
-    }
-}
-
-/// Where the listener and its connections are, shared with every [`Drained`].
-#[derive(Debug, Default)]
-struct Progress {
-    phase: Phase,
-    /// Connections accepted whose first bytes have not been read, and that are still open.
-    unread: usize,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    #[default]
-    Accepting,
-    /// Stopped accepting; waits for first bytes until `deadline` (none: the timeout is too
-    /// large to be represented).
-    Draining { deadline: Option<Instant> },
-}
 
 /// A tokio listener that stops accepting when told to drain, and says when every connection
 /// it accepted has been read from.
@@ -206,7 +118,7 @@ pub struct DrainingListener<L> {
     /// The drain signal, until it fired.
     drain: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     first_byte_timeout: Duration,
-    progress: watch::Sender<Progress>,
+    pub(super) progress: watch::Sender<Progress>,
 }
 
 impl<L: TokioListener> DrainingListener<L> {
@@ -240,7 +152,7 @@ impl<L: TokioListener> DrainingListener<L> {
     /// The future panics if it has to wait for the timeout outside a tokio runtime with its
     /// time driver enabled (`#[tokio::main]` enables it).
     pub fn drained(&self) -> Drained {
-        Drained { inner: Box::pin(drained(self.progress.subscribe())) }
+        Drained::new(self.progress.subscribe())
     }
 
     /// Accepts a connection, or returns `None` once the drain signal fired (then and at every
@@ -273,7 +185,7 @@ impl<L: TokioListener> DrainingListener<L> {
 
     /// The drain signal first (a connection queued at the same time is the next owner's), then
     /// the listener.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Accepted<L>>>> {
+    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Accepted<L>>>> {
         if self.poll_drain(cx).is_ready() {
             return Poll::Ready(Ok(None));
         }
@@ -283,8 +195,7 @@ impl<L: TokioListener> DrainingListener<L> {
             p.unread += 1;
             false
         });
-        let first_bytes = FirstBytes { progress: Some(self.progress.clone()), preface_seen: 0 };
-        Poll::Ready(Ok(Some((DrainingStream { io, first_bytes }, addr))))
+        Poll::Ready(Ok(Some((DrainingStream::new(io, self.progress.clone()), addr))))
     }
 }
 
@@ -297,7 +208,7 @@ impl<L> DrainingListener<L> {
     }
 
     /// Ready once the drain signal fired; stops accepting then.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if let Some(drain) = &mut self.drain {
             ready!(drain.as_mut().poll(cx));
             self.stop_accepting();
@@ -336,481 +247,5 @@ impl<L: fmt::Debug> fmt::Debug for DrainingListener<L> {
             .field("first_byte_timeout", &self.first_byte_timeout)
             .field("unread", &self.progress.borrow().unread)
             .finish()
-    }
-}
-
-/// Resolves once a [`DrainingListener`] stopped accepting and every connection it accepted was
-/// read from or closed, or its first-byte timeout passed. From
-/// [`DrainingListener::drained`]; `Send + 'static`, for a server's graceful shutdown.
-#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-#[must_use = "futures do nothing unless polled"]
-pub struct Drained {
-    inner: Pin<Box<dyn Future<Output = ()> + Send>>,
-}
-
-impl Future for Drained {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-impl fmt::Debug for Drained {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Drained").finish_non_exhaustive()
-    }
-}
-
-async fn drained(mut progress: watch::Receiver<Progress>) {
-    // An error: the listener and all its connections are gone, so nothing is left to wait for.
-    let deadline = match progress.wait_for(|p| p.phase != Phase::Accepting).await {
-        Ok(p) => match p.phase {
-            Phase::Draining { deadline } => deadline,
-            Phase::Accepting => return,
-        },
-        Err(_) => return,
-    };
-    if progress.borrow().unread == 0 {
-        return;
-    }
-    let all_read = progress.wait_for(|p| p.unread == 0);
-    let Some(deadline) = deadline else {
-        let _ = all_read.await;
-        return;
-    };
-    if tokio::time::timeout_at(deadline, all_read).await.is_err() {
-        let unread = progress.borrow().unread;
-        tracing::debug!(unread, "first bytes not in before the first-byte timeout: drained anyway");
-    }
-}
-
-/// A connection accepted by a [`DrainingListener`]: the tokio stream, which reports to the
-/// listener's [`Drained`] futures once its first bytes were read, the stream ended, a read
-/// failed, or it was dropped.
-///
-/// Reads and writes go straight to the stream inside. A stream whose first bytes match the
-/// beginning of the HTTP/2 connection preface counts as read once the whole preface was read,
-/// or a byte departed from it: hyper-util reads that far before it serves anything.
-#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-#[derive(Debug)]
-pub struct DrainingStream<S> {
-    io: S,
-    first_bytes: FirstBytes,
-}
-
-impl<S> DrainingStream<S> {
-    /// The stream inside, for its peer address or socket options.
-    pub fn get_ref(&self) -> &S {
-        &self.io
-    }
-
-    /// The stream inside. Reading from it directly is not seen by the [`Drained`] futures.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.io
-    }
-
-    /// The stream inside; from then on it counts as read.
-    pub fn into_inner(self) -> S {
-        self.io
-    }
-}
-
-impl<S: AsFd> AsFd for DrainingStream<S> {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.io.as_fd()
-    }
-}
-
-/// Tracks one connection until its first bytes were read; reports (once) on drop too.
-#[derive(Debug)]
-struct FirstBytes {
-    /// Until the report.
-    progress: Option<watch::Sender<Progress>>,
-    /// How many bytes were read so far while they matched the HTTP/2 preface.
-    preface_seen: usize,
-}
-
-impl FirstBytes {
-    /// After a read that returned `Some(new bytes)` (empty at the end of the stream) or `None`
-    /// (an error).
-    fn saw(&mut self, read: Option<&[u8]>) {
-        if self.progress.is_none() {
-            return;
-        }
-        match read {
-            Some(new) if !self.decided(new) => {}
-            _ => self.report(),
-        }
-    }
-
-    /// Whether enough was read to pick a protocol once `new` came.
-    fn decided(&mut self, new: &[u8]) -> bool {
-        let end = self.preface_seen + new.len();
-        let still_preface = !new.is_empty() && H2_PREFACE.get(self.preface_seen..end) == Some(new);
-        self.preface_seen = end;
-        !still_preface || end == H2_PREFACE.len()
-    }
-
-    fn report(&mut self) {
-        if let Some(progress) = self.progress.take() {
-            progress.send_if_modified(|p| {
-                p.unread -= 1;
-                p.unread == 0
-            });
-        }
-    }
-}
-
-impl Drop for FirstBytes {
-    fn drop(&mut self) {
-        self.report();
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for DrainingStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        // A read into a full buffer returns nothing without meaning the end of the stream.
-        let has_room = buf.remaining() > 0;
-        let result = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let (Poll::Ready(read), true) = (&result, has_room) {
-            this.first_bytes.saw(read.as_ref().ok().map(|()| &buf.filled()[before..]));
-        }
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for DrainingStream<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
-#[cfg(feature = "axum")]
-mod axum_listener {
-    use std::future::{poll_fn, Future};
-    use std::io;
-    use std::pin::pin;
-    use std::task::Poll;
-    use std::time::Duration;
-
-    use super::{DrainingListener, DrainingStream, TokioListener};
-
-    /// How long to wait before accepting again after an error that is not about one connection
-    /// (`EMFILE`), as axum does for its own listeners.
-    const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
-
-    /// For `axum::serve`: accepts until the drain signal, then stays pending (axum stops asking
-    /// once `drained` started its graceful shutdown). Accept errors are retried as axum's own
-    /// listeners do: at once if they concern one connection, after a second otherwise.
-    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-    impl<L: TokioListener> axum::serve::Listener for DrainingListener<L> {
-        type Io = DrainingStream<L::Stream>;
-        type Addr = L::Addr;
-
-        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-            loop {
-                match poll_fn(|cx| self.poll_next(cx)).await {
-                    Ok(Some(accepted)) => return accepted,
-                    Ok(None) => return std::future::pending().await,
-                    Err(e) => self.pause_after(e).await,
-                }
-            }
-        }
-
-        fn local_addr(&self) -> io::Result<Self::Addr> {
-            self.inner.local_addr()
-        }
-    }
-
-    impl<L: TokioListener> DrainingListener<L> {
-        /// Returns at once after an error about one connection; otherwise after
-        /// [`ACCEPT_ERROR_PAUSE`], or earlier if the drain signal fires meanwhile.
-        async fn pause_after(&mut self, error: io::Error) {
-            use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-            if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
-                tracing::debug!(%error, "accepting a connection failed; accepting the next");
-                return;
-            }
-            tracing::error!(%error, "accepting a connection failed; trying again in {ACCEPT_ERROR_PAUSE:?}");
-            let mut pause = pin!(tokio::time::sleep(ACCEPT_ERROR_PAUSE));
-            poll_fn(|cx| match self.poll_drain(cx) {
-                Poll::Ready(()) => Poll::Ready(()),
-                Poll::Pending => pause.as_mut().poll(cx),
-            })
-            .await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context, Waker};
-    use std::time::Duration;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-    use tokio::sync::oneshot;
-
-    use super::{DrainingListener, FirstBytes, H2_PREFACE};
-
-    /// Bounds every wait, to turn a hang into a failure.
-    const TIMEOUT: Duration = Duration::from_secs(20);
-    /// Long enough never to be what ends a test's drain.
-    const NEVER: Duration = Duration::from_secs(3600);
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
-    }
-
-    async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-        tokio::time::timeout(TIMEOUT, future).await.unwrap_or_else(|_| panic!("timed out {what}"))
-    }
-
-    /// A drain signal and the switch that fires it.
-    fn drain_signal() -> (oneshot::Sender<()>, impl Future<Output = ()> + Send + 'static) {
-        let (fire, fired) = oneshot::channel::<()>();
-        (fire, async move {
-            let _ = fired.await;
-        })
-    }
-
-    /// Polls once, without waiting.
-    fn is_pending(future: &mut (impl Future + Unpin)) -> bool {
-        Pin::new(future).poll(&mut Context::from_waker(Waker::noop())).is_pending()
-    }
-
-    async fn tcp_listener() -> TcpListener {
-        TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback listener")
-    }
-
-    #[test]
-    fn a_connection_accepted_before_the_drain_and_read_after_it_holds_drained_until_read() {
-        runtime().block_on(async {
-            let tcp = tcp_listener().await;
-            let addr = tcp.local_addr().unwrap();
-            let (fire, signal) = drain_signal();
-            let mut listener = DrainingListener::new(tcp, signal).first_byte_timeout(NEVER);
-            let mut drained = listener.drained();
-
-            let mut client = TcpStream::connect(addr).await.unwrap();
-            let (mut conn, peer) = within("accepting", listener.accept()).await.unwrap().expect("accepted");
-            assert_eq!(peer, client.local_addr().unwrap());
-            fire.send(()).unwrap();
-            assert!(within("seeing the drain", listener.accept()).await.unwrap().is_none());
-            assert!(listener.is_draining());
-            assert!(is_pending(&mut drained), "drained with a connection not read from");
-
-            // The request comes after the drain signal; until it is read, the drain waits.
-            client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-            assert!(is_pending(&mut drained), "drained before the bytes that came were read");
-            let mut request = [0u8; 18];
-            within("reading the request", conn.read_exact(&mut request)).await.unwrap();
-            within("drained after the first read", &mut drained).await;
-
-            // And the connection is served to the end.
-            conn.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
-            drop(conn);
-            let mut response = Vec::new();
-            within("the response", client.read_to_end(&mut response)).await.unwrap();
-            assert_eq!(response, b"HTTP/1.1 200 OK\r\n\r\n");
-        });
-    }
-
-    #[test]
-    fn a_connection_that_sends_nothing_holds_drained_only_for_the_first_byte_timeout() {
-        runtime().block_on(async {
-            let tcp = tcp_listener().await;
-            let addr = tcp.local_addr().unwrap();
-            let (fire, signal) = drain_signal();
-            let mut listener =
-                DrainingListener::new(tcp, signal).first_byte_timeout(Duration::from_millis(50));
-            let drained = listener.drained();
-
-            let _silent = TcpStream::connect(addr).await.unwrap();
-            let (conn, _) = within("accepting", listener.accept()).await.unwrap().expect("accepted");
-            fire.send(()).unwrap();
-            assert!(within("seeing the drain", listener.accept()).await.unwrap().is_none());
-            within("drained after the first-byte timeout", drained).await;
-            // Still open and never read: only the timeout can have ended the wait.
-            assert_eq!(listener.progress.borrow().unread, 1);
-            drop(conn);
-        });
-    }
-
-    #[test]
-    fn after_the_drain_signal_nothing_more_is_accepted() {
-        runtime().block_on(async {
-            // Two descriptors for one socket, as the old and the new owner hold after a handoff.
-            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = std_listener.local_addr().unwrap();
-            let next_owner_copy = std_listener.try_clone().unwrap();
-            std_listener.set_nonblocking(true).unwrap();
-            let next_owner = TcpListener::from_std(next_owner_copy).unwrap();
-            let (fire, signal) = drain_signal();
-            let mut listener = DrainingListener::new(TcpListener::from_std(std_listener).unwrap(), signal);
-
-            // Queued before the signal is seen: the signal goes first.
-            let early = TcpStream::connect(addr).await.unwrap();
-            fire.send(()).unwrap();
-            assert!(within("seeing the drain", listener.accept()).await.unwrap().is_none());
-            let late = TcpStream::connect(addr).await.unwrap();
-            assert!(within("accepting after the drain", listener.accept()).await.unwrap().is_none());
-
-            // Both stayed queued on the socket for the next owner.
-            for client in [early, late] {
-                let (_, peer) = within("the next owner accepting", next_owner.accept()).await.unwrap();
-                assert_eq!(peer, client.local_addr().unwrap());
-            }
-            within("drained with nothing accepted", listener.drained()).await;
-        });
-    }
-
-    #[test]
-    fn connections_that_close_or_are_dropped_unread_count_as_read_on_a_unix_listener() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.sock");
-        runtime().block_on(async {
-            let (fire, signal) = drain_signal();
-            let mut listener =
-                DrainingListener::new(UnixListener::bind(&path).unwrap(), signal).first_byte_timeout(NEVER);
-            let mut drained = listener.drained();
-            let _first = UnixStream::connect(&path).await.unwrap();
-            let (dropped, _) = within("accepting", listener.accept()).await.unwrap().expect("accepted");
-            let second = UnixStream::connect(&path).await.unwrap();
-            let (mut closed, _) = within("accepting", listener.accept()).await.unwrap().expect("accepted");
-            fire.send(()).unwrap();
-            assert!(within("seeing the drain", listener.accept()).await.unwrap().is_none());
-
-            drop(dropped);
-            assert!(is_pending(&mut drained), "drained with a connection not read from");
-            drop(second);
-            let mut rest = Vec::new();
-            within("reading to the end", closed.read_to_end(&mut rest)).await.unwrap();
-            assert!(rest.is_empty());
-            within("drained", drained).await;
-        });
-    }
-
-    #[test]
-    fn a_stream_starting_with_the_http2_preface_counts_as_read_once_the_preface_is_complete() {
-        runtime().block_on(async {
-            let tcp = tcp_listener().await;
-            let addr = tcp.local_addr().unwrap();
-            let (fire, signal) = drain_signal();
-            let mut listener = DrainingListener::new(tcp, signal).first_byte_timeout(NEVER);
-            let mut drained = listener.drained();
-            let mut client = TcpStream::connect(addr).await.unwrap();
-            let (mut conn, _) = within("accepting", listener.accept()).await.unwrap().expect("accepted");
-            fire.send(()).unwrap();
-            assert!(within("seeing the drain", listener.accept()).await.unwrap().is_none());
-
-            let (start, end) = H2_PREFACE.split_at(16);
-            client.write_all(start).await.unwrap();
-            let mut buf = vec![0u8; start.len()];
-            within("reading the preface's start", conn.read_exact(&mut buf)).await.unwrap();
-            assert!(is_pending(&mut drained), "drained in the middle of the preface");
-            client.write_all(end).await.unwrap();
-            let mut buf = vec![0u8; end.len()];
-            within("reading the preface's end", conn.read_exact(&mut buf)).await.unwrap();
-            within("drained", drained).await;
-        });
-    }
-
-    #[test]
-    fn the_protocol_is_decided_at_the_first_byte_off_the_preface() {
-        let decided = |reads: &[&[u8]]| {
-            let mut first_bytes = FirstBytes { progress: None, preface_seen: 0 };
-            reads.iter().map(|read| first_bytes.decided(read)).collect::<Vec<_>>()
-        };
-        assert_eq!(decided(&[b"GET / HTTP/1.1\r\n"]), [true]);
-        assert_eq!(decided(&[b"P", b"UT / HTTP/1.1\r\n"]), [false, true]);
-        assert_eq!(decided(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"]), [false, true]);
-        assert_eq!(decided(&[H2_PREFACE]), [true]);
-        assert_eq!(decided(&[b"PRI", b""]), [false, true], "the end of the stream decides");
-    }
-
-    /// Without a drain signal: the listener's end starts the drain, first-byte timeout included.
-    #[test]
-    fn a_dropped_listener_counts_as_told_to_drain() {
-        runtime().block_on(async {
-            let tcp = tcp_listener().await;
-            let addr = tcp.local_addr().unwrap();
-            let mut listener = DrainingListener::new(tcp, std::future::pending())
-                .first_byte_timeout(Duration::from_millis(50));
-            let drained = listener.drained();
-            let _silent = TcpStream::connect(addr).await.unwrap();
-            let (conn, _) = within("accepting", listener.accept()).await.unwrap().expect("accepted");
-            drop(listener);
-            within("drained after the first-byte timeout", drained).await;
-            drop(conn);
-        });
-    }
-
-    /// With the `axum` feature the listener goes to `axum::serve`, and `drained` to its graceful
-    /// shutdown; `tap_io` gives it `ConnectInfo`.
-    #[cfg(feature = "axum")]
-    #[test]
-    fn axum_serves_through_it_with_connect_info_and_stops_once_drained() {
-        use std::net::SocketAddr;
-
-        use axum::extract::ConnectInfo;
-        use axum::serve::ListenerExt;
-
-        runtime().block_on(async {
-            let tcp = tcp_listener().await;
-            let addr = tcp.local_addr().unwrap();
-            let (fire, signal) = drain_signal();
-            let listener = DrainingListener::new(tcp, signal);
-            let drained = listener.drained();
-            let app = axum::Router::new().route(
-                "/",
-                axum::routing::get(
-                    |ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() },
-                ),
-            );
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            let server = axum::serve(listener.tap_io(|_| ()), app).with_graceful_shutdown(drained);
-            let server = tokio::spawn(async move { server.await });
-
-            let mut client = TcpStream::connect(addr).await.unwrap();
-            client.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.unwrap();
-            let mut response = Vec::new();
-            within("the response", client.read_to_end(&mut response)).await.unwrap();
-            let response = String::from_utf8(response).unwrap();
-            assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
-            assert!(response.ends_with(&client.local_addr().unwrap().to_string()), "{response:?}");
-
-            fire.send(()).unwrap();
-            within("the server to shut down", server).await.unwrap().unwrap();
-        });
     }
 }
