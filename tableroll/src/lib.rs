@@ -157,9 +157,9 @@ mod tokio;
 mod unix_sockets;
 mod upgrader;
 
-pub use descriptor::{Descriptor, Kind};
 #[cfg(feature = "tokio")]
 pub use self::tokio::{Drained, DrainingListener, DrainingStream, TokioListener};
+pub use descriptor::{Descriptor, Kind};
 pub use error::{Error, Result};
 pub use fds::Fds;
 pub use peer_policy::PeerPolicy;
