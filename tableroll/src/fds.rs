@@ -17,8 +17,8 @@ use crate::descriptor::{Descriptor, Kind, Shareable};
 use crate::error::{Error, Result};
 use crate::protocol::WireEntry;
 use crate::state::State;
+use crate::sys::socket_table::{self, PathState};
 use crate::sys::unix_socket::{inet_local_addr, unix_local_path};
-use crate::sys::unix_sockets::{self, PathState};
 
 /// One stored descriptor.
 #[derive(Debug)]
@@ -482,7 +482,7 @@ fn unix_fits(fd: &OwnedFd, wanted: &Path) -> bool {
 /// Binds a Unix listener at `path`, replacing a socket file whose process is gone.
 fn bind_unix_replacing_stale(path: &Path) -> io::Result<UnixListener> {
     match UnixListener::bind(path) {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse && unix_sockets::state(path)? == PathState::Stale => {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && socket_table::state(path)? == PathState::Stale => {
             tracing::debug!(path = %path.display(), "replacing a Unix socket left by a process that is gone");
             std::fs::remove_file(path)?;
             UnixListener::bind(path)

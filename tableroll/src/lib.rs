@@ -126,8 +126,6 @@
 
 mod coordination;
 mod descriptor;
-#[cfg(feature = "tokio")]
-mod draining;
 mod error;
 #[cfg(feature = "fault-injection")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fault-injection")))]
@@ -155,12 +153,12 @@ pub mod systemd;
 #[allow(dead_code, unreachable_pub)]
 mod systemd;
 #[cfg(feature = "tokio")]
-mod tokio_fds;
+mod tokio;
 mod upgrader;
 
-pub use descriptor::{Descriptor, Kind};
 #[cfg(feature = "tokio")]
-pub use draining::{Drained, DrainingListener, DrainingStream, TokioListener};
+pub use self::tokio::{Drained, DrainingListener, DrainingStream, TokioListener};
+pub use descriptor::{Descriptor, Kind};
 pub use error::{Error, Result};
 pub use fds::Fds;
 pub use peer_policy::PeerPolicy;

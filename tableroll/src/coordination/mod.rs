@@ -21,7 +21,7 @@ pub(crate) use upgrade_socket::{connect_to_owner, UpgradeSocket};
 use crate::error::{Error, Result};
 use crate::id::{self, MAX_SOCKET_PATH};
 use crate::sys::files::check_writable_dir;
-use crate::sys::unix_sockets::{self, PathState};
+use crate::sys::socket_table::{self, PathState};
 
 /// The name of the owner file, which is also the lock file.
 const OWNER_FILE: &str = "pid";
@@ -99,12 +99,12 @@ impl Directory {
     /// Whether `id` names a process whose upgrade socket is live: a member of the group that
     /// can serve. An id that cannot name a socket here is not.
     pub(crate) fn is_live(&self, id: &[u8]) -> bool {
-        self.socket_path(id).is_ok_and(|path| matches!(unix_sockets::state(&path), Ok(PathState::Live)))
+        self.socket_path(id).is_ok_and(|path| matches!(socket_table::state(&path), Ok(PathState::Live)))
     }
 
     /// Removes the upgrade sockets of dead processes, keeping those named in `keep`.
     ///
-    /// Runs under the lock. Only sockets whose process is gone (see [`unix_sockets::states`])
+    /// Runs under the lock. Only sockets whose process is gone (see [`socket_table::states`])
     /// are removed; a live one, or anything that is not a socket, is left alone. The kernel's
     /// table of sockets is read a few times for the whole sweep, not for each socket.
     pub(crate) fn remove_stale_sockets(&self, keep: &[&[u8]]) {
@@ -118,7 +118,7 @@ impl Directory {
             })
             .map(|entry| entry.path())
             .collect();
-        for (path, state) in candidates.iter().zip(unix_sockets::states(&candidates)) {
+        for (path, state) in candidates.iter().zip(socket_table::states(&candidates)) {
             if let Ok(PathState::Stale) = state {
                 match std::fs::remove_file(path) {
                     Ok(()) => tracing::debug!(path = %path.display(), "removed stale upgrade socket"),
@@ -194,9 +194,9 @@ mod tests {
             let path = dir.socket_path(format!("dead-{i}").as_bytes()).unwrap();
             drop(std::os::unix::net::UnixListener::bind(path).unwrap());
         }
-        let before = unix_sockets::table_reads();
+        let before = socket_table::table_reads();
         dir.remove_stale_sockets(&[]);
-        let reads = unix_sockets::table_reads() - before;
+        let reads = socket_table::table_reads() - before;
         let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, ["live.sock"], "every stale socket removed, the live one kept");
         drop(live);

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::sys::pidfd;
-use crate::sys::unix_sockets::{self, PathState};
+use crate::sys::socket_table::{self, PathState};
 
 /// How long a broken connection waits for the owner to be seen gone.
 pub(crate) const GRACE: Duration = Duration::from_secs(1);
@@ -39,7 +39,7 @@ impl OwnerWatch {
     pub(crate) fn is_gone(&self, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
         loop {
-            if matches!(unix_sockets::state(&self.socket), Ok(PathState::Missing | PathState::Stale)) {
+            if matches!(socket_table::state(&self.socket), Ok(PathState::Missing | PathState::Stale)) {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::sys::socket_table::{self, PathState};
 use crate::sys::unix_socket::{bind_owner_only, connect_bounded};
-use crate::sys::unix_sockets::{self, PathState};
 
 /// Room for newcomers queued behind a session in progress.
 const BACKLOG: i32 = 128;
@@ -87,7 +87,7 @@ fn bind_upgrade_socket(path: &Path, id: &str) -> Result<UnixListener> {
         other => return other.map_err(|e| Error::io_at("binding the upgrade socket", path, e)),
     }
     let state =
-        unix_sockets::state(path).map_err(|e| Error::io_at("inspecting the upgrade socket", path, e))?;
+        socket_table::state(path).map_err(|e| Error::io_at("inspecting the upgrade socket", path, e))?;
     match state {
         PathState::Live => return Err(Error::IdInUse { id: id.to_owned(), path: path.to_owned() }),
         PathState::NotASocket => {

@@ -11,6 +11,8 @@ use rustix::fs::{Access, OFlags};
 /// How a file is opened by [`open_nofollow`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpenMode {
+    /// Read only; never blocks on a FIFO put at the path (`O_NONBLOCK`).
+    Read,
     /// Read and write, created with `mode` if missing, never truncated.
     ReadWriteCreate { mode: u32 },
 }
@@ -25,6 +27,10 @@ pub(crate) enum OpenMode {
 pub(crate) fn open_nofollow(path: &Path, how: OpenMode) -> io::Result<File> {
     let mut options = OpenOptions::new();
     let file = match how {
+        OpenMode::Read => {
+            let flags = OFlags::NOFOLLOW | OFlags::NONBLOCK;
+            options.read(true).custom_flags(flags.bits() as i32).open(path)?
+        }
         OpenMode::ReadWriteCreate { mode } => options
             .read(true)
             .write(true)

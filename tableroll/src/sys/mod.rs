@@ -9,11 +9,12 @@
 pub(crate) mod files;
 pub(crate) mod flock;
 pub(crate) mod inotify;
+pub(crate) mod lock_table;
 pub(crate) mod peer_cred;
 pub(crate) mod pidfd;
 pub(crate) mod poll;
 pub(crate) mod scm_rights;
+pub(crate) mod socket_table;
 pub(crate) mod stream;
 pub(crate) mod unix_socket;
-pub(crate) mod unix_sockets;
 pub(crate) mod wake;

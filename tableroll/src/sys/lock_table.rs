@@ -1,6 +1,6 @@
-//! Whether someone holds the coordination lock, read from the kernel's table of file locks
-//! (`/proc/locks`, see proc(5)) so that the lock is never taken, not even for an instant: a
-//! newcomer that found it taken would queue behind the reader.
+//! Who holds a `flock(2)` lock, read from the kernel's table of file locks (`/proc/locks`, see
+//! proc(5)) so that the lock is never taken, not even for an instant: a newcomer that found
+//! the coordination lock taken would queue behind the reader.
 //!
 //! The table names a file by the device of its file system's superblock and its inode
 //! (`1: FLOCK  ADVISORY  WRITE 1234 fe:00:10010642 0 EOF`). On most file systems that device
@@ -20,7 +20,7 @@ const TABLE_READS: usize = 3;
 
 /// A file as the lock table names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct LockTarget {
+pub(crate) struct LockTarget {
     /// Every `(major, minor)` the table may print for the file's file system.
     devices: Vec<(u32, u32)>,
     inode: u64,
@@ -28,7 +28,11 @@ pub(super) struct LockTarget {
 
 impl LockTarget {
     /// The file at `path` itself (a symlink is not followed).
-    pub(super) fn at(path: &Path) -> io::Result<LockTarget> {
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be inspected (`NotFound` if it is gone).
+    pub(crate) fn at(path: &Path) -> io::Result<LockTarget> {
         let meta = fs::symlink_metadata(path)?;
         let mut devices = vec![(rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev()))];
         if let Some(device) = mount_id(path).and_then(superblock_device) {
@@ -46,9 +50,9 @@ impl LockTarget {
 
 /// A granted `flock(2)` lock on the target file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Holder {
+pub(crate) struct Holder {
     /// The process that took it, as this process's PID namespace numbers it.
-    pub(super) pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
 }
 
 /// The holder of a `flock(2)` lock on `target`, or `None` if the table lists none.
@@ -59,7 +63,7 @@ pub(super) struct Holder {
 /// # Errors
 ///
 /// `/proc/locks` cannot be opened or read.
-pub(super) fn flock_holder(target: &LockTarget) -> io::Result<Option<Holder>> {
+pub(crate) fn flock_holder(target: &LockTarget) -> io::Result<Option<Holder>> {
     for _ in 0..TABLE_READS {
         if let Some(holder) = read_flock_holder(target)? {
             return Ok(Some(holder));

@@ -1,0 +1,65 @@
+//! What a coordination directory holds, read without disturbing its group.
+//!
+//! [`inspect`] reports the owner named in the owner file and whether it is alive, whether an
+//! upgrade is in progress (the coordination lock is held), every upgrade socket with its state,
+//! and anything else found in the directory. It is what `tableroll status` prints.
+//!
+//! Nothing is connected to, locked, created or removed. Connecting to an owner's upgrade
+//! socket would start a handoff (the owner answers any connection by sending every
+//! descriptor), and taking the lock would make a newcomer wait; so liveness is read from the
+//! kernel's table of Unix sockets (`/proc/net/unix`), the lock from its table of file locks
+//! (`/proc/locks`), and the processes behind sockets from `/proc/<pid>/fd`. Linux only.
+//!
+//! What the kernel shows depends on where the reader stands: a socket bound in another network
+//! namespace is not in this namespace's table and reads as stale, a lock held by a process of
+//! another PID namespace is left out of the lock table and reads as free, and the process
+//! behind a socket is found only if this process may read its `/proc/<pid>/fd`.
+
+mod listing;
+mod lock;
+mod owner_file;
+mod picture;
+mod sockets;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use status::{
+    DirectoryStatus, EntryKind, Handover, LockHeld, LockStatus, OwnerFile, OwnerStatus, SocketState,
+    SocketStatus, UnexpectedEntry,
+};
+
+use crate::error::{Error, Result};
+use picture::Picture;
+
+/// How many times the whole picture is read while it is not consistent (see [`inspect`]).
+const PICTURE_READS: usize = 20;
+
+/// Reports what the coordination directory `dir` holds, without disturbing its group: see the
+/// [module docs](self) for what is read, and what the kernel may hide.
+///
+/// A missing, empty or invalid owner file, an unreadable lock table, stale sockets and
+/// strange files are reported in the result, not as errors.
+///
+/// # Errors
+///
+/// [`Error::Io`] naming the path if `dir` cannot be made absolute or listed (it does not
+/// exist, is not a directory, or may not be read), or if the kernel's table of Unix sockets
+/// (`/proc/net/unix`) cannot be read.
+pub fn inspect(dir: impl AsRef<Path>) -> Result<DirectoryStatus> {
+    let dir = dir.as_ref();
+    let dir =
+        std::path::absolute(dir).map_err(|e| Error::io_at("resolving the coordination directory", dir, e))?;
+    let mut picture = Picture::read(&dir)?;
+    for _ in 1..PICTURE_READS {
+        if picture.is_consistent() {
+            break;
+        }
+        // Let a newcomer that is running on this CPU finish writing the owner file.
+        std::thread::yield_now();
+        picture = Picture::read(&dir)?;
+    }
+    Ok(picture.status)
+}
