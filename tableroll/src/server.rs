@@ -11,6 +11,7 @@
 //! For as long as it serves, the thread steps down whenever the owner file names another live
 //! process (see [`crate::handoff::owner`]), not only at the end of a session.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -121,8 +122,14 @@ fn serve(config: &ServerConfig, owner_file: &OwnerFile, watch: &OwnerFileWatch) 
         stop: config.stop.as_fd(),
     };
     let mut backoff = ACCEPT_BACKOFF_MIN;
+    // Connections accepted while a session waited for its commit point, served first.
+    let mut held = VecDeque::new();
     loop {
-        let outcome = match next_event(&group) {
+        let event = match held.pop_front() {
+            Some(stream) => Ok(Idle::Newcomer(stream)),
+            None => next_event(&group),
+        };
+        let outcome = match event {
             Ok(Idle::Stopped) => return,
             Ok(Idle::FileChanged) => {
                 watch.take_changes();
@@ -135,7 +142,10 @@ fn serve(config: &ServerConfig, owner_file: &OwnerFile, watch: &OwnerFileWatch) 
             Ok(Idle::Newcomer(stream)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
                 match session(config, &group, stream) {
-                    Ok(outcome) => outcome,
+                    Ok((outcome, arrived)) => {
+                        held.extend(arrived);
+                        outcome
+                    }
                     Err(_) => return,
                 }
             }
@@ -152,7 +162,8 @@ fn serve(config: &ServerConfig, owner_file: &OwnerFile, watch: &OwnerFileWatch) 
             tracing::info!("the owner file names a new live owner; stepping down");
             config.reporter.stopping();
             config.signal.fire();
-            // Nobody needs to reach this process any more: the upgrade socket goes when the
+            // Nobody needs to reach this process any more: the connections it held close
+            // unanswered (as a Go owner closes them), and the upgrade socket goes when the
             // thread's config does.
             return;
         }
@@ -206,15 +217,20 @@ fn pause_after_accept_error(group: &Group<'_>, e: &io::Error, backoff: Duration)
     }
 }
 
-/// Runs one handoff and waits for its commit point.
+/// Runs one handoff and waits for its commit point; returns the outcome and the connections
+/// that arrived meanwhile.
 ///
 /// # Errors
 ///
 /// [`Error::Stopped`] if stopped meanwhile.
-fn session(config: &ServerConfig, group: &Group<'_>, stream: UnixStream) -> Result<Outcome> {
+fn session(
+    config: &ServerConfig,
+    group: &Group<'_>,
+    stream: UnixStream,
+) -> Result<(Outcome, Vec<UnixStream>)> {
     if let Err(e) = config.peer_policy.check(&stream, "reading the peer credentials of a newcomer") {
         tracing::warn!(error = %e, "refused a connection on the upgrade socket");
-        return Ok(Outcome::StillOwner);
+        return Ok((Outcome::StillOwner, Vec::new()));
     }
     let snapshot = {
         let mut inner = fds::lock(&config.shared);
@@ -223,7 +239,7 @@ fn session(config: &ServerConfig, group: &Group<'_>, stream: UnixStream) -> Resu
             Err(Error::Stopped) => return Err(Error::Stopped),
             Err(e) => {
                 tracing::debug!(error = %e, "not handing over");
-                return Ok(Outcome::StillOwner);
+                return Ok((Outcome::StillOwner, Vec::new()));
             }
         }
         inner.entries.values().map(|e| (e.wire.clone(), Arc::clone(&e.fd))).collect::<Vec<_>>()
@@ -247,19 +263,19 @@ fn session(config: &ServerConfig, group: &Group<'_>, stream: UnixStream) -> Resu
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(Outcome::SteppedDown) => {
+        Ok((Outcome::SteppedDown, held)) => {
             tracing::info!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "a newcomer took over");
-            Ok(Outcome::SteppedDown)
+            Ok((Outcome::SteppedDown, held))
         }
-        Ok(Outcome::StillOwner) => {
+        Ok((Outcome::StillOwner, held)) => {
             fds::lock(&config.shared).state.remain_owner();
-            Ok(Outcome::StillOwner)
+            Ok((Outcome::StillOwner, held))
         }
         Err(Error::Stopped) => Err(Error::Stopped),
         Err(e) => {
             tracing::warn!(error = %e, "handoff failed; remaining the owner");
             fds::lock(&config.shared).state.remain_owner();
-            Ok(Outcome::StillOwner)
+            Ok((Outcome::StillOwner, Vec::new()))
         }
     }
 }

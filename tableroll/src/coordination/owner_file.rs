@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::id::{self, MAX_SOCKET_PATH};
 use crate::sys::files::{open_nofollow, OpenMode};
 use crate::sys::flock;
+use crate::sys::lock_table::{flock_holder, LockTarget};
 
 /// The owner file, open for reading and writing (created if missing, never truncated on
 /// open, never through a symlink). Reading it without the lock is for a process that only
@@ -67,6 +68,14 @@ impl OwnerFile {
             Ok(false) => Ok(None),
             Err(e) => Err(Error::io_at("locking the owner file", &self.path, e)),
         }
+    }
+
+    /// The pid of the process holding the lock, as the kernel's table of locks shows it;
+    /// `None` if nobody holds it, or the holder cannot be named from this PID namespace, or the
+    /// table cannot be read. The lock is never taken for this.
+    pub(crate) fn lock_holder(&self) -> Option<u32> {
+        let target = LockTarget::at(&self.path).ok()?;
+        flock_holder(&target).ok()??.pid
     }
 
     /// The id the file names now, or `None` if it is empty.

@@ -25,6 +25,7 @@
 //! The upgrade timeout does not end the pending state either: a newcomer paused between the
 //! handshake and its write holds the lock, and this process serves on until it resumes or exits.
 
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::fault::{self, Point};
 use crate::protocol::messages::{ReadyReply, ReadyRequest, PROTOCOL_VERSION, READY_V0, READY_V1};
 use crate::protocol::{frame, Channel, WireEntry};
+use crate::sys::peer_cred::peer_cred;
 use crate::sys::pidfd;
 use crate::sys::poll::{self, Interest};
 
@@ -48,6 +50,9 @@ const RECHECK_MAX: Duration = Duration::from_millis(250);
 /// while serving.
 pub(crate) const FALLBACK_PENDING: Duration = Duration::from_millis(2);
 pub(crate) const FALLBACK_IDLE: Duration = Duration::from_millis(50);
+
+/// At most this many connections are held, accepted, while pending; more wait in the backlog.
+const MAX_HELD: usize = 64;
 
 /// How a session ended for the owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,36 +136,49 @@ impl<'c> OwnerSession<'c> {
         give(&self.ch, entries)
     }
 
-    /// After the handshake: waits for the commit point (see the module docs).
+    /// After the handshake: waits for the commit point (see the module docs). Returns the
+    /// outcome and the connections that arrived meanwhile, accepted to see who made them and
+    /// held, in order, to be served next if this process is still the owner.
     ///
     /// # Errors
     ///
     /// [`Error::Stopped`] if stopped meanwhile.
-    pub(crate) fn await_commit(self, group: &Group<'_>) -> Result<Outcome> {
+    pub(crate) fn await_commit(self, group: &Group<'_>) -> Result<(Outcome, Vec<UnixStream>)> {
         // Our side is done: a newcomer reading on sees the end of the stream, as from a Go
         // owner, which closes here.
         let _ = self.ch.shutdown_write();
         let mut session = Some(self.ch);
         let mut newcomer = self.newcomer;
         let mut recheck = RECHECK_MIN;
+        let mut held = Vec::new();
+        let mut listening = true;
         loop {
             if group.replaced() {
-                return Ok(Outcome::SteppedDown);
+                return Ok((Outcome::SteppedDown, held));
             }
             match group.owner_file.try_lock() {
-                Ok(Some(held)) => return Ok(group.settle(&held)),
+                Ok(Some(lock)) => return Ok((group.settle(&lock), held)),
                 Ok(None) => {}
                 Err(e) => tracing::debug!(error = %e, "could not try the coordination lock"),
             }
-            let woke = wait_pending(group, session.as_ref(), newcomer.as_ref(), recheck)?;
+            let woke = wait_pending(group, session.as_ref(), newcomer.as_ref(), listening, recheck)?;
             if woke.connection {
-                // Only a lock holder connects, and it read this process's id: the newcomer
-                // released the lock without the file naming another live process.
-                if group.replaced() {
-                    return Ok(Outcome::SteppedDown);
+                match accept_while_pending(group, &mut held) {
+                    Arrival::LockHolder => {
+                        // A newcomer connects holding the lock, having read this process's id:
+                        // the first one released the lock without the file naming another
+                        // live process.
+                        if group.replaced() {
+                            return Ok((Outcome::SteppedDown, held));
+                        }
+                        tracing::info!("the next lock holder connected while the newcomer had not become the owner; remaining the owner");
+                        return Ok((Outcome::StillOwner, held));
+                    }
+                    Arrival::Other => listening = held.len() < MAX_HELD,
+                    // Cannot accept now (out of descriptors, say): the lock and the file still
+                    // decide, and the connection waits in the backlog.
+                    Arrival::CannotAccept => listening = false,
                 }
-                tracing::info!("a new lock holder connected while the newcomer had not become the owner; remaining the owner");
-                return Ok(Outcome::StillOwner);
             }
             if woke.session && session.as_ref().is_some_and(|ch| ch.discard_pending().unwrap_or(true)) {
                 session = None;
@@ -179,6 +197,39 @@ impl<'c> OwnerSession<'c> {
     }
 }
 
+/// Who connected to a pending owner.
+enum Arrival {
+    /// The process that holds the coordination lock.
+    LockHolder,
+    /// Someone else (or nobody after all, or a process this one cannot name): not a sign.
+    Other,
+    CannotAccept,
+}
+
+/// Accepts a connection that arrived while pending, keeps it in `held`, and tells whether the
+/// process behind it holds the coordination lock. Only a lock holder connects in the protocol,
+/// but any process of the user can: a connection alone does not show the newcomer let go.
+fn accept_while_pending(group: &Group<'_>, held: &mut Vec<UnixStream>) -> Arrival {
+    let stream = match group.upgrade_socket.accept() {
+        Ok((stream, _)) => stream,
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            return Arrival::Other
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => return Arrival::Other,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot accept while waiting for the newcomer to become the owner");
+            return Arrival::CannotAccept;
+        }
+    };
+    // 0: a process this one cannot name (another PID namespace).
+    let from = peer_cred(&stream).map_or(0, |cred| cred.pid_number());
+    held.push(stream);
+    match group.owner_file.lock_holder() {
+        Some(holder) if from > 0 && u32::try_from(from).ok() == Some(holder) => Arrival::LockHolder,
+        _ => Arrival::Other,
+    }
+}
+
 /// What woke a pending owner.
 #[derive(Debug, Default)]
 struct Woke {
@@ -193,27 +244,33 @@ fn wait_pending(
     group: &Group<'_>,
     session: Option<&Channel<'_>>,
     newcomer: Option<&OwnedFd>,
+    listening: bool,
     recheck: Duration,
 ) -> Result<Woke> {
-    let mut fds = vec![(group.stop, Interest::Read), (group.upgrade_socket.as_fd(), Interest::Read)];
-    let optional = [group.watch.fd(), session.map(AsFd::as_fd), newcomer.map(AsFd::as_fd)];
-    let mut index = [None; 3];
+    let mut fds = vec![(group.stop, Interest::Read)];
+    let optional = [
+        listening.then(|| group.upgrade_socket.as_fd()),
+        group.watch.fd(),
+        session.map(AsFd::as_fd),
+        newcomer.map(AsFd::as_fd),
+    ];
+    let mut index = [None; 4];
     for (slot, fd) in index.iter_mut().zip(optional) {
         if let Some(fd) = fd {
             *slot = Some(fds.len());
             fds.push((fd, Interest::Read));
         }
     }
-    let [watch_at, session_at, newcomer_at] = index;
+    let [connection_at, watch_at, session_at, newcomer_at] = index;
     let period = if group.watch.is_available() { recheck } else { FALLBACK_PENDING };
     let ready = poll::wait(&fds, Some(period))
         .map_err(|e| Error::io("waiting for the newcomer to become the owner", e))?;
-    let fired = |at: Option<usize>| at.is_some_and(|i| ready[i]);
     if ready[0] {
         return Err(Error::Stopped);
     }
+    let fired = |at: Option<usize>| at.is_some_and(|i| ready[i]);
     Ok(Woke {
-        connection: ready[1],
+        connection: fired(connection_at),
         watch: fired(watch_at),
         session: fired(session_at),
         newcomer_exited: fired(newcomer_at),
