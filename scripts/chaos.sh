@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the long chaos test (chaos_long in tableroll/tests/chaos.rs) in release mode: rounds of
+# Runs the long chaos test (chaos_long in tableroll-testkit/tests/chaos.rs) in release mode: rounds of
 # random starts and SIGKILLs against a serving group under load, checking that there are never
 # two owners and that the listening socket refuses nothing while a live member holds it.
 #
@@ -31,4 +31,4 @@ if [[ -n "$seed" ]]; then
 else
     unset CHAOS_SEED
 fi
-exec cargo test --release -p tableroll --test chaos -- --ignored --exact chaos_long --nocapture
+exec cargo test --release -p tableroll-testkit --test chaos -- --ignored --exact chaos_long --nocapture

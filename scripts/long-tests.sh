@@ -5,7 +5,7 @@
 #   scripts/long-tests.sh --nocapture
 #
 # CHAOS_ROUNDS and CHAOS_SEED apply to the chaos test (see scripts/chaos.sh). The Go interop
-# tests (tests/interop.rs) need the Go peers: TABLEROLL_GO_PEERS, or else ../shared/interop
+# tests (tableroll-testkit/tests/interop.rs) need the Go peers: TABLEROLL_GO_PEERS, or else ../shared/interop
 # beside the repository when it is there.
 set -euo pipefail
 

@@ -4,9 +4,9 @@
 //! flight and exits 0. The tests of `tableroll run` drive it; try it by hand with
 //!
 //! ```sh
-//! cargo build -p tableroll-cli --examples
+//! cargo build -p tableroll-cli
 //! mkdir -p /tmp/tr && target/debug/tableroll run --dir /tmp/tr --listen web=tcp:127.0.0.1:8080 \
-//!     -- target/debug/examples/activated_server --generation 1
+//!     -- target/debug/activated_server --generation 1
 //! # in another terminal: curl localhost:8080; then start the same with --generation 2
 //! ```
 //!

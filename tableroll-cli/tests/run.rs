@@ -4,41 +4,22 @@
 
 mod util;
 
-// The library's HTTP client and closed-loop load, shared by path.
-#[allow(dead_code)]
-#[path = "../../tableroll/tests/util/http.rs"]
-mod http;
-#[allow(dead_code)]
-#[path = "../../tableroll/tests/util/load.rs"]
-mod load;
-// The library's build-if-stale for example binaries, here for this crate's examples.
-#[path = "../../tableroll/tests/util/examples.rs"]
-mod examples;
-
-/// The examples [`examples`] builds and finds.
-const EXAMPLES: &[&str] = &["activated_server"];
-
 use std::collections::BTreeSet;
-
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Command, ExitStatus};
 use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
+use tableroll_testkit::events::{Events, Missed};
+use tableroll_testkit::http::http_get;
+use tableroll_testkit::load::{self, Load, Target};
+use tableroll_testkit::process::Process;
+use tableroll_testkit::TIMEOUT;
 
-use http::{http_get, read_response};
-use load::{Load, Target};
-
-/// How long any one step may take before the test is declared hung.
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The test server, built first if it is missing or older than its sources.
+/// The test server, built by cargo for these tests (a binary target of this package).
 fn activated_server() -> &'static Path {
-    examples::example_binary("activated_server")
+    Path::new(env!("CARGO_BIN_EXE_activated_server"))
 }
 
 /// Where a line came from.
@@ -50,15 +31,16 @@ enum Source {
     Program,
 }
 
-/// One `tableroll run` process. On drop it and every program it reported are killed by pid.
+/// One `tableroll run` process: its JSON lines, from both streams, waited on. On drop every
+/// program it reported is killed by pid, then the supervisor.
 struct Instance {
+    /// First, so that it is killed (and its output printed) while `lines` still has a
+    /// receiver: the reading threads log the output until then.
+    process: Process,
     label: String,
-    child: Child,
-    lines: Receiver<(Source, Value)>,
-    seen: Arc<Mutex<Vec<String>>>,
-    pending: Vec<(Source, Value)>,
-    program_pids: BTreeSet<u32>,
-    status: Option<ExitStatus>,
+    /// The pids of the programs the supervisor reported starting, noted as the lines are read.
+    program_pids: Arc<Mutex<BTreeSet<u32>>>,
+    lines: Events<(Source, Value)>,
 }
 
 impl Instance {
@@ -84,71 +66,43 @@ impl Instance {
             Some(path) => cmd.env("NOTIFY_SOCKET", path),
             None => cmd.env_remove("NOTIFY_SOCKET"),
         };
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("starting tableroll run");
-        let (tx, lines) = mpsc::channel();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        for (source, stream) in [
-            (Source::Program, Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>),
-            (Source::Supervisor, Box::new(child.stderr.take().unwrap())),
-        ] {
-            let (tx, seen) = (tx.clone(), seen.clone());
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    seen.lock().unwrap().push(format!("{source:?}: {line}"));
-                    if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                        if tx.send((source, value)).is_err() {
-                            break;
-                        }
-                    }
-                }
-            });
-        }
-        Instance {
-            label: label.to_string(),
-            child,
-            lines,
-            seen,
-            pending: Vec::new(),
-            program_pids: BTreeSet::new(),
-            status: None,
-        }
+        let (tx, lines) = Events::channel();
+        let program_pids = Arc::new(Mutex::new(BTreeSet::new()));
+        let (log_tx, pids) = (tx.clone(), program_pids.clone());
+        let mut process = Process::spawn_reading_stderr(&mut cmd, move |at, line| {
+            let Ok(value) = serde_json::from_str::<Value>(&line) else { return true };
+            if value["event"] == "started" {
+                pids.lock().unwrap().insert(value["child_pid"].as_u64().unwrap() as u32);
+            }
+            log_tx.send((at, (Source::Supervisor, value))).is_ok()
+        });
+        process.read_stdout(move |at, line| match serde_json::from_str::<Value>(&line) {
+            Ok(value) => tx.send((at, (Source::Program, value))).is_ok(),
+            Err(_) => true,
+        });
+        process.set_heading(format!("{label} (pid {})", process.pid()));
+        Instance { process, label: label.to_string(), program_pids, lines }
     }
 
     fn fail(&self, message: &str) -> ! {
-        panic!(
-            "{} ({}): {message}\n--- output:\n{}",
-            self.label,
-            self.child.id(),
-            self.seen.lock().unwrap().join("\n")
-        )
+        self.process.fail(&format!("{}: {message}", self.label))
     }
 
     /// The first line from `source` with `"event": event` not consumed yet.
     fn wait_for(&mut self, source: Source, event: &str) -> Value {
         let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(i) = self.pending.iter().position(|(s, v)| *s == source && v["event"] == event) {
-                return self.pending.remove(i).1;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.receive(line),
-                Err(RecvTimeoutError::Timeout) => self.fail(&format!("no {source:?} event {event:?}")),
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.fail(&format!("output ended before {source:?} event {event:?}"))
-                }
+        match self.lines.wait(deadline, |(s, v)| *s == source && v["event"] == event, |_| false) {
+            Ok((_, (_, value))) => value,
+            Err(Missed::TimedOut) => self.fail(&format!("no {source:?} event {event:?}")),
+            Err(Missed::Ended | Missed::Stopped(..)) => {
+                self.fail(&format!("output ended before {source:?} event {event:?}"))
             }
         }
     }
 
-    /// Keeps a line for later waits, noting the pid of every program the supervisor started.
-    fn receive(&mut self, (source, value): (Source, Value)) {
-        if source == Source::Supervisor && value["event"] == "started" {
-            self.program_pids.insert(value["child_pid"].as_u64().unwrap() as u32);
-        }
-        self.pending.push((source, value));
+    /// The lines received and not consumed yet.
+    fn pending(&self) -> impl Iterator<Item = &(Source, Value)> {
+        self.lines.pending()
     }
 
     fn log(&mut self, event: &str) -> Value {
@@ -172,58 +126,49 @@ impl Instance {
     /// Waits for the supervisor to exit; its exit code.
     fn wait_exit(&mut self) -> i32 {
         let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.status = Some(status);
-                return status.code().unwrap_or_else(|| self.fail(&format!("ended by {status}")));
+        // The exit is what is awaited; nothing to wait for it on but the lines, so this blocks
+        // on them (the end of the output comes with the exit) and checks the pid as they come.
+        let status = loop {
+            if !self.process.is_running() {
+                break self.process.wait();
             }
-            if Instant::now() >= deadline {
-                self.fail("did not exit");
+            match self.lines.receive_pending(deadline) {
+                Ok(()) => {}
+                Err(Missed::Ended) => break self.process.wait(),
+                Err(_) if self.process.is_running() => self.fail("did not exit"),
+                Err(_) => {}
             }
-            // The exit is what is awaited; nothing to poll for it but the pid, so the
-            // waiting thread blocks on the output's end (it comes with the exit) instead.
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => self.receive(line),
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().unwrap();
-                    self.status = Some(status);
-                    return status.code().unwrap_or_else(|| self.fail(&format!("ended by {status}")));
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-        }
+        };
+        status.code().unwrap_or_else(|| self.fail(&format!("ended by {status}")))
     }
 
     /// Waits for the supervisor to end (it was killed); its status.
     fn wait_exit_by_signal(&mut self) -> ExitStatus {
-        let status = self.child.wait().unwrap();
-        self.status = Some(status);
-        status
+        self.process.wait()
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     fn signal(&self, signal: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).unwrap();
         rustix::process::kill_process(pid, signal).unwrap();
     }
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if self.status.is_some() {
+        if !self.process.is_running() {
             return;
         }
-        while let Ok(line) = self.lines.try_recv() {
-            self.receive(line);
-        }
         // The programs first, while the supervisor (their parent) keeps their pids from being
-        // reused, then the supervisor.
-        for pid in &self.program_pids {
+        // reused; the supervisor is killed when `process` is dropped.
+        for pid in self.program_pids.lock().unwrap().iter() {
             if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -441,7 +386,7 @@ fn signals_are_passed_on_and_sigterm_stops_without_a_restart() {
     owner.program("exiting");
     assert_eq!(owner.log("drained")["code"], 0);
     assert_eq!(owner.wait_exit(), 0);
-    let events: Vec<Value> = owner.pending.iter().map(|(_, v)| v["event"].clone()).collect();
+    let events: Vec<Value> = owner.pending().map(|(_, v)| v["event"].clone()).collect();
     assert!(!events.contains(&Value::from("restarting")), "{events:?}");
 }
 
@@ -455,7 +400,7 @@ fn readiness_by_command_waits_until_the_command_succeeds() {
     let mut next = Instance::start("gen-1", dir.path(), &flags, &["--generation", "1", "--ready", "never"]);
     next.log("check_failed");
     // Checked and not ready: the old generation is still the owner.
-    assert!(next.pending.iter().all(|(_, v)| v["event"] != "owner"));
+    assert!(next.pending().all(|(_, v)| v["event"] != "owner"));
     std::fs::write(&marker, b"").unwrap();
     assert_eq!(next.log("child_ready")["message"], "program ready: the readiness command succeeded");
     next.log("owner");
@@ -522,7 +467,7 @@ fn under_systemd_the_supervisor_reports_ready_and_stopping_and_the_program_does_
     assert_ne!(started["notify_socket"].as_str(), systemd_path.to_str(), "{started}");
     old.log("owner");
     let ready = notification(&systemd);
-    assert_eq!(ready[..2], ["READY=1".to_string(), format!("MAINPID={}", old.child.id())]);
+    assert_eq!(ready[..2], ["READY=1".to_string(), format!("MAINPID={}", old.pid())]);
 
     // A takeover: the library reports STOPPING=1 for the old supervisor.
     let mut new = generation(dir.path(), 1, &format!("web=tcp:{addr}"), &[]);

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! TABLEROLL_GO_PEERS=/abs/path/to/shared/interop \
-//!     cargo test -p tableroll --all-features --test interop -- --ignored
+//!     cargo test -p tableroll-testkit --test interop -- --ignored
 //! ```
 //!
 //! Without the variable, or without the binaries, every test fails. `TABLEROLL_INTEROP_ROUNDS`

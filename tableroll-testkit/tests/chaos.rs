@@ -739,11 +739,11 @@ fn chaos(test: &str, default_rounds: u64) {
 
 #[test]
 fn chaos_rounds() {
-    chaos("cargo test -p tableroll --test chaos chaos_rounds", 15);
+    chaos("cargo test -p tableroll-testkit --test chaos chaos_rounds", 15);
 }
 
 #[test]
 #[ignore = "long: run by scripts/chaos.sh and scripts/long-tests.sh"]
 fn chaos_long() {
-    chaos("cargo test -p tableroll --release --test chaos chaos_long -- --ignored", 100);
+    chaos("cargo test -p tableroll-testkit --release --test chaos chaos_long -- --ignored", 100);
 }

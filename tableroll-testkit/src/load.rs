@@ -13,7 +13,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::{read_response, TIMEOUT};
+use crate::http::read_response;
+use crate::TIMEOUT;
 
 /// Where the load goes.
 #[derive(Debug, Clone)]

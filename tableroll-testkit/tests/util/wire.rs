@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::TIMEOUT;
+use tableroll_testkit::TIMEOUT;
 
 /// The largest frame the raw helpers accept.
 const MAX_FRAME: usize = 1 << 20;

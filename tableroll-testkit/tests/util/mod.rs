@@ -1,91 +1,47 @@
-//! Helpers for the integration tests: a directory per test, the conformance peer as a child
-//! process with its JSON events, the examples' binaries (`examples`), a child process with its
-//! output captured (`process`), an HTTP client, closed-loop HTTP load (`load`), the wire
-//! protocol by hand (`wire`), and views of a process from `/proc`.
+//! Helpers for the library's process tests, over the kit (`tableroll_testkit`: a directory per
+//! test, a child process with its output captured, an HTTP client, closed-loop HTTP load): the
+//! conformance peer as a child process with its JSON events, the test servers cargo built for
+//! these tests (`examples`), the wire protocol by hand (`wire`), and views of a process from
+//! `/proc`.
 //!
 //! Tests synchronise on events, sockets and process exits; the timeouts here only turn a hang
 //! into a failure that shows the command, its status, its stdout and its stderr.
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
+use tableroll_testkit::events::{EventSender, Events, Missed};
+use tableroll_testkit::process::Process;
 
 pub mod examples;
 pub mod gopeer;
-
-/// The library's examples its tests run as child processes (see [`examples`]).
-pub const EXAMPLES: &[&str] = &["peer", "axum", "std_http", "unix_socket", "connection_handover"];
-pub mod http;
-pub mod load;
-pub mod process;
 pub mod wire;
 
-use process::Process;
-
 #[allow(unused_imports)] // not every test binary uses each
-pub use http::{http_get, http_get_unix, read_response, Response};
-
-/// How long anything may take before the test is declared hung.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------------------------
-// Directories
-
-/// A fresh temporary directory, removed on drop; it doubles as the coordination directory.
-pub struct TestDir {
-    tmp: tempfile::TempDir,
-}
-
-impl TestDir {
-    pub fn new() -> TestDir {
-        let tmp = tempfile::Builder::new().prefix("tr").tempdir().expect("creating a temporary directory");
-        TestDir { tmp }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
-    /// The names in the directory.
-    pub fn entries(&self) -> BTreeSet<String> {
-        let entries = fs::read_dir(self.path()).expect("listing the test directory");
-        entries.map(|e| e.expect("a directory entry").file_name().to_string_lossy().into_owned()).collect()
-    }
-
-    /// The content of the owner file (empty if missing).
-    pub fn owner(&self) -> String {
-        match fs::read(self.join("pid")) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => panic!("reading the owner file: {e}"),
-        }
-    }
-}
+pub use tableroll_testkit::http::{http_get, http_get_unix, read_response, Response};
+#[allow(unused_imports)]
+pub use tableroll_testkit::{load, raise_nofile_limit, TestDir, TIMEOUT};
 
 // ---------------------------------------------------------------------------------------------
 // Finding the peer
 
-/// The conformance peer binary: `$TABLEROLL_PEER` if set, else the `peer` example of this
-/// profile, built first if it is missing or stale (see [`examples::example_binary`]).
+/// The conformance peer binary: `$TABLEROLL_PEER` if set, else the one cargo built for these
+/// tests from `tableroll/examples/peer.rs`.
 pub fn peer_binary() -> &'static Path {
     static OVERRIDE: OnceLock<Option<PathBuf>> = OnceLock::new();
     let from_env = OVERRIDE.get_or_init(|| std::env::var_os("TABLEROLL_PEER").map(PathBuf::from));
-    from_env.as_deref().unwrap_or_else(|| examples::example_binary("peer"))
+    from_env.as_deref().unwrap_or_else(|| examples::binary("peer"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -104,9 +60,18 @@ pub struct Tapped {
 /// Where [`Peer::start_tapped`] copies every event of its peers, in the order they were read.
 pub type Tap = mpsc::Sender<Tapped>;
 
-/// A line of the peer's stdout with the moment it was read: an event, or the line that is not
-/// JSON.
-type EventLine = (Instant, Result<Value, String>);
+/// A line of the peer's stdout: an event, or the line that is not JSON.
+type EventLine = Result<Value, String>;
+
+/// Whether `line` is the event named `name`.
+fn is_event(line: &EventLine, name: &str) -> bool {
+    line.as_ref().is_ok_and(|event| event["event"] == name)
+}
+
+/// Whether `line` ends a wait for another event: an `error` event, or a line that is not JSON.
+fn is_trouble(line: &EventLine) -> bool {
+    line.as_ref().map_or(true, |event| event["event"] == "error")
+}
 
 /// A running peer. Its events are read on a thread; on drop it is killed (by the pid it was
 /// spawned with, before it is reaped) and, if the test is failing, its output is printed.
@@ -115,9 +80,7 @@ pub struct Peer {
     /// receiver: the reading thread logs stdout until then.
     process: Process,
     pub label: String,
-    events: Receiver<EventLine>,
-    pending: VecDeque<(Instant, Value)>,
-    stdout_eof: bool,
+    events: Events<EventLine>,
 }
 
 impl Peer {
@@ -218,9 +181,9 @@ impl Peer {
             .map(|w| w[1].to_string())
             .unwrap_or_else(|| format!("pid {}", process.pid()));
         process.set_heading(format!("peer {label}"));
-        let (tx, events) = mpsc::channel();
+        let (tx, events) = Events::channel();
         process.read_stdout(parse_events(label.clone(), tap, tx));
-        Peer { process, label, events, pending: VecDeque::new(), stdout_eof: false }
+        Peer { process, label, events }
     }
 
     pub fn pid(&self) -> u32 {
@@ -244,25 +207,6 @@ impl Peer {
         self.process.fail(message)
     }
 
-    /// The next event line with the moment it was read, or `None` at the end of stdout.
-    fn recv(&mut self, deadline: Instant, waiting_for: &str) -> Option<(Instant, Value)> {
-        if self.stdout_eof {
-            return None;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.events.recv_timeout(left) {
-            Ok((at, Ok(event))) => Some((at, event)),
-            Ok((_, Err(bad))) => self.fail(&format!("the peer printed a line that is not JSON: {bad}")),
-            Err(RecvTimeoutError::Disconnected) => {
-                self.stdout_eof = true;
-                None
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                self.fail(&format!("timed out after {TIMEOUT:?} waiting for {waiting_for}"))
-            }
-        }
-    }
-
     /// Waits for the first event named `name` not consumed yet; other events stay pending. An
     /// `error` event while waiting for something else fails the test.
     #[track_caller]
@@ -274,24 +218,24 @@ impl Peer {
     /// (which can be well before this call returns).
     #[track_caller]
     pub fn wait_for_timed(&mut self, name: &str) -> (Value, Instant) {
-        if let Some(i) = self.pending.iter().position(|(_, e)| e["event"] == name) {
-            let (at, event) = self.pending.remove(i).expect("position is in range");
-            return (event, at);
-        }
         let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let Some((at, event)) = self.recv(deadline, &format!("event {name:?}")) else {
-                let _ = self.reap();
-                self.fail(&format!("the peer's stdout ended before event {name:?}"));
-            };
-            if event["event"] == name {
-                return (event, at);
+        match self.events.wait(deadline, |line| is_event(line, name), is_trouble) {
+            Ok((at, Ok(event))) => (event, at),
+            Ok((_, Err(_))) => unreachable!("is_event holds only for events"),
+            Err(Missed::Stopped(_, Err(bad))) => {
+                self.fail(&format!("the peer printed a line that is not JSON: {bad}"))
             }
-            if event["event"] == "error" {
+            Err(Missed::Stopped(_, Ok(error))) => {
                 let _ = self.reap();
-                self.fail(&format!("error event while waiting for {name:?}: {event}"));
+                self.fail(&format!("error event while waiting for {name:?}: {error}"))
             }
-            self.pending.push_back((at, event));
+            Err(Missed::Ended) => {
+                let _ = self.reap();
+                self.fail(&format!("the peer's stdout ended before event {name:?}"))
+            }
+            Err(Missed::TimedOut) => {
+                self.fail(&format!("timed out after {TIMEOUT:?} waiting for event {name:?}"))
+            }
         }
     }
 
@@ -299,19 +243,23 @@ impl Peer {
     #[track_caller]
     pub fn peek_for(&mut self, name: &str) -> Value {
         let (event, at) = self.wait_for_timed(name);
-        self.pending.push_front((at, event.clone()));
+        self.events.push_front(at, Ok(event.clone()));
         event
     }
 
     /// Whether an event named `name` was received and not consumed (without waiting).
     pub fn has_pending(&mut self, name: &str) -> bool {
-        while let Ok((at, event)) = self.events.try_recv() {
-            match event {
-                Ok(event) => self.pending.push_back((at, event)),
-                Err(bad) => self.fail(&format!("the peer printed a line that is not JSON: {bad}")),
-            }
+        self.events.poll();
+        self.check_pending_lines();
+        self.events.pending().any(|line| is_event(line, name))
+    }
+
+    /// Fails the test if the peer printed a line that is not JSON.
+    #[track_caller]
+    fn check_pending_lines(&self) {
+        if let Some(Err(bad)) = self.events.pending().find(|line| line.is_err()) {
+            self.fail(&format!("the peer printed a line that is not JSON: {bad}"));
         }
-        self.pending.iter().any(|(_, e)| e["event"] == name)
     }
 
     /// Every event the peer printed so far (consumed or not), in order.
@@ -324,11 +272,18 @@ impl Peer {
     /// that exited or was killed) and returns every event not consumed yet, in order.
     #[track_caller]
     pub fn drain_to_eof(&mut self) -> Vec<Value> {
-        let deadline = Instant::now() + TIMEOUT;
-        while let Some(event) = self.recv(deadline, "the end of the peer's stdout") {
-            self.pending.push_back(event);
+        self.read_to_end("the end of the peer's stdout");
+        self.events.pending().filter_map(|line| line.as_ref().ok().cloned()).collect()
+    }
+
+    /// Receives every line until the end of stdout (at most [`TIMEOUT`]), failing the test if
+    /// one is not JSON.
+    #[track_caller]
+    fn read_to_end(&mut self, waiting_for: &str) {
+        if !self.events.wait_end(Instant::now() + TIMEOUT) {
+            self.fail(&format!("timed out after {TIMEOUT:?} waiting for {waiting_for}"));
         }
-        self.pending.iter().map(|(_, e)| e.clone()).collect()
+        self.check_pending_lines();
     }
 
     /// Waits for the end of stdout, then reaps the process.
@@ -336,10 +291,7 @@ impl Peer {
         if let Some(status) = self.process.status() {
             return status;
         }
-        let deadline = Instant::now() + TIMEOUT;
-        while let Some(event) = self.recv(deadline, "the peer to exit") {
-            self.pending.push_back(event);
-        }
+        self.read_to_end("the peer to exit");
         self.process.wait()
     }
 
@@ -375,26 +327,16 @@ impl Peer {
     /// wrong instead of failing the test: for tests that count failed rounds. An `error` event,
     /// a line that is not JSON or the end of stdout ends the wait too.
     pub fn wait_for_until(&mut self, name: &str, deadline: Instant) -> Result<(Value, Instant), String> {
-        if let Some(i) = self.pending.iter().position(|(_, e)| e["event"] == name) {
-            let (at, event) = self.pending.remove(i).expect("position is in range");
-            return Ok((event, at));
-        }
         let label = &self.label;
-        loop {
-            if self.stdout_eof {
-                return Err(format!("{label}: stdout ended before event {name:?}"));
+        match self.events.wait(deadline, |line| is_event(line, name), is_trouble) {
+            Ok((at, Ok(event))) => Ok((event, at)),
+            Ok((_, Err(_))) => unreachable!("is_event holds only for events"),
+            Err(Missed::Stopped(_, Ok(error))) => {
+                Err(format!("{label}: error event while waiting for {name:?}: {error}"))
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok((at, Ok(event))) if event["event"] == name => return Ok((event, at)),
-                Ok((_, Ok(event))) if event["event"] == "error" => {
-                    return Err(format!("{label}: error event while waiting for {name:?}: {event}"))
-                }
-                Ok((at, Ok(event))) => self.pending.push_back((at, event)),
-                Ok((_, Err(bad))) => return Err(format!("{label}: a line that is not JSON: {bad}")),
-                Err(RecvTimeoutError::Disconnected) => self.stdout_eof = true,
-                Err(RecvTimeoutError::Timeout) => return Err(format!("{label}: no event {name:?} in time")),
-            }
+            Err(Missed::Stopped(_, Err(bad))) => Err(format!("{label}: a line that is not JSON: {bad}")),
+            Err(Missed::Ended) => Err(format!("{label}: stdout ended before event {name:?}")),
+            Err(Missed::TimedOut) => Err(format!("{label}: no event {name:?} in time")),
         }
     }
 
@@ -402,15 +344,11 @@ impl Peer {
     /// and returning what went wrong instead of failing the test.
     pub fn clean_exit_until(&mut self, deadline: Instant) -> Result<(), String> {
         self.wait_for_until("exit", deadline)?;
-        while !self.stdout_eof {
-            match self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok((at, Ok(event))) => self.pending.push_back((at, event)),
-                Ok((_, Err(bad))) => return Err(format!("{}: a line that is not JSON: {bad}", self.label)),
-                Err(RecvTimeoutError::Disconnected) => self.stdout_eof = true,
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(format!("{}: stdout still open after the exit event", self.label))
-                }
-            }
+        if !self.events.wait_end(deadline) {
+            return Err(format!("{}: stdout still open after the exit event", self.label));
+        }
+        if let Some(Err(bad)) = self.events.pending().find(|line| line.is_err()) {
+            return Err(format!("{}: a line that is not JSON: {bad}", self.label));
         }
         // Stdout ended after the exit event: the process is exiting.
         match self.process.wait() {
@@ -436,7 +374,7 @@ impl Peer {
 fn parse_events(
     label: String,
     tap: Option<Tap>,
-    tx: mpsc::Sender<EventLine>,
+    tx: EventSender<EventLine>,
 ) -> impl FnMut(Instant, String) -> bool + Send + 'static {
     move |at, line| {
         let event = serde_json::from_str::<Value>(&line).map_err(|e| format!("{e}: {line}"));
@@ -504,23 +442,6 @@ pub fn tcp_listen_ports(pid: u32) -> BTreeSet<u16> {
         }
     }
     ports
-}
-
-/// Raises this process's soft limit on open descriptors to at least `want` (children inherit
-/// it); panics if the hard limit does not allow it.
-pub fn raise_nofile_limit(want: u64) {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current.is_none_or(|current| current >= want) {
-        return;
-    }
-    assert!(
-        limit.maximum.is_none_or(|max| max >= want),
-        "this test needs {want} descriptors per process; the hard limit is {:?}",
-        limit.maximum
-    );
-    setrlimit(Resource::Nofile, Rlimit { current: Some(want), maximum: limit.maximum })
-        .expect("raising RLIMIT_NOFILE");
 }
 
 /// The uid of `nobody`, for tests that run a peer as another user (which needs root).

@@ -5,17 +5,18 @@
 //! can wait for a line instead of sleeping; the timeouts here only turn a hang into a failure
 //! that shows the command, its status, its stdout and its stderr.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Instant;
 
-use crate::util::examples::example_binary;
-use crate::util::process::Process;
+use tableroll_testkit::events::{Events, Missed};
+use tableroll_testkit::process::Process;
+
+use crate::util::examples;
 use crate::util::{read_response, Response, TIMEOUT};
 
 /// One stdout line: `word key=value key=value`.
@@ -50,21 +51,20 @@ pub struct Example {
     /// First, so that it is killed (and its output printed) while `lines` still has a
     /// receiver: the reading thread logs stdout until then.
     process: Process,
-    lines: Receiver<String>,
-    pending: VecDeque<Line>,
+    lines: Events<Line>,
 }
 
 impl Example {
-    /// Starts example `name` (built first if missing or stale) with `args`.
+    /// Starts example `name` (as cargo built it for these tests) with `args`.
     pub fn start(name: &str, args: &[OsString]) -> Example {
-        let mut cmd = Command::new(example_binary(name));
+        let mut cmd = Command::new(examples::binary(name));
         cmd.args(args);
         // A test run under systemd must not make the examples report to it.
         cmd.env_remove("NOTIFY_SOCKET");
         let mut process = Process::spawn(&mut cmd);
-        let (tx, lines) = mpsc::channel();
-        process.read_stdout(move |_, line| tx.send(line).is_ok());
-        Example { process, lines, pending: VecDeque::new() }
+        let (tx, lines) = Events::channel();
+        process.read_stdout(move |at, line| tx.send((at, Line::parse(line))).is_ok());
+        Example { process, lines }
     }
 
     pub fn pid(&self) -> u32 {
@@ -83,46 +83,30 @@ impl Example {
         self.process.fail(message)
     }
 
-    /// The next stdout line, or `None` at its end.
-    #[track_caller]
-    fn recv(&mut self, deadline: Instant, waiting_for: &str) -> Option<Line> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.lines.recv_timeout(left) {
-            Ok(raw) => Some(Line::parse(raw)),
-            Err(RecvTimeoutError::Disconnected) => None,
-            Err(RecvTimeoutError::Timeout) => {
-                self.fail(&format!("timed out after {TIMEOUT:?} waiting for {waiting_for}"))
-            }
-        }
-    }
-
     /// Waits for the first line starting with `word` not consumed yet; other lines stay pending.
     #[track_caller]
     pub fn wait_for(&mut self, word: &str) -> Line {
-        if let Some(i) = self.pending.iter().position(|line| line.word == word) {
-            return self.pending.remove(i).expect("position is in range");
-        }
         let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let Some(line) = self.recv(deadline, &format!("a {word:?} line")) else {
-                let _ = self.reap();
-                self.fail(&format!("stdout ended before a {word:?} line"));
-            };
-            if line.word == word {
-                return line;
+        match self.lines.wait(deadline, |line| line.word == word, |_| false) {
+            Ok((_, line)) => line,
+            Err(Missed::TimedOut) => {
+                self.fail(&format!("timed out after {TIMEOUT:?} waiting for a {word:?} line"))
             }
-            self.pending.push_back(line);
+            Err(Missed::Ended | Missed::Stopped(..)) => {
+                let _ = self.reap();
+                self.fail(&format!("stdout ended before a {word:?} line"))
+            }
         }
     }
 
     /// Waits for stdout to end (the process exited; at most [`TIMEOUT`]), then reaps it.
+    #[track_caller]
     fn reap(&mut self) -> ExitStatus {
         if let Some(status) = self.process.status() {
             return status;
         }
-        let deadline = Instant::now() + TIMEOUT;
-        while let Some(line) = self.recv(deadline, "exit") {
-            self.pending.push_back(line);
+        if !self.lines.wait_end(Instant::now() + TIMEOUT) {
+            self.fail(&format!("timed out after {TIMEOUT:?} waiting for exit"));
         }
         self.process.wait()
     }

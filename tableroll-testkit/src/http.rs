@@ -1,12 +1,12 @@
 //! A minimal HTTP/1.1 client for the tests: one `GET` per connection, the whole response read
-//! and its framing checked. Shared with the CLI's tests, which include this file by path.
+//! and its framing checked.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use super::TIMEOUT;
+use crate::TIMEOUT;
 
 /// A parsed HTTP response.
 #[derive(Debug)]

@@ -2,8 +2,9 @@
 //! line logged, then handed to the harness that started it), its stderr collected on another,
 //! and both shown with the command and its status when a test fails.
 //!
-//! The harnesses built on it ([`crate::util::Peer`], `example_process::Example`) differ only in
-//! what a line means to them.
+//! The harnesses built on it (the library tests' `Peer` and `Example`, the CLI tests'
+//! `Instance`) differ only in what a line means to them; they wait for lines through
+//! [`crate::events::Events`].
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read};
@@ -36,12 +37,21 @@ impl Process {
     /// Spawns `cmd` with stdin on `/dev/null` and stdout and stderr piped, and starts collecting
     /// its stderr. Its stdout is read once [`Process::read_stdout`] says what to do with a line.
     pub fn spawn(cmd: &mut Command) -> Process {
+        Process::spawn_reading_stderr(cmd, |_, _| true)
+    }
+
+    /// As [`Process::spawn`], and hands each line of stderr to `on_line` with the moment it was
+    /// read, until `on_line` returns `false` (the stderr is still collected).
+    pub fn spawn_reading_stderr(
+        cmd: &mut Command,
+        on_line: impl FnMut(Instant, String) -> bool + Send + 'static,
+    ) -> Process {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let command = format!("{cmd:?}");
         let mut child = spawn_retrying_busy(cmd, &command);
         let stdout_pipe = child.stdout.take();
         let stderr = Arc::new(Stderr::default());
-        collect_stderr(&mut child, stderr.clone());
+        collect_stderr(&mut child, stderr.clone(), on_line);
         Process {
             heading: None,
             command,
@@ -205,14 +215,30 @@ struct Stderr {
     closed: Mutex<bool>,
 }
 
-/// Appends everything `child` writes to stderr to `log`, on a thread, as it comes.
-fn collect_stderr(child: &mut Child, log: Arc<Stderr>) {
+/// Appends everything `child` writes to stderr to `log`, on a thread, as it comes, and hands
+/// each whole line to `on_line` until it returns `false`.
+fn collect_stderr(
+    child: &mut Child,
+    log: Arc<Stderr>,
+    mut on_line: impl FnMut(Instant, String) -> bool + Send + 'static,
+) {
     let mut err = child.stderr.take().expect("piped stderr");
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
+        let (mut line, mut reading) = (Vec::new(), true);
         while let Ok(n @ 1..) = err.read(&mut buf) {
             log.bytes.lock().unwrap().extend_from_slice(&buf[..n]);
             log.grew.notify_all();
+            let at = Instant::now();
+            for &byte in &buf[..n] {
+                if !reading {
+                    break;
+                } else if byte != b'\n' {
+                    line.push(byte);
+                } else {
+                    reading = on_line(at, String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned());
+                }
+            }
         }
         *log.closed.lock().unwrap() = true;
         let _guard = log.bytes.lock().unwrap();
