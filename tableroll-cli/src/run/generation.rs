@@ -3,19 +3,17 @@
 //! reads it there without asking anyone. A group whose owner has another kind of id (set with
 //! `--id`, or a library user) has no known generation.
 
-use std::io::Read;
 use std::path::Path;
-
-/// The longest owner file read: an id is at most a socket path long.
-const MAX_OWNER_FILE: u64 = 128;
 
 /// The generation of an instance joining the group in `dir` now: 1 for a new group, one more
 /// than the owner's if its id carries a generation, `None` otherwise. Read without the lock,
 /// for naming and logs only: two instances starting at once may get the same number.
 pub fn next(dir: &Path) -> Option<u64> {
-    match read_owner_id(dir) {
-        None => Some(1),
-        Some(id) => of_id(&id).and_then(|n| n.checked_add(1)),
+    match tableroll::inspect::owner_id(dir) {
+        Ok(None) => Some(1),
+        Ok(Some(id)) => of_id(&id).and_then(|n| n.checked_add(1)),
+        // Something that is not an owner's id is there: the generation is not known.
+        Err(_) => None,
     }
 }
 
@@ -38,20 +36,6 @@ pub fn id_for(generation: u64) -> String {
         _ => std::process::id().rotate_left(16) ^ 0x9e37_79b9,
     };
     format!("g{generation}-{}-{random:08x}", std::process::id())
-}
-
-/// The owner file's content if it is a regular file holding text (`None` if it is missing or
-/// empty: a new group).
-fn read_owner_id(dir: &Path) -> Option<String> {
-    let path = dir.join("pid");
-    let meta = std::fs::symlink_metadata(&path).ok()?;
-    if !meta.is_file() {
-        return Some(String::new());
-    }
-    let mut content = String::new();
-    std::fs::File::open(&path).ok()?.take(MAX_OWNER_FILE).read_to_string(&mut content).ok()?;
-    let id = content.trim().to_string();
-    (!id.is_empty()).then_some(id)
 }
 
 #[cfg(test)]

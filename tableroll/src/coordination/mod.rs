@@ -3,6 +3,7 @@
 //!
 //! This layer knows nothing of descriptors being passed: it finds, binds, locks and cleans.
 
+mod names;
 mod owner_file;
 mod owner_file_watch;
 mod owner_watch;
@@ -13,7 +14,8 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-pub(crate) use owner_file::{read_bounded, HeldLock, OwnerFile, OwnerLock};
+pub(crate) use names::{entry, socket_file_name, Entry, OWNER_FILE};
+pub(crate) use owner_file::{open_read_only, read_bounded, read_settled, HeldLock, OwnerFile, OwnerLock};
 pub(crate) use owner_file_watch::OwnerFileWatch;
 pub(crate) use owner_watch::{OwnerWatch, GRACE};
 pub(crate) use upgrade_socket::{connect_to_owner, UpgradeSocket};
@@ -22,10 +24,6 @@ use crate::error::{Error, Result};
 use crate::id::{self, MAX_SOCKET_PATH};
 use crate::sys::files::check_writable_dir;
 use crate::sys::socket_table::{self, PathState};
-
-/// The name of the owner file, which is also the lock file.
-const OWNER_FILE: &str = "pid";
-const SOCKET_SUFFIX: &str = ".sock";
 
 /// A coordination directory that exists and that this process may write to.
 #[derive(Debug, Clone)]
@@ -45,8 +43,7 @@ impl Directory {
     /// directory is gone), does not exist or cannot be inspected, is not a directory, or this
     /// process may not create files in it (`access(2)` for write and search permission).
     pub(crate) fn open(path: &Path) -> Result<Directory> {
-        let path = std::path::absolute(path)
-            .map_err(|e| Error::io_at("resolving the coordination directory", path, e))?;
+        let Directory { path } = Directory::at(path)?;
         let meta = std::fs::metadata(&path)
             .map_err(|e| Error::io_at("opening the coordination directory", &path, e))?;
         if !meta.is_dir() {
@@ -55,6 +52,18 @@ impl Directory {
         }
         check_writable_dir(&path)
             .map_err(|e| Error::io_at("checking write access to the coordination directory", &path, e))?;
+        Ok(Directory { path })
+    }
+
+    /// The directory at `path`, made absolute, for a reader: nothing is checked or created.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the path if it cannot be made absolute (it is empty, or the working
+    /// directory is gone).
+    pub(crate) fn at(path: &Path) -> Result<Directory> {
+        let path = std::path::absolute(path)
+            .map_err(|e| Error::io_at("resolving the coordination directory", path, e))?;
         Ok(Directory { path })
     }
 
@@ -69,7 +78,7 @@ impl Directory {
     /// The longest id whose socket path fits a socket address.
     pub(crate) fn max_id_len(&self) -> usize {
         // `<dir>` + `/` + id + `.sock`
-        MAX_SOCKET_PATH.saturating_sub(self.path.as_os_str().len() + 1 + SOCKET_SUFFIX.len())
+        MAX_SOCKET_PATH.saturating_sub(self.path.as_os_str().len() + 1 + names::socket_suffix_len())
     }
 
     /// `<dir>/<id>.sock`, checked to be a valid id whose path fits a socket address.
@@ -81,9 +90,7 @@ impl Directory {
     /// address holds.
     pub(crate) fn socket_path(&self, id: &[u8]) -> Result<PathBuf> {
         id::validate(id)?;
-        let mut name = id.to_vec();
-        name.extend_from_slice(SOCKET_SUFFIX.as_bytes());
-        let path = self.path.join(OsString::from_vec(name));
+        let path = self.path.join(OsString::from_vec(socket_file_name(id)));
         let len = path.as_os_str().len();
         if len > MAX_SOCKET_PATH {
             return Err(Error::PathTooLong { path, len, max: MAX_SOCKET_PATH });
@@ -111,10 +118,9 @@ impl Directory {
         let Ok(entries) = std::fs::read_dir(&self.path) else { return };
         let candidates: Vec<PathBuf> = entries
             .flatten()
-            .filter(|entry| {
-                let name = entry.file_name();
-                let id = name.as_bytes().strip_suffix(SOCKET_SUFFIX.as_bytes());
-                id.is_some_and(|id| !keep.contains(&id))
+            .filter(|entry| match names::entry(entry.file_name().as_bytes()) {
+                Entry::UpgradeSocket(id) => !keep.contains(&id),
+                _ => false,
             })
             .map(|entry| entry.path())
             .collect();

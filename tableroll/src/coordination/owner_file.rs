@@ -200,6 +200,42 @@ impl Drop for HeldLock<'_> {
     }
 }
 
+/// Opens the owner file for reading only, for a process that must not create it: never
+/// through a symlink, and without blocking if something other than a regular file was put
+/// there (opening a named pipe would wait for a writer).
+///
+/// # Errors
+///
+/// It cannot be opened (`NotFound` if missing), or is not a regular file (`InvalidInput`).
+pub(crate) fn open_read_only(path: &Path) -> io::Result<File> {
+    open_nofollow(path, OpenMode::Read)
+}
+
+/// How many times [`read_settled`] reads while the content is not settled.
+const SETTLE_READS: usize = 5;
+
+/// The owner file's content, read without the lock, once two reads agree on something (or
+/// after a few reads): a writer in the middle of its write shows a mix of two ids (ours write
+/// in place, then cut the file to length) or an empty file (Go tableroll truncates, then
+/// writes).
+///
+/// # Errors
+///
+/// Reading failed.
+pub(crate) fn read_settled(file: &File) -> io::Result<Vec<u8>> {
+    let mut last = read_bounded(file)?;
+    for _ in 1..SETTLE_READS {
+        // Let a writer that is running on this CPU finish its two system calls.
+        std::thread::yield_now();
+        let again = read_bounded(file)?;
+        if again == last && !again.is_empty() {
+            break;
+        }
+        last = again;
+    }
+    Ok(last)
+}
+
 /// Reads the start of `file`: at most one byte more than any id can be, so a huge file costs
 /// nothing and still reads as too long.
 pub(crate) fn read_bounded(file: &File) -> io::Result<Vec<u8>> {

@@ -1,16 +1,14 @@
 //! The directory's entries, sorted into the owner file, upgrade sockets and the rest.
 
+use super::sockets::SocketFile;
+use super::status::{EntryKind, UnexpectedEntry};
+use crate::coordination::{entry, Directory, Entry};
+use crate::error::{Error, Result};
 use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-
-use super::owner_file::OWNER_FILE;
-use super::sockets::{upgrade_socket_id, SocketFile};
-use super::status::{EntryKind, UnexpectedEntry};
-use crate::error::{Error, Result};
 
 /// The directory's entries, sorted out.
 pub(super) struct Listing {
@@ -21,7 +19,8 @@ pub(super) struct Listing {
 }
 
 impl Listing {
-    pub(super) fn read(dir: &Path) -> Result<Listing> {
+    pub(super) fn read(dir: &Directory) -> Result<Listing> {
+        let dir = dir.path();
         let listing_error = |e| Error::io_at("listing the coordination directory", dir, e);
         let mut listing = Listing { owner_file_kind: None, sockets: Vec::new(), unexpected: Vec::new() };
         for entry in fs::read_dir(dir).map_err(listing_error)? {
@@ -42,16 +41,18 @@ impl Listing {
     fn sort_in(&mut self, name: OsString, meta: Option<&fs::Metadata>) {
         let kind = meta.map_or(EntryKind::Unknown, |m| EntryKind::of(m.file_type()));
         let name = name.as_bytes();
-        if name == OWNER_FILE.as_bytes() {
-            self.owner_file_kind = Some(kind);
-            if kind == EntryKind::RegularFile {
-                return;
+        match (entry(name), meta) {
+            (Entry::OwnerFile, _) => {
+                self.owner_file_kind = Some(kind);
+                if kind == EntryKind::RegularFile {
+                    return;
+                }
             }
-        } else if let (Some(id), Some(meta)) = (upgrade_socket_id(name), meta) {
-            if kind == EntryKind::Socket {
+            (Entry::UpgradeSocket(id), Some(meta)) if kind == EntryKind::Socket => {
                 self.sockets.push(SocketFile { id: id.to_vec(), device: meta.dev(), inode: meta.ino() });
                 return;
             }
+            _ => {}
         }
         self.unexpected.push(UnexpectedEntry { name: String::from_utf8_lossy(name).into_owned(), kind });
     }

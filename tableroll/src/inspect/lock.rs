@@ -2,20 +2,19 @@
 //! `sys::lock_table`).
 
 use std::io;
-use std::path::Path;
 
-use super::owner_file::OWNER_FILE;
 use super::status::{EntryKind, LockHeld, LockStatus};
+use crate::coordination::Directory;
 use crate::sys::lock_table::{flock_holder, LockTarget};
 
 /// Whether the coordination lock on the owner file is held, and by whom.
-pub(super) fn lock_status(dir: &Path, owner_file_kind: Option<EntryKind>) -> LockStatus {
+pub(super) fn lock_status(dir: &Directory, owner_file_kind: Option<EntryKind>) -> LockStatus {
     let status = |held, holder_pid, problem| LockStatus { held, holder_pid, problem };
     if owner_file_kind.is_none() {
         // A newcomer creates the file before it locks it.
         return status(LockHeld::No, None, None);
     }
-    let target = match LockTarget::at(&dir.join(OWNER_FILE)) {
+    let target = match LockTarget::at(&dir.owner_file()) {
         Ok(target) => target,
         // Gone since it was listed: nobody can be holding a lock on it now.
         Err(e) if e.kind() == io::ErrorKind::NotFound => return status(LockHeld::No, None, None),

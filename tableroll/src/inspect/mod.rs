@@ -31,7 +31,9 @@ pub use status::{
     SocketStatus, UnexpectedEntry,
 };
 
+use crate::coordination::Directory;
 use crate::error::{Error, Result};
+use owner_file::read_owner_file;
 use picture::Picture;
 
 /// How many times the whole picture is read while it is not consistent (see [`inspect`]).
@@ -49,9 +51,7 @@ const PICTURE_READS: usize = 20;
 /// exist, is not a directory, or may not be read), or if the kernel's table of Unix sockets
 /// (`/proc/net/unix`) cannot be read.
 pub fn inspect(dir: impl AsRef<Path>) -> Result<DirectoryStatus> {
-    let dir = dir.as_ref();
-    let dir =
-        std::path::absolute(dir).map_err(|e| Error::io_at("resolving the coordination directory", dir, e))?;
+    let dir = Directory::at(dir.as_ref())?;
     let mut picture = Picture::read(&dir)?;
     for _ in 1..PICTURE_READS {
         if picture.is_consistent() {
@@ -62,4 +62,32 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<DirectoryStatus> {
         picture = Picture::read(&dir)?;
     }
     Ok(picture.status)
+}
+
+/// The id the owner file of the coordination directory `dir` names, read without the lock
+/// (so it may be a moment old), or `None` if there is no owner file or it is empty. Whether
+/// that process is alive is not checked: see [`inspect`] for that.
+///
+/// # Errors
+///
+/// [`Error::Io`] naming the path if `dir` cannot be made absolute, or the owner file is not a
+/// regular file, cannot be read, or holds something that is not a valid id (an error of kind
+/// `InvalidData`, saying why).
+pub fn owner_id(dir: impl AsRef<Path>) -> Result<Option<String>> {
+    let dir = Directory::at(dir.as_ref())?;
+    let kind = match std::fs::symlink_metadata(dir.owner_file()) {
+        Ok(meta) => Some(EntryKind::of(meta.file_type())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io_at("inspecting the owner file", dir.owner_file(), e)),
+    };
+    let read = read_owner_file(&dir, kind);
+    match (read.file, read.id) {
+        (_, Some(id)) => Ok(Some(String::from_utf8_lossy(&id).into_owned())),
+        (OwnerFile::Missing | OwnerFile::Empty, None) => Ok(None),
+        (_, None) => Err(Error::io_at(
+            "reading the owner file",
+            dir.owner_file(),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, read.problem.unwrap_or_default()),
+        )),
+    }
 }

@@ -1,7 +1,5 @@
 //! One reading of the directory, and whether it is consistent.
 
-use std::path::Path;
-
 use super::listing::Listing;
 use super::lock::lock_status;
 use super::owner_file::{owner_file_bytes, read_owner_file};
@@ -9,6 +7,7 @@ use super::sockets::socket_statuses;
 use super::status::{
     DirectoryStatus, Handover, LockHeld, LockStatus, OwnerStatus, SocketState, SocketStatus,
 };
+use crate::coordination::Directory;
 use crate::error::Result;
 
 /// One reading of the directory, between two reads of the owner file.
@@ -29,7 +28,7 @@ pub(super) struct Picture {
 }
 
 impl Picture {
-    pub(super) fn read(dir: &Path) -> Result<Picture> {
+    pub(super) fn read(dir: &Directory) -> Result<Picture> {
         let before = owner_file_bytes(dir);
         let listing = Listing::read(dir)?;
         let read = read_owner_file(dir, listing.owner_file_kind);
@@ -46,7 +45,7 @@ impl Picture {
         };
         let handover = handover(&lock, &sockets);
         let status = DirectoryStatus {
-            dir: dir.to_owned(),
+            dir: dir.path().to_owned(),
             owner,
             lock,
             handover,

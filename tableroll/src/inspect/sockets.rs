@@ -8,21 +8,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::status::{SocketState, SocketStatus};
+use crate::coordination::socket_file_name;
 use crate::error::{Error, Result};
 use crate::sys::socket_table::{self, UnconnectedSocket};
-
-const SOCKET_SUFFIX: &str = ".sock";
 
 /// A socket file named `<id>.sock` and the identity of that file.
 pub(super) struct SocketFile {
     pub(super) id: Vec<u8>,
     pub(super) device: u64,
     pub(super) inode: u64,
-}
-
-/// The id in an upgrade socket's file name `<id>.sock`.
-pub(super) fn upgrade_socket_id(name: &[u8]) -> Option<&[u8]> {
-    name.strip_suffix(SOCKET_SUFFIX.as_bytes()).filter(|id| !id.is_empty())
 }
 
 /// The state of every upgrade socket, and the process behind each live one.
@@ -46,10 +40,6 @@ pub(super) fn socket_statuses(files: &[SocketFile], owner: Option<&[u8]>) -> Res
             owner: owner == Some(file.id.as_slice()),
         })
         .collect())
-}
-
-fn socket_file_name(id: &[u8]) -> Vec<u8> {
-    [id, SOCKET_SUFFIX.as_bytes()].concat()
 }
 
 /// The socket inode of the listed socket bound to this very file, if any.

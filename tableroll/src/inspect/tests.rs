@@ -7,8 +7,8 @@ use std::path::Path;
 
 use rustix::fs::{flock, FlockOperation};
 
-use super::owner_file::{open_owner_file, OWNER_FILE};
 use super::*;
+use crate::coordination::{open_read_only as open_owner_file, OWNER_FILE};
 use crate::error::Error;
 
 fn write_owner(dir: &Path, content: &[u8]) {
@@ -187,4 +187,20 @@ fn serializes_to_plain_json() {
     assert_eq!(json["sockets"][0]["state"], "live");
     assert_eq!(json["unexpected"][0]["kind"], "regular_file");
     assert_eq!(json["dir"], tmp.path().to_str().unwrap());
+}
+
+#[test]
+fn owner_id_reads_the_owner_file_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(super::owner_id(tmp.path()).unwrap(), None, "no owner file");
+    fs::write(tmp.path().join(OWNER_FILE), b"").unwrap();
+    assert_eq!(super::owner_id(tmp.path()).unwrap(), None, "an empty owner file");
+    fs::write(tmp.path().join(OWNER_FILE), b"web-2").unwrap();
+    assert_eq!(super::owner_id(tmp.path()).unwrap().as_deref(), Some("web-2"));
+    fs::write(tmp.path().join(OWNER_FILE), b"../escape").unwrap();
+    let err = super::owner_id(tmp.path()).unwrap_err();
+    assert!(err.to_string().contains("not a valid id"), "{err}");
+    fs::remove_file(tmp.path().join(OWNER_FILE)).unwrap();
+    fs::create_dir(tmp.path().join(OWNER_FILE)).unwrap();
+    assert!(super::owner_id(tmp.path()).is_err(), "a directory is no owner file");
 }

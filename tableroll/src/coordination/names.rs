@@ -1,0 +1,53 @@
+//! The names in a coordination directory: the owner file `pid` and each process's upgrade
+//! socket `<id>.sock`. No other part of the crate spells them.
+
+/// The owner file's name, which is also the lock file. (Named `pid` for history: ids used to
+/// be process ids, and Go tableroll processes share the name.)
+pub(crate) const OWNER_FILE: &str = "pid";
+const SOCKET_SUFFIX: &str = ".sock";
+
+/// What a file name in the directory is to the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry<'n> {
+    /// The owner file.
+    OwnerFile,
+    /// The upgrade socket of the process with this id.
+    UpgradeSocket(&'n [u8]),
+    /// Anything else: not the group's.
+    Other,
+}
+
+/// What the file name `name` is to the group.
+pub(crate) fn entry(name: &[u8]) -> Entry<'_> {
+    if name == OWNER_FILE.as_bytes() {
+        return Entry::OwnerFile;
+    }
+    match name.strip_suffix(SOCKET_SUFFIX.as_bytes()) {
+        Some(id) if !id.is_empty() => Entry::UpgradeSocket(id),
+        _ => Entry::Other,
+    }
+}
+
+/// The file name of the upgrade socket of `id`.
+pub(crate) fn socket_file_name(id: &[u8]) -> Vec<u8> {
+    [id, SOCKET_SUFFIX.as_bytes()].concat()
+}
+
+/// How many bytes the socket's file name adds to the id.
+pub(crate) fn socket_suffix_len() -> usize {
+    SOCKET_SUFFIX.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(entry(b"pid"), Entry::OwnerFile);
+        assert_eq!(entry(&socket_file_name(b"web-1")), Entry::UpgradeSocket(b"web-1"));
+        for other in [&b".sock"[..], b"pid.tmp", b"web-1.socket", b"x"] {
+            assert_eq!(entry(other), Entry::Other, "{:?}", String::from_utf8_lossy(other));
+        }
+    }
+}
