@@ -158,7 +158,7 @@ mod upgrader;
 
 #[cfg(feature = "tokio")]
 pub use self::tokio::{Drained, DrainingListener, DrainingStream, TokioListener};
-pub use descriptor::{Descriptor, Kind};
+pub use descriptor::{Descriptor, Kind, Shareable};
 pub use error::{Error, Result};
 pub use fds::Fds;
 pub use peer_policy::PeerPolicy;
