@@ -166,4 +166,6 @@ pub use signal::UpgradeComplete;
 pub use upgrader::{Builder, Upgrader};
 
 #[cfg(test)]
+mod fds_tests;
+#[cfg(test)]
 mod upgrader_tests;
