@@ -23,6 +23,7 @@
 //! process holds N descriptors, so 10 000 fit under a hard limit of 20 000.
 
 use std::io::{BufRead, BufReader, Lines, Write};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,7 +59,7 @@ fn join(dir: &Path, id: String, ids: &[String], claim: bool) -> Upgrader {
     assert_eq!(newcomer.inherited_ids().len(), ids.len(), "every listener inherited");
     if claim {
         for id in ids {
-            newcomer.fds().tcp_listener(id).expect("a stored listener").expect("inherited");
+            newcomer.fds().get::<TcpListener>(id).expect("a stored listener").expect("inherited");
         }
         newcomer.ready().expect("ready");
     }

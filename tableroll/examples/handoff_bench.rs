@@ -16,6 +16,7 @@
 //! description and each has its own upgrade socket and serving thread.
 
 use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -60,7 +61,7 @@ fn handoffs(label: &str, listeners: usize, rounds: usize) -> Result<(), Box<dyn 
         let next = Upgrader::builder(dir.path()).id(format!("gen-{generation}")).build()?;
         new_us.push(start.elapsed());
         for id in &ids {
-            next.fds().tcp_listener(id)?.ok_or("listener not inherited")?;
+            next.fds().get::<TcpListener>(id)?.ok_or("listener not inherited")?;
         }
         let start = Instant::now();
         next.ready()?;

@@ -1,13 +1,12 @@
-//! What a stored descriptor is: its kind, how each std type maps to the wire, and how it is
-//! described to the next process.
+//! What a stored descriptor is: its [`Kind`], its address as its creator named it, and the std
+//! types the store holds ([`Shareable`]). How kinds and addresses travel on the wire is the
+//! session layer's business (`handoff::wire_entries`).
 
 use std::fs::File;
 use std::io;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-
-use crate::protocol::WireEntry;
 
 /// The kind of a stored descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -26,29 +25,16 @@ pub enum Kind {
     UnixStream,
     /// A file ([`File`]).
     File,
-    /// Any other descriptor ([`OwnedFd`]), stored with [`Fds::fd_with`](crate::Fds::fd_with).
+    /// Any other descriptor ([`OwnedFd`]), stored with
+    /// [`Fds::get_or_insert_with::<OwnedFd>`](crate::Fds::get_or_insert_with).
     Fd,
     /// A kind this version does not know, received from another process: `kind/network` as
-    /// the sender named them. It is kept, and reachable with [`Fds::fd`](crate::Fds::fd).
+    /// the sender named them (`kind` alone when it named no network). It is kept, passed on
+    /// as it came, and reachable with [`Fds::get::<OwnedFd>`](crate::Fds::get).
     Other(String),
 }
 
 impl Kind {
-    pub(crate) fn of(entry: &WireEntry) -> Kind {
-        let net = entry.network.as_str();
-        match (entry.kind.as_str(), net) {
-            ("listener", "tcp" | "tcp4" | "tcp6") => Kind::TcpListener,
-            ("listener", "unix") => Kind::UnixListener,
-            ("conn", "udp" | "udp4" | "udp6") => Kind::UdpSocket,
-            ("conn", "tcp" | "tcp4" | "tcp6") => Kind::TcpStream,
-            ("conn", "unix") => Kind::UnixStream,
-            ("file", _) => Kind::File,
-            ("fd", _) => Kind::Fd,
-            (kind, "") => Kind::Other(kind.to_owned()),
-            (kind, net) => Kind::Other(format!("{kind}/{net}")),
-        }
-    }
-
     /// A short human name, as used in errors.
     pub fn name(&self) -> &str {
         match self {
@@ -84,22 +70,57 @@ pub struct Descriptor {
     pub inherited: bool,
 }
 
-/// A std type the store can hold and hand out.
-pub(crate) trait Shareable: AsFd + From<OwnedFd> + Sized {
-    /// The kind values of this type are stored as.
-    const KIND: Kind;
+/// A std type the descriptor store holds and hands out, for [`Fds::get`](crate::Fds::get) and
+/// [`Fds::get_or_insert_with`](crate::Fds::get_or_insert_with).
+///
+/// | type | stored as | handed out from |
+/// | --- | --- | --- |
+/// | [`TcpListener`] | [`Kind::TcpListener`] | that kind |
+/// | [`UnixListener`] | [`Kind::UnixListener`] | that kind |
+/// | [`UdpSocket`] | [`Kind::UdpSocket`] | that kind |
+/// | [`TcpStream`] | [`Kind::TcpStream`] | that kind |
+/// | [`UnixStream`] | [`Kind::UnixStream`] | that kind |
+/// | [`File`] | [`Kind::File`] | that kind |
+/// | [`OwnedFd`] | [`Kind::Fd`] | every kind, [`Kind::Other`] included |
+///
+/// The trait is sealed: the store must know how to describe a value to the next process.
+pub trait Shareable: sealed::Sealed + AsFd + From<OwnedFd> {}
 
-    /// Whether a stored entry of `kind` may be handed out as this type.
-    fn accepts(kind: &Kind) -> bool {
-        *kind == Self::KIND
+pub(crate) use sealed::{Address, Sealed};
+
+/// What only the crate sees of [`Shareable`]. Its items are `pub` in a private module: a user
+/// can name neither, so nobody outside implements the trait.
+mod sealed {
+    use super::Kind;
+
+    pub trait Sealed {
+        /// The kind values of this type are stored as.
+        const KIND: Kind;
+
+        /// Where this value points, to record with it.
+        fn address(&self) -> Address;
     }
 
-    /// The wire entry describing this value under `id`.
-    fn describe(&self, id: &str) -> WireEntry;
+    /// Where a stored descriptor points, as its creator named it: the network (`tcp`, `tcp6`,
+    /// `unix`, `udp`…, or empty) and the address (or empty). Informational, and kept verbatim
+    /// for the next process.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Address {
+        pub network: String,
+        pub addr: String,
+    }
+
+    impl Address {
+        pub(super) fn new(network: &str, addr: String) -> Address {
+            Address { network: network.into(), addr }
+        }
+    }
 }
 
-fn entry(kind: &str, id: &str, network: &str, addr: String) -> WireEntry {
-    WireEntry { kind: kind.into(), id: id.into(), network: network.into(), addr }
+/// Whether a stored entry of `kind` may be handed out as a `T`: one of `T`'s kind, or any one
+/// as a plain [`OwnedFd`].
+pub(crate) fn accepts<T: Shareable>(kind: &Kind) -> bool {
+    T::KIND == Kind::Fd || *kind == T::KIND
 }
 
 fn display<T: std::fmt::Display>(addr: io::Result<T>) -> String {
@@ -110,56 +131,59 @@ fn unix_path(addr: io::Result<std::os::unix::net::SocketAddr>) -> String {
     addr.ok().and_then(|a| a.as_pathname().map(|p| p.to_string_lossy().into_owned())).unwrap_or_default()
 }
 
-impl Shareable for TcpListener {
+impl Shareable for TcpListener {}
+impl Sealed for TcpListener {
     const KIND: Kind = Kind::TcpListener;
-    fn describe(&self, id: &str) -> WireEntry {
-        entry("listener", id, "tcp", display(self.local_addr()))
+    fn address(&self) -> Address {
+        Address::new("tcp", display(self.local_addr()))
     }
 }
 
-impl Shareable for UnixListener {
+impl Shareable for UnixListener {}
+impl Sealed for UnixListener {
     const KIND: Kind = Kind::UnixListener;
-    fn describe(&self, id: &str) -> WireEntry {
-        entry("listener", id, "unix", unix_path(self.local_addr()))
+    fn address(&self) -> Address {
+        Address::new("unix", unix_path(self.local_addr()))
     }
 }
 
-impl Shareable for UdpSocket {
+impl Shareable for UdpSocket {}
+impl Sealed for UdpSocket {
     const KIND: Kind = Kind::UdpSocket;
-    fn describe(&self, id: &str) -> WireEntry {
-        entry("conn", id, "udp", display(self.local_addr()))
+    fn address(&self) -> Address {
+        Address::new("udp", display(self.local_addr()))
     }
 }
 
-impl Shareable for TcpStream {
+impl Shareable for TcpStream {}
+impl Sealed for TcpStream {
     const KIND: Kind = Kind::TcpStream;
-    fn describe(&self, id: &str) -> WireEntry {
-        entry("conn", id, "tcp", display(self.peer_addr()))
+    fn address(&self) -> Address {
+        Address::new("tcp", display(self.peer_addr()))
     }
 }
 
-impl Shareable for UnixStream {
+impl Shareable for UnixStream {}
+impl Sealed for UnixStream {
     const KIND: Kind = Kind::UnixStream;
-    fn describe(&self, id: &str) -> WireEntry {
-        entry("conn", id, "unix", unix_path(self.peer_addr()))
+    fn address(&self) -> Address {
+        Address::new("unix", unix_path(self.peer_addr()))
     }
 }
 
-impl Shareable for File {
+impl Shareable for File {}
+impl Sealed for File {
     const KIND: Kind = Kind::File;
-    fn describe(&self, id: &str) -> WireEntry {
-        entry("file", id, "", String::new())
+    fn address(&self) -> Address {
+        Address::default()
     }
 }
 
-impl Shareable for OwnedFd {
+impl Shareable for OwnedFd {}
+impl Sealed for OwnedFd {
     const KIND: Kind = Kind::Fd;
-    /// Any stored descriptor can be had as a plain `OwnedFd`.
-    fn accepts(_: &Kind) -> bool {
-        true
-    }
-    fn describe(&self, id: &str) -> WireEntry {
-        entry("fd", id, "", String::new())
+    fn address(&self) -> Address {
+        Address::default()
     }
 }
 
@@ -167,32 +191,22 @@ impl Shareable for OwnedFd {
 mod tests {
     use super::*;
 
-    fn wire(kind: &str, network: &str) -> WireEntry {
-        entry(kind, "x", network, String::new())
-    }
-
     #[test]
-    fn maps_go_kinds() {
-        assert_eq!(Kind::of(&wire("listener", "tcp")), Kind::TcpListener);
-        assert_eq!(Kind::of(&wire("listener", "tcp6")), Kind::TcpListener);
-        assert_eq!(Kind::of(&wire("listener", "unix")), Kind::UnixListener);
-        assert_eq!(Kind::of(&wire("conn", "tcp")), Kind::TcpStream);
-        assert_eq!(Kind::of(&wire("conn", "unix")), Kind::UnixStream);
-        assert_eq!(Kind::of(&wire("conn", "udp")), Kind::UdpSocket);
-        assert_eq!(Kind::of(&wire("file", "")), Kind::File);
-        assert_eq!(Kind::of(&wire("listener", "unixpacket")), Kind::Other("listener/unixpacket".into()));
-        assert_eq!(Kind::of(&wire("new", "")), Kind::Other("new".into()));
-    }
-
-    #[test]
-    fn describes_round_trip_to_their_kind() {
+    fn values_record_their_address() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let e = l.describe("web");
-        assert_eq!(e.addr, l.local_addr().unwrap().to_string());
-        assert_eq!(Kind::of(&e), Kind::TcpListener);
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        assert_eq!(Kind::of(&u.describe("dns")), Kind::UdpSocket);
-        assert!(OwnedFd::accepts(&Kind::Other("z".into())));
-        assert!(!TcpListener::accepts(&Kind::UnixListener));
+        let address = l.address();
+        assert_eq!(address.network, "tcp");
+        assert_eq!(address.addr, l.local_addr().unwrap().to_string());
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert_eq!(a.address(), Address::new("unix", String::new()), "an unnamed peer");
+    }
+
+    #[test]
+    fn a_plain_descriptor_accepts_every_kind() {
+        assert!(accepts::<OwnedFd>(&Kind::Other("z".into())));
+        assert!(accepts::<OwnedFd>(&Kind::TcpListener));
+        assert!(accepts::<UdpSocket>(&Kind::UdpSocket));
+        assert!(!accepts::<TcpListener>(&Kind::UnixListener));
+        assert!(!accepts::<File>(&Kind::Fd));
     }
 }

@@ -2,7 +2,11 @@
 //!
 //! Values go in and come out as std types; the store keeps its own close-on-exec duplicate of
 //! each, so what the application drops never invalidates the store and what the store drops
-//! never closes the application's copy.
+//! never closes the application's copy. Entries are typed ([`Kind`] and [`Address`]); how they
+//! look on the wire is the session layer's business.
+//!
+//! The lock is held only to look, claim and insert, never while a descriptor is created: a
+//! slow connect does not hold up a handoff, and a closure may use the store itself.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -13,21 +17,28 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::descriptor::{Descriptor, Kind, Shareable};
+use crate::descriptor::{accepts, Address, Descriptor, Kind, Shareable};
 use crate::error::{Error, Result};
-use crate::protocol::WireEntry;
 use crate::state::State;
 use crate::sys::socket_table::{self, PathState};
 use crate::sys::unix_socket::{inet_local_addr, unix_local_path};
 
 /// One stored descriptor.
 #[derive(Debug)]
-pub(crate) struct StoreEntry {
-    pub(crate) wire: WireEntry,
+pub(crate) struct Entry {
+    pub(crate) kind: Kind,
+    pub(crate) address: Address,
     /// Shared with a handoff in progress, which sends it without holding the store's lock.
     pub(crate) fd: Arc<OwnedFd>,
     inherited: bool,
     claimed: bool,
+}
+
+impl Entry {
+    /// An entry received from the previous owner, not claimed yet.
+    pub(crate) fn inherited(kind: Kind, address: Address, fd: OwnedFd) -> Entry {
+        Entry { kind, address, fd: Arc::new(fd), inherited: true, claimed: false }
+    }
 }
 
 /// The store and the ownership state, behind one lock so that a handoff sees a consistent
@@ -35,7 +46,7 @@ pub(crate) struct StoreEntry {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) state: State,
-    pub(crate) entries: BTreeMap<String, StoreEntry>,
+    pub(crate) entries: BTreeMap<String, Entry>,
 }
 
 pub(crate) type Shared = Arc<Mutex<Inner>>;
@@ -49,14 +60,53 @@ pub(crate) fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
 ///
 /// Each `listen_*`/`bind_*`/`connect_*`/`open_*` method returns the descriptor inherited under
 /// `id` if there is a compatible one (this *claims* it), and otherwise creates one and stores
-/// it. The `…_with` forms take a closure that creates the value, to set socket options first.
-/// Inherited descriptors not claimed by the time [`Upgrader::ready`](crate::Upgrader::ready)
-/// runs are closed and not passed on.
+/// it. [`get_or_insert_with`](Fds::get_or_insert_with) does the same for any [`Shareable`]
+/// type with a closure that creates the value (to set socket options first, or to store a
+/// descriptor of no listed kind as an [`OwnedFd`]); [`get`](Fds::get) only looks. Inherited
+/// descriptors not claimed by the time [`Upgrader::ready`](crate::Upgrader::ready) runs are
+/// closed and not passed on.
+///
+/// ```no_run
+/// use std::net::TcpListener;
+///
+/// # fn main() -> tableroll::Result<()> {
+/// let upgrader = tableroll::Upgrader::new("/run/myapp/tableroll")?;
+/// let fds = upgrader.fds();
+/// let web = fds.listen_tcp("web", "127.0.0.1:8080")?;
+/// let admin = fds.get_or_insert_with("admin", || {
+///     let listener = TcpListener::bind("127.0.0.1:8081")?;
+///     listener.set_nonblocking(true)?;
+///     Ok(listener)
+/// })?;
+/// let same: Option<TcpListener> = fds.get("admin")?;
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// Every returned value is a fresh close-on-exec duplicate. File status flags such as
 /// `O_NONBLOCK` belong to the open file description, which the duplicates, the store and the
 /// other process all share: switching a listener to non-blocking mode switches it for them too.
 /// The store never changes the mode.
+///
+/// A descriptor is created without the store's lock held, so a slow `bind` or `connect`, or a
+/// closure that itself uses the store, holds up nobody. If two threads ask for the same id at
+/// once and both create one, the first to finish is stored and returned to both; the other's
+/// is closed, so every caller holds the descriptor that goes to the next process.
+///
+/// # What can fail
+///
+/// The methods that may create a descriptor fail with:
+///
+/// - [`Error::Create`] if creating it fails (the address does not resolve, binding, connecting
+///   or opening fails, or the closure's error, which is the source). It is tried only when
+///   nothing fitting is stored under the id.
+/// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+///   one is needed while the store may not change (a handoff is running, a newcomer took over,
+///   or the upgrader is stopped); a stored one that fits is still returned then. A descriptor
+///   created while a handoff began is closed and not stored.
+/// - [`Error::Io`] if duplicating a descriptor fails (the process is out of descriptors).
+///
+/// [`get`](Fds::get) fails only with [`Error::KindMismatch`] and [`Error::Io`].
 #[derive(Debug, Clone)]
 pub struct Fds {
     shared: Shared,
@@ -67,27 +117,22 @@ impl Fds {
         Fds { shared }
     }
 
-    pub(crate) fn insert_inherited(&self, received: Vec<(WireEntry, OwnedFd)>) {
-        let mut inner = lock(&self.shared);
-        for (wire, fd) in received {
-            let id = wire.id.clone();
-            inner.entries.insert(id, StoreEntry { wire, fd: Arc::new(fd), inherited: true, claimed: false });
-        }
+    /// Stores what the previous owner handed over, each entry unclaimed.
+    pub(crate) fn insert_inherited(&self, received: impl IntoIterator<Item = (String, Entry)>) {
+        lock(&self.shared).entries.extend(received);
     }
 
     /// Closes inherited descriptors nobody claimed; returns their ids.
     pub(crate) fn close_unclaimed(&self) -> Vec<String> {
-        let mut inner = lock(&self.shared);
-        let unclaimed: Vec<String> = inner
-            .entries
-            .iter()
-            .filter(|(_, e)| e.inherited && !e.claimed)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &unclaimed {
-            inner.entries.remove(id);
-        }
-        unclaimed
+        let mut closed = Vec::new();
+        lock(&self.shared).entries.retain(|id, e| {
+            let keep = !e.inherited || e.claimed;
+            if !keep {
+                closed.push(id.clone());
+            }
+            keep
+        });
+        closed
     }
 
     /// A TCP listener bound to `addr`: the inherited one if it is bound to that address (a
@@ -95,36 +140,11 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// - [`Error::Create`] if `addr` does not resolve, or binding fails (the address is in use,
-    ///   also by a stored listener under `id` bound to another address, which still holds the
-    ///   port).
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
+    /// See [*What can fail*](Fds#what-can-fail). A stored listener under `id` bound to another
+    /// address still holds its port: binding the same port again fails.
     pub fn listen_tcp(&self, id: &str, addr: impl ToSocketAddrs) -> Result<TcpListener> {
-        let wanted: Vec<SocketAddr> =
-            addr.to_socket_addrs().map_err(|e| Error::Create { id: id.into(), source: e })?.collect();
-        self.get_or_create(id, |fd| inet_fits(fd, &wanted), || TcpListener::bind(&wanted[..]))
-    }
-
-    /// The inherited TCP listener `id`, or the one `create` makes.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::Create`] if `create` fails (its error is the source).
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn listen_tcp_with(
-        &self,
-        id: &str,
-        create: impl FnOnce() -> io::Result<TcpListener>,
-    ) -> Result<TcpListener> {
-        self.get_or_create(id, |_| true, create)
+        let wanted = resolve(id, addr)?;
+        self.obtain(id, |fd| inet_fits(fd, &wanted), || TcpListener::bind(&wanted[..]))
     }
 
     /// A Unix stream listener at `path`: the inherited one if it is bound there, else a new
@@ -133,256 +153,104 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// - [`Error::Create`] if binding fails: a live socket, or a file that is not a socket, is at
-    ///   `path`; the directory is missing or not writable; the path does not fit a socket address.
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
+    /// See [*What can fail*](Fds#what-can-fail). Binding fails if a live socket, or a file that
+    /// is not a socket, is at `path`, if the directory is missing or not writable, or if the
+    /// path does not fit a socket address.
     pub fn listen_unix(&self, id: &str, path: impl AsRef<Path>) -> Result<UnixListener> {
         let path = path.as_ref();
-        self.get_or_create(id, |fd| unix_fits(fd, path), || bind_unix_replacing_stale(path))
+        self.obtain(id, |fd| unix_fits(fd, path), || bind_unix_replacing_stale(path))
     }
 
-    /// The inherited Unix listener `id`, or the one `create` makes.
+    /// A UDP socket bound to `addr`: the inherited one if it is bound there (a requested port 0
+    /// accepts any port), else a new one.
     ///
     /// # Errors
     ///
-    /// - [`Error::Create`] if `create` fails (its error is the source).
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn listen_unix_with(
-        &self,
-        id: &str,
-        create: impl FnOnce() -> io::Result<UnixListener>,
-    ) -> Result<UnixListener> {
-        self.get_or_create(id, |_| true, create)
-    }
-
-    /// A UDP socket bound to `addr` (inherited if bound there; port 0 accepts any).
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::Create`] if `addr` does not resolve, or binding fails.
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
+    /// See [*What can fail*](Fds#what-can-fail).
     pub fn bind_udp(&self, id: &str, addr: impl ToSocketAddrs) -> Result<UdpSocket> {
-        let wanted: Vec<SocketAddr> =
-            addr.to_socket_addrs().map_err(|e| Error::Create { id: id.into(), source: e })?.collect();
-        self.get_or_create(id, |fd| inet_fits(fd, &wanted), || UdpSocket::bind(&wanted[..]))
-    }
-
-    /// The inherited UDP socket `id`, or the one `create` makes.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::Create`] if `create` fails (its error is the source).
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn bind_udp_with(
-        &self,
-        id: &str,
-        create: impl FnOnce() -> io::Result<UdpSocket>,
-    ) -> Result<UdpSocket> {
-        self.get_or_create(id, |_| true, create)
+        let wanted = resolve(id, addr)?;
+        self.obtain(id, |fd| inet_fits(fd, &wanted), || UdpSocket::bind(&wanted[..]))
     }
 
     /// The inherited TCP connection `id`, or a new one to `addr`.
     ///
     /// # Errors
     ///
-    /// - [`Error::Create`] if connecting to `addr` fails (only tried when no TCP stream is stored
-    ///   under `id`).
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
+    /// See [*What can fail*](Fds#what-can-fail).
     pub fn connect_tcp(&self, id: &str, addr: impl ToSocketAddrs) -> Result<TcpStream> {
-        self.get_or_create(id, |_| true, || TcpStream::connect(addr))
-    }
-
-    /// The inherited TCP connection `id`, or the one `create` makes.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::Create`] if `create` fails (its error is the source).
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn tcp_stream_with(
-        &self,
-        id: &str,
-        create: impl FnOnce() -> io::Result<TcpStream>,
-    ) -> Result<TcpStream> {
-        self.get_or_create(id, |_| true, create)
+        self.obtain(id, |_| true, || TcpStream::connect(addr))
     }
 
     /// The inherited Unix stream connection `id`, or a new one to `path`.
     ///
     /// # Errors
     ///
-    /// - [`Error::Create`] if connecting to `path` fails (only tried when no Unix stream is stored
-    ///   under `id`).
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
+    /// See [*What can fail*](Fds#what-can-fail).
     pub fn connect_unix(&self, id: &str, path: impl AsRef<Path>) -> Result<UnixStream> {
-        self.get_or_create(id, |_| true, || UnixStream::connect(path))
-    }
-
-    /// The inherited Unix stream connection `id`, or the one `create` makes.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::Create`] if `create` fails (its error is the source).
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn unix_stream_with(
-        &self,
-        id: &str,
-        create: impl FnOnce() -> io::Result<UnixStream>,
-    ) -> Result<UnixStream> {
-        self.get_or_create(id, |_| true, create)
+        self.obtain(id, |_| true, || UnixStream::connect(path))
     }
 
     /// The inherited file `id`, or `path` opened with `options`.
     ///
     /// # Errors
     ///
-    /// - [`Error::Create`] if opening `path` with `options` fails (only tried when no file is
-    ///   stored under `id`).
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
+    /// See [*What can fail*](Fds#what-can-fail).
     pub fn open_file(&self, id: &str, path: impl AsRef<Path>, options: &OpenOptions) -> Result<File> {
-        self.get_or_create(id, |_| true, || options.open(path))
+        self.obtain(id, |_| true, || options.open(path))
     }
 
-    /// The inherited file `id`, or the one `create` makes.
+    /// The descriptor stored under `id` as a `T`, or the one `create` makes, stored with `T`'s
+    /// kind (see [`Shareable`]). As an [`OwnedFd`], a stored descriptor of any kind is returned,
+    /// and a new one is stored as [`Kind::Fd`]: for what the typed methods do not cover, such
+    /// as an eventfd, a memfd, a pipe or a `SOCK_SEQPACKET` listener.
+    ///
+    /// `create` runs without the store's lock held, and may use the store.
+    ///
+    /// ```no_run
+    /// use std::net::TcpStream;
+    /// use std::os::fd::OwnedFd;
+    ///
+    /// # fn main() -> tableroll::Result<()> {
+    /// # let upgrader = tableroll::Upgrader::new("/run/myapp/tableroll")?;
+    /// let backend = upgrader.fds().get_or_insert_with("backend", || {
+    ///     let stream = TcpStream::connect("10.0.0.2:5432")?;
+    ///     stream.set_nodelay(true)?;
+    ///     Ok(stream)
+    /// })?;
+    /// let scratch = upgrader.fds().get_or_insert_with::<OwnedFd>("scratch", || {
+    ///     Ok(std::fs::File::options().read(true).write(true).open("/dev/shm/myapp")?.into())
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// - [`Error::Create`] if `create` fails (its error is the source).
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn file_with(&self, id: &str, create: impl FnOnce() -> io::Result<File>) -> Result<File> {
-        self.get_or_create(id, |_| true, create)
+    /// See [*What can fail*](Fds#what-can-fail). A stored descriptor of another kind is
+    /// replaced rather than an error.
+    pub fn get_or_insert_with<T: Shareable>(
+        &self,
+        id: &str,
+        create: impl FnOnce() -> io::Result<T>,
+    ) -> Result<T> {
+        self.obtain(id, |_| true, create)
     }
 
-    /// The inherited descriptor `id` of any kind, or the one `create` makes (stored with kind
-    /// [`Kind::Fd`]). For descriptors the typed methods do not cover: an eventfd, a memfd, a
-    /// pipe, a `SOCK_SEQPACKET` listener.
+    /// The descriptor stored under `id` as a `T`, if any; this claims an inherited one. Any
+    /// stored kind can be had as an [`OwnedFd`].
     ///
     /// # Errors
     ///
-    /// - [`Error::Create`] if `create` fails (its error is the source); never when anything is
-    ///   stored under `id`, whatever its kind.
-    /// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
-    ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
-    ///   or the upgrader is stopped); a stored one that fits is still returned then.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn fd_with(&self, id: &str, create: impl FnOnce() -> io::Result<OwnedFd>) -> Result<OwnedFd> {
-        self.get_or_create(id, |_| true, create)
-    }
-
-    /// The stored TCP listener `id`, if any.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn tcp_listener(&self, id: &str) -> Result<Option<TcpListener>> {
-        self.get(id)
-    }
-
-    /// The stored Unix listener `id`, if any.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn unix_listener(&self, id: &str) -> Result<Option<UnixListener>> {
-        self.get(id)
-    }
-
-    /// The stored UDP socket `id`, if any.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn udp_socket(&self, id: &str) -> Result<Option<UdpSocket>> {
-        self.get(id)
-    }
-
-    /// The stored TCP connection `id`, if any.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn tcp_stream(&self, id: &str) -> Result<Option<TcpStream>> {
-        self.get(id)
-    }
-
-    /// The stored Unix stream connection `id`, if any.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn unix_stream(&self, id: &str) -> Result<Option<UnixStream>> {
-        self.get(id)
-    }
-
-    /// The stored file `id`, if any.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::KindMismatch`] if `id` holds a descriptor of another kind.
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors).
-    pub fn file(&self, id: &str) -> Result<Option<File>> {
-        self.get(id)
-    }
-
-    /// The stored descriptor `id` of any kind, if any.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::Io`] if duplicating the stored descriptor fails (the process is out of
-    ///   descriptors). Any kind is handed out, so there is no kind mismatch.
-    pub fn fd(&self, id: &str) -> Result<Option<OwnedFd>> {
-        self.get(id)
+    /// [`Error::KindMismatch`] if `id` holds a descriptor of another kind than `T`'s;
+    /// [`Error::Io`] as in [*What can fail*](Fds#what-can-fail).
+    pub fn get<T: Shareable>(&self, id: &str) -> Result<Option<T>> {
+        let mut inner = lock(&self.shared);
+        let Some(entry) = inner.entries.get_mut(id) else { return Ok(None) };
+        if !accepts::<T>(&entry.kind) {
+            return Err(Error::KindMismatch { id: id.into(), expected: T::KIND, found: entry.kind.clone() });
+        }
+        entry.claimed = true;
+        duplicate(id, &entry.fd).map(Some)
     }
 
     /// Removes `id` from the store and closes the store's copy. Copies handed out stay open;
@@ -410,51 +278,61 @@ impl Fds {
             .iter()
             .map(|(id, e)| Descriptor {
                 id: id.clone(),
-                kind: Kind::of(&e.wire),
-                addr: e.wire.addr.clone(),
+                kind: e.kind.clone(),
+                addr: e.address.addr.clone(),
                 inherited: e.inherited,
             })
             .collect()
     }
 
-    fn get<T: Shareable>(&self, id: &str) -> Result<Option<T>> {
-        let mut inner = lock(&self.shared);
-        let Some(entry) = inner.entries.get_mut(id) else { return Ok(None) };
-        let kind = Kind::of(&entry.wire);
-        if !T::accepts(&kind) {
-            return Err(Error::KindMismatch { id: id.into(), expected: T::KIND, found: kind });
-        }
-        entry.claimed = true;
-        duplicate(id, &entry.fd).map(Some)
-    }
-
-    fn get_or_create<T: Shareable>(
+    /// The stored `id` if it is a `T` that `fits`, else the one `create` makes, stored. The lock
+    /// is taken to look and claim, released while `create` runs, and taken again to insert.
+    fn obtain<T: Shareable>(
         &self,
         id: &str,
-        fits: impl FnOnce(&OwnedFd) -> bool,
+        fits: impl Fn(&OwnedFd) -> bool,
         create: impl FnOnce() -> io::Result<T>,
     ) -> Result<T> {
-        let mut inner = lock(&self.shared);
-        if let Some(entry) = inner.entries.get_mut(id) {
-            let kind = Kind::of(&entry.wire);
-            if T::accepts(&kind) && fits(&entry.fd) {
-                entry.claimed = true;
-                return duplicate(id, &entry.fd);
-            }
-            tracing::info!(id, stored = %kind, addr = %entry.wire.addr, "stored descriptor does not match the request; creating a new one");
+        if let Some(stored) = self.claim(id, &fits)? {
+            return Ok(stored);
         }
-        inner.state.check_add()?;
         let value = create().map_err(|source| Error::Create { id: id.into(), source })?;
         let fd = value
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| Error::io("duplicating a descriptor for the store", e))?;
-        let wire = value.describe(id);
-        inner
-            .entries
-            .insert(id.into(), StoreEntry { wire, fd: Arc::new(fd), inherited: false, claimed: true });
+        let address = value.address();
+        let mut inner = lock(&self.shared);
+        // A handoff may have begun meanwhile: `value` is closed, the snapshot stays whole.
+        inner.state.check_add()?;
+        if let Some(entry) = inner.entries.get_mut(id).filter(|e| accepts::<T>(&e.kind) && fits(&e.fd)) {
+            // Another thread stored one meanwhile: the first stored wins, and `value` is closed.
+            entry.claimed = true;
+            return duplicate(id, &entry.fd);
+        }
+        let entry = Entry { kind: T::KIND, address, fd: Arc::new(fd), inherited: false, claimed: true };
+        inner.entries.insert(id.into(), entry);
         Ok(value)
     }
+
+    /// Under the lock: the stored `id`, claimed, if it is a `T` that `fits`; `None` if a new one
+    /// may be created.
+    fn claim<T: Shareable>(&self, id: &str, fits: impl Fn(&OwnedFd) -> bool) -> Result<Option<T>> {
+        let mut inner = lock(&self.shared);
+        if let Some(entry) = inner.entries.get_mut(id) {
+            if accepts::<T>(&entry.kind) && fits(&entry.fd) {
+                entry.claimed = true;
+                return duplicate(id, &entry.fd).map(Some);
+            }
+            tracing::info!(id, stored = %entry.kind, addr = %entry.address.addr, "stored descriptor does not match the request; creating a new one");
+        }
+        inner.state.check_add()?;
+        Ok(None)
+    }
+}
+
+fn resolve(id: &str, addr: impl ToSocketAddrs) -> Result<Vec<SocketAddr>> {
+    Ok(addr.to_socket_addrs().map_err(|e| Error::Create { id: id.into(), source: e })?.collect())
 }
 
 fn duplicate<T: From<OwnedFd>>(id: &str, fd: &OwnedFd) -> Result<T> {

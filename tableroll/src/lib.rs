@@ -158,12 +158,14 @@ mod upgrader;
 
 #[cfg(feature = "tokio")]
 pub use self::tokio::{Drained, DrainingListener, DrainingStream, TokioListener};
-pub use descriptor::{Descriptor, Kind};
+pub use descriptor::{Descriptor, Kind, Shareable};
 pub use error::{Error, Result};
 pub use fds::Fds;
 pub use peer_policy::PeerPolicy;
 pub use signal::UpgradeComplete;
 pub use upgrader::{Builder, Upgrader};
 
+#[cfg(test)]
+mod fds_tests;
 #[cfg(test)]
 mod upgrader_tests;

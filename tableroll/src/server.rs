@@ -16,7 +16,6 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use crate::coordination::{Directory, OwnerFile, OwnerFileWatch, UpgradeSocket};
 use crate::error::{Error, Result};
 use crate::fds::{self, Shared};
 use crate::handoff::owner::{Group, Outcome, OwnerSession, FALLBACK_IDLE};
+use crate::handoff::wire_entries;
 use crate::peer_policy::PeerPolicy;
 use crate::signal::UpgradeComplete;
 use crate::sys::poll::{self, Interest};
@@ -242,7 +242,7 @@ fn session(
                 return Ok((Outcome::StillOwner, Vec::new()));
             }
         }
-        inner.entries.values().map(|e| (e.wire.clone(), Arc::clone(&e.fd))).collect::<Vec<_>>()
+        wire_entries::snapshot(&inner.entries)
     };
     let started = Instant::now();
     let deadline = started.checked_add(config.upgrade_timeout);

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::fault::{self, Point};
 use crate::fds::{self, Fds, Inner};
 use crate::handoff::newcomer::Newcomer;
+use crate::handoff::wire_entries;
 use crate::id;
 use crate::peer_policy::PeerPolicy;
 use crate::server::{ServerConfig, UpgradeServer};
@@ -118,7 +119,7 @@ impl Builder {
         let fds = Fds::new(Arc::clone(&shared));
         let mut inherited_ids: Vec<String> = received.iter().map(|(w, _)| w.id.clone()).collect();
         inherited_ids.sort();
-        fds.insert_inherited(received);
+        fds.insert_inherited(received.into_iter().map(|(wire, fd)| wire_entries::from_wire(wire, fd)));
         fault::hit(Point::NewcomerAfterReceive);
         tracing::debug!(id, inherited = inherited_ids.len(), "joined the upgrade group");
         Ok(Upgrader {

@@ -1,8 +1,10 @@
 //! In-process tests of the whole upgrader: two upgraders in one process behave like two
 //! processes, since the lock is per open file description and each has its own sockets.
 
+use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -55,9 +57,9 @@ fn mutation_rules_follow_the_state() {
     assert!(matches!(old.fds().listen_tcp("c", "127.0.0.1:0"), Err(Error::UpgradeInProgress)));
     assert!(matches!(old.fds().remove("a"), Err(Error::UpgradeInProgress)));
     // Reading is always fine.
-    assert!(old.fds().tcp_listener("a").unwrap().is_some());
-    new.fds().tcp_listener("a").unwrap().unwrap();
-    new.fds().tcp_listener("b").unwrap().unwrap();
+    assert!(old.fds().get::<TcpListener>("a").unwrap().is_some());
+    new.fds().get::<TcpListener>("a").unwrap().unwrap();
+    new.fds().get::<TcpListener>("b").unwrap().unwrap();
     new.ready().unwrap();
     old.upgrade_complete().wait();
     assert!(matches!(old.fds().listen_tcp("c", "127.0.0.1:0"), Err(Error::UpgradeCompleted)));
@@ -79,8 +81,8 @@ fn unclaimed_inherited_descriptors_are_closed_at_ready() {
     let kinds: Vec<(String, Kind, bool)> =
         new.fds().list().into_iter().map(|d| (d.id, d.kind, d.inherited)).collect();
     assert_eq!(kinds, [("a".into(), Kind::TcpListener, true), ("b".into(), Kind::TcpListener, true)]);
-    // Any accessor claims: `fd("b")` keeps b, `listen_tcp` keeps a.
-    drop(new.fds().fd("b").unwrap().unwrap());
+    // Any accessor claims: `get::<OwnedFd>("b")` keeps b, `listen_tcp` keeps a.
+    drop(new.fds().get::<OwnedFd>("b").unwrap().unwrap());
     new.fds().listen_tcp("a", a.local_addr().unwrap()).unwrap();
     new.ready().unwrap();
     let kept: Vec<_> = new.fds().list().into_iter().map(|d| d.id).collect();
@@ -88,10 +90,10 @@ fn unclaimed_inherited_descriptors_are_closed_at_ready() {
 
     let third = builder(&dir, "third").build().unwrap();
     assert_eq!(third.inherited_ids(), ["a", "b"]);
-    third.fds().tcp_listener("a").unwrap().unwrap();
+    third.fds().get::<TcpListener>("a").unwrap().unwrap();
     third.ready().unwrap();
     assert_eq!(third.fds().list().len(), 1, "b was not claimed, so it was closed");
-    assert!(third.fds().fd("b").unwrap().is_none());
+    assert!(third.fds().get::<OwnedFd>("b").unwrap().is_none());
 }
 
 #[test]
@@ -102,21 +104,21 @@ fn kinds_round_trip_through_a_handoff() {
     old.fds().listen_unix("unix", &sock).unwrap();
     old.fds().bind_udp("udp", "127.0.0.1:0").unwrap();
     let (mine, theirs) = UnixStream::pair().unwrap();
-    old.fds().unix_stream_with("conn", || Ok(theirs)).unwrap();
+    old.fds().get_or_insert_with("conn", || Ok(theirs)).unwrap();
     let file = dir.path().join("log");
     old.fds().open_file("log", &file, std::fs::OpenOptions::new().create(true).append(true)).unwrap();
-    old.fds().fd_with("pipe", || Ok(std::os::fd::OwnedFd::from(TcpListener::bind("127.0.0.1:0")?))).unwrap();
+    old.fds().get_or_insert_with("pipe", || Ok(OwnedFd::from(TcpListener::bind("127.0.0.1:0")?))).unwrap();
     old.ready().unwrap();
 
     let new = builder(&dir, "new").build().unwrap();
     let kinds: Vec<Kind> = new.fds().list().into_iter().map(|d| d.kind).collect();
     assert_eq!(kinds, [Kind::UnixStream, Kind::File, Kind::Fd, Kind::UdpSocket, Kind::UnixListener]);
     let ln = new.fds().listen_unix("unix", &sock).unwrap();
-    let mut conn = new.fds().unix_stream("conn").unwrap().unwrap();
-    let mut log = new.fds().file("log").unwrap().unwrap();
-    new.fds().udp_socket("udp").unwrap().unwrap();
-    new.fds().fd("pipe").unwrap().unwrap();
-    assert!(matches!(new.fds().tcp_listener("unix"), Err(Error::KindMismatch { .. })));
+    let mut conn = new.fds().get::<UnixStream>("conn").unwrap().unwrap();
+    let mut log = new.fds().get::<File>("log").unwrap().unwrap();
+    new.fds().get::<UdpSocket>("udp").unwrap().unwrap();
+    new.fds().get::<OwnedFd>("pipe").unwrap().unwrap();
+    assert!(matches!(new.fds().get::<TcpListener>("unix"), Err(Error::KindMismatch { .. })));
     new.ready().unwrap();
 
     conn.write_all(b"ping").unwrap();
@@ -173,7 +175,7 @@ fn stopping_before_ready_releases_the_lock_and_keeps_the_owner() {
     assert!(!dir.path().join("quitter.sock").exists());
     let next = builder(&dir, "next").build().unwrap();
     assert_eq!(next.inherited_ids(), ["web"]);
-    next.fds().tcp_listener("web").unwrap().unwrap();
+    next.fds().get::<TcpListener>("web").unwrap().unwrap();
     next.ready().unwrap();
     assert!(owner.upgrade_complete().wait_timeout(Duration::from_secs(20)));
 }
@@ -240,7 +242,7 @@ fn hostile_newcomers_leave_the_owner_serving() {
     // Still the owner, still serving: a real newcomer takes over normally.
     let new = builder(&dir, "new").build().unwrap();
     assert_eq!(
-        new.fds().tcp_listener("web").unwrap().unwrap().local_addr().unwrap(),
+        new.fds().get::<TcpListener>("web").unwrap().unwrap().local_addr().unwrap(),
         ln.local_addr().unwrap()
     );
     new.ready().unwrap();
@@ -263,7 +265,7 @@ fn a_silent_newcomer_is_bounded_by_the_upgrade_timeout() {
     assert!(rest.is_empty());
     assert!(!owner.upgrade_complete().is_complete());
     let new = builder(&dir, "new").build().unwrap();
-    new.fds().tcp_listener("web").unwrap().unwrap();
+    new.fds().get::<TcpListener>("web").unwrap().unwrap();
     new.ready().unwrap();
     assert!(owner.upgrade_complete().wait_timeout(Duration::from_secs(20)));
 }

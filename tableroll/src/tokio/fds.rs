@@ -159,7 +159,8 @@ mod tests {
             let listener = upgrader.fds().listen_tcp_tokio("web", "127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             // The store holds the same socket: the std accessor reaches it.
-            let stored = upgrader.fds().tcp_listener("web").unwrap().expect("stored under its id");
+            let stored =
+                upgrader.fds().get::<std::net::TcpListener>("web").unwrap().expect("stored under its id");
             assert_eq!(stored.local_addr().unwrap(), addr);
 
             let client = tokio::spawn(async move {
