@@ -97,16 +97,16 @@ pub(crate) fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
 ///
 /// The methods that may create a descriptor fail with:
 ///
-/// - [`Error::Create`] if creating it fails (the address does not resolve, binding, connecting
+/// - [`ErrorKind::Create`](crate::ErrorKind::Create) if creating it fails (the address does not resolve, binding, connecting
 ///   or opening fails, or the closure's error, which is the source). It is tried only when
 ///   nothing fitting is stored under the id.
-/// - [`Error::UpgradeInProgress`], [`Error::UpgradeCompleted`] or [`Error::Stopped`] if a new
+/// - [`ErrorKind::UpgradeInProgress`](crate::ErrorKind::UpgradeInProgress), [`ErrorKind::UpgradeCompleted`](crate::ErrorKind::UpgradeCompleted) or [`ErrorKind::Stopped`](crate::ErrorKind::Stopped) if a new
 ///   one is needed while the store may not change (a handoff is running, a newcomer took over,
 ///   or the upgrader is stopped); a stored one that fits is still returned then. A descriptor
 ///   created while a handoff began is closed and not stored.
-/// - [`Error::Io`] if duplicating a descriptor fails (the process is out of descriptors).
+/// - [`ErrorKind::Io`](crate::ErrorKind::Io) if duplicating a descriptor fails (the process is out of descriptors).
 ///
-/// [`get`](Fds::get) fails only with [`Error::KindMismatch`] and [`Error::Io`].
+/// [`get`](Fds::get) fails only with [`ErrorKind::KindMismatch`](crate::ErrorKind::KindMismatch) and [`ErrorKind::Io`](crate::ErrorKind::Io).
 #[derive(Debug, Clone)]
 pub struct Fds {
     shared: Shared,
@@ -241,13 +241,13 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// [`Error::KindMismatch`] if `id` holds a descriptor of another kind than `T`'s;
-    /// [`Error::Io`] as in [*What can fail*](Fds#what-can-fail).
+    /// [`ErrorKind::KindMismatch`](crate::ErrorKind::KindMismatch) if `id` holds a descriptor of another kind than `T`'s;
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) as in [*What can fail*](Fds#what-can-fail).
     pub fn get<T: Shareable>(&self, id: &str) -> Result<Option<T>> {
         let mut inner = lock(&self.shared);
         let Some(entry) = inner.entries.get_mut(id) else { return Ok(None) };
         if !accepts::<T>(&entry.kind) {
-            return Err(Error::KindMismatch { id: id.into(), expected: T::KIND, found: entry.kind.clone() });
+            return Err(Error::kind_mismatch(id, &T::KIND, &entry.kind));
         }
         entry.claimed = true;
         duplicate(id, &entry.fd).map(Some)
@@ -258,16 +258,16 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// - [`Error::UnknownId`] if nothing is stored under `id`.
-    /// - [`Error::UpgradeInProgress`] while a handoff is running.
-    /// - [`Error::Stopped`] once the upgrader is stopped. (After a newcomer took over, removing is
+    /// - [`ErrorKind::UnknownId`](crate::ErrorKind::UnknownId) if nothing is stored under `id`.
+    /// - [`ErrorKind::UpgradeInProgress`](crate::ErrorKind::UpgradeInProgress) while a handoff is running.
+    /// - [`ErrorKind::Stopped`](crate::ErrorKind::Stopped) once the upgrader is stopped. (After a newcomer took over, removing is
     ///   allowed: that is how a draining process lets go of what it no longer needs.)
     pub fn remove(&self, id: &str) -> Result<()> {
         let mut inner = lock(&self.shared);
         inner.state.check_remove()?;
         match inner.entries.remove(id) {
             Some(_) => Ok(()),
-            None => Err(Error::UnknownId(id.into())),
+            None => Err(Error::unknown_id(id)),
         }
     }
 
@@ -296,7 +296,7 @@ impl Fds {
         if let Some(stored) = self.claim(id, &fits)? {
             return Ok(stored);
         }
-        let value = create().map_err(|source| Error::Create { id: id.into(), source })?;
+        let value = create().map_err(|source| Error::create(id, source))?;
         let fd = value
             .as_fd()
             .try_clone_to_owned()
@@ -332,7 +332,7 @@ impl Fds {
 }
 
 fn resolve(id: &str, addr: impl ToSocketAddrs) -> Result<Vec<SocketAddr>> {
-    Ok(addr.to_socket_addrs().map_err(|e| Error::Create { id: id.into(), source: e })?.collect())
+    Ok(addr.to_socket_addrs().map_err(|e| Error::create(id, e))?.collect())
 }
 
 fn duplicate<T: From<OwnedFd>>(id: &str, fd: &OwnedFd) -> Result<T> {

@@ -9,7 +9,19 @@ pub(crate) const MAX_SOCKET_PATH: usize = 107;
 ///
 /// An id is non-empty, has no `/` and no NUL, and is not `.` or `..`. Whether it is short
 /// enough depends on the directory and is checked there.
+///
+/// # Errors
+///
+/// An invalid id error naming the id and the reason.
 pub(crate) fn validate(id: &[u8]) -> Result<()> {
+    match invalid_reason(id) {
+        Some(reason) => Err(Error::invalid_id(id, reason)),
+        None => Ok(()),
+    }
+}
+
+/// Why `id` is not a valid id, if it is not.
+pub(crate) fn invalid_reason(id: &[u8]) -> Option<&'static str> {
     let reason = if id.is_empty() {
         "an id must not be empty"
     } else if id.contains(&b'/') {
@@ -21,9 +33,9 @@ pub(crate) fn validate(id: &[u8]) -> Result<()> {
     } else if id.len() > MAX_SOCKET_PATH {
         "an id must fit in a Unix socket path"
     } else {
-        return Ok(());
+        return None;
     };
-    Err(Error::InvalidId { id: String::from_utf8_lossy(id).into_owned(), reason })
+    Some(reason)
 }
 
 /// A fresh id that fits in `max_len` bytes if it can: this process's pid and 64 random bits in
@@ -73,7 +85,7 @@ mod tests {
     fn refuses_ids_that_escape_or_break_paths() {
         for id in ["", ".", "..", "a/b", "/", "../x", "a\0b"] {
             let err = validate(id.as_bytes()).unwrap_err();
-            assert!(matches!(err, Error::InvalidId { .. }), "{id:?}: {err}");
+            assert!(matches!(err.kind(), crate::ErrorKind::InvalidId), "{id:?}: {err}");
         }
         assert!(validate(&[b'x'; MAX_SOCKET_PATH + 1]).is_err());
     }

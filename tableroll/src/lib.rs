@@ -94,7 +94,7 @@
 //! # Features
 //!
 //! None is on by default; the library alone depends only on `libc` (for one `getsockopt`),
-//! `rustix`, `serde`, `serde_json`, `thiserror` and `tracing`.
+//! `rustix`, `serde`, `serde_json` and `tracing`.
 //!
 //! - `fault-injection`: the `fault` module, to make a process abort or pause at a named point
 //!   of a handoff, for testing what the rest of the group does when a process dies there.
@@ -159,7 +159,7 @@ mod upgrader;
 #[cfg(feature = "tokio")]
 pub use self::tokio::{Drained, DrainingListener, DrainingStream, TokioListener};
 pub use descriptor::{Descriptor, Kind, Shareable};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use fds::Fds;
 pub use peer_policy::PeerPolicy;
 pub use signal::UpgradeComplete;

@@ -38,7 +38,7 @@ impl PeerPolicy {
         if self.allows(cred.uid) {
             Ok(())
         } else {
-            Err(Error::PeerRefused { pid: cred.pid_number(), uid: cred.uid })
+            Err(Error::peer_refused(cred.pid_number(), cred.uid))
         }
     }
 }
@@ -55,6 +55,9 @@ mod tests {
         let me = effective_uid();
         PeerPolicy::Uids(vec![me]).check(&a, "test").unwrap();
         let other = me.wrapping_add(1);
-        assert!(matches!(PeerPolicy::Uids(vec![other]).check(&a, "test"), Err(Error::PeerRefused { .. })));
+        assert!(matches!(
+            (PeerPolicy::Uids(vec![other]).check(&a, "test")).map_err(|e| e.kind()),
+            Err(crate::ErrorKind::PeerRefused)
+        ));
     }
 }

@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::coordination::{Directory, OwnerFile, OwnerFileWatch, UpgradeSocket};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::fds::{self, Shared};
 use crate::handoff::owner::{Group, Outcome, OwnerSession, FALLBACK_IDLE};
 use crate::handoff::wire_entries;
@@ -59,7 +59,7 @@ impl UpgradeServer {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the owner file cannot be opened, the socket cannot be made
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the owner file cannot be opened, the socket cannot be made
     /// non-blocking, or the thread cannot be spawned.
     pub(crate) fn spawn(config: ServerConfig) -> Result<UpgradeServer> {
         let listener = config.socket.listener();
@@ -222,7 +222,7 @@ fn pause_after_accept_error(group: &Group<'_>, e: &io::Error, backoff: Duration)
 ///
 /// # Errors
 ///
-/// [`Error::Stopped`] if stopped meanwhile.
+/// [`ErrorKind::Stopped`](crate::ErrorKind::Stopped) if stopped meanwhile.
 fn session(
     config: &ServerConfig,
     group: &Group<'_>,
@@ -236,7 +236,7 @@ fn session(
         let mut inner = fds::lock(&config.shared);
         match inner.state.begin_transfer() {
             Ok(()) => {}
-            Err(Error::Stopped) => return Err(Error::Stopped),
+            Err(e) if e.kind() == ErrorKind::Stopped => return Err(e),
             Err(e) => {
                 tracing::debug!(error = %e, "not handing over");
                 return Ok((Outcome::StillOwner, Vec::new()));
@@ -271,7 +271,7 @@ fn session(
             fds::lock(&config.shared).state.remain_owner();
             Ok((Outcome::StillOwner, held))
         }
-        Err(Error::Stopped) => Err(Error::Stopped),
+        Err(e) if e.kind() == ErrorKind::Stopped => Err(e),
         Err(e) => {
             tracing::warn!(error = %e, "handoff failed; remaining the owner");
             fds::lock(&config.shared).state.remain_owner();

@@ -54,7 +54,7 @@ impl UpgradeComplete {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the eventfd cannot be created (the process or the system is out of
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the eventfd cannot be created (the process or the system is out of
     /// descriptors).
     pub(crate) fn new() -> Result<Self> {
         let fd = wake::eventfd_unset().map_err(|e| Error::io("creating the upgrade-complete eventfd", e))?;

@@ -40,9 +40,9 @@ impl State {
     pub(crate) fn check_add(self) -> Result<()> {
         match self {
             State::Inheriting | State::Owner => Ok(()),
-            State::Transferring | State::Pending => Err(Error::UpgradeInProgress),
-            State::Completed => Err(Error::UpgradeCompleted),
-            State::Stopped => Err(Error::Stopped),
+            State::Transferring | State::Pending => Err(Error::upgrade_in_progress()),
+            State::Completed => Err(Error::upgrade_completed()),
+            State::Stopped => Err(Error::stopped()),
         }
     }
 
@@ -50,8 +50,8 @@ impl State {
     /// draining process releases what it no longer needs.
     pub(crate) fn check_remove(self) -> Result<()> {
         match self {
-            State::Transferring | State::Pending => Err(Error::UpgradeInProgress),
-            State::Stopped => Err(Error::Stopped),
+            State::Transferring | State::Pending => Err(Error::upgrade_in_progress()),
+            State::Stopped => Err(Error::stopped()),
             State::Inheriting | State::Owner | State::Completed => Ok(()),
         }
     }
@@ -64,7 +64,7 @@ impl State {
                 *self = State::Owner;
                 Ok(())
             }
-            State::Stopped => Err(Error::Stopped),
+            State::Stopped => Err(Error::stopped()),
             // Already the owner (ready called twice): nothing changes.
             State::Owner | State::Transferring | State::Pending | State::Completed => Ok(()),
         }
@@ -77,9 +77,9 @@ impl State {
                 *self = State::Transferring;
                 Ok(())
             }
-            State::Transferring | State::Pending => Err(Error::UpgradeInProgress),
-            State::Completed => Err(Error::UpgradeCompleted),
-            State::Inheriting | State::Stopped => Err(Error::Stopped),
+            State::Transferring | State::Pending => Err(Error::upgrade_in_progress()),
+            State::Completed => Err(Error::upgrade_completed()),
+            State::Inheriting | State::Stopped => Err(Error::stopped()),
         }
     }
 
@@ -122,18 +122,27 @@ mod tests {
         s.become_owner().unwrap();
         s.check_add().unwrap();
         s.begin_transfer().unwrap();
-        assert!(matches!(s.check_add(), Err(Error::UpgradeInProgress)));
-        assert!(matches!(s.check_remove(), Err(Error::UpgradeInProgress)));
-        assert!(matches!(s.begin_transfer(), Err(Error::UpgradeInProgress)));
+        assert!(matches!((s.check_add()).map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
+        assert!(matches!((s.check_remove()).map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
+        assert!(matches!(
+            (s.begin_transfer()).map_err(|e| e.kind()),
+            Err(crate::ErrorKind::UpgradeInProgress)
+        ));
         s.await_commit();
         assert_eq!(s, State::Pending);
-        assert!(matches!(s.check_add(), Err(Error::UpgradeInProgress)));
-        assert!(matches!(s.begin_transfer(), Err(Error::UpgradeInProgress)));
+        assert!(matches!((s.check_add()).map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
+        assert!(matches!(
+            (s.begin_transfer()).map_err(|e| e.kind()),
+            Err(crate::ErrorKind::UpgradeInProgress)
+        ));
         s.step_down();
         assert_eq!(s, State::Completed);
-        assert!(matches!(s.check_add(), Err(Error::UpgradeCompleted)));
+        assert!(matches!((s.check_add()).map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeCompleted)));
         s.check_remove().unwrap();
-        assert!(matches!(s.begin_transfer(), Err(Error::UpgradeCompleted)));
+        assert!(matches!(
+            (s.begin_transfer()).map_err(|e| e.kind()),
+            Err(crate::ErrorKind::UpgradeCompleted)
+        ));
     }
 
     #[test]
@@ -158,10 +167,10 @@ mod tests {
         for mut s in [State::Inheriting, State::Owner, State::Transferring, State::Pending, State::Completed]
         {
             s.stop();
-            assert!(matches!(s.check_add(), Err(Error::Stopped)));
-            assert!(matches!(s.check_remove(), Err(Error::Stopped)));
-            assert!(matches!(s.begin_transfer(), Err(Error::Stopped)));
-            assert!(matches!(s.become_owner(), Err(Error::Stopped)));
+            assert!(matches!((s.check_add()).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
+            assert!(matches!((s.check_remove()).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
+            assert!(matches!((s.begin_transfer()).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
+            assert!(matches!((s.become_owner()).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
             s.await_commit();
             s.step_down();
             s.remain_owner();
@@ -172,7 +181,7 @@ mod tests {
     #[test]
     fn not_yet_ready_does_not_hand_over() {
         let mut s = State::Inheriting;
-        assert!(matches!(s.begin_transfer(), Err(Error::Stopped)));
+        assert!(matches!((s.begin_transfer()).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
         assert_eq!(s, State::Inheriting);
     }
 }

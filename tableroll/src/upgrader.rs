@@ -261,13 +261,13 @@ impl Upgrader {
     /// handshake broke; the owner file could not be written (the file system is full, say); the
     /// serving thread could not be started. This process then does not become the owner: it
     /// releases the lock and is stopped, and should exit; the previous owner goes on serving.
-    /// [`Error::Stopped`] if the upgrader was stopped (also meanwhile) or a previous ready
+    /// [`ErrorKind::Stopped`](crate::ErrorKind::Stopped) if the upgrader was stopped (also meanwhile) or a previous ready
     /// failed.
     pub fn ready(&self) -> Result<()> {
         let mut joining = locked(&self.joining);
         let Some(Joining { socket, newcomer }) = joining.take() else {
             return match fds::lock(&self.shared).state {
-                State::Stopped => Err(Error::Stopped),
+                State::Stopped => Err(Error::stopped()),
                 _ => Ok(()),
             };
         };
@@ -323,7 +323,7 @@ impl Upgrader {
     /// Stops serving upgrades, removes this process's upgrade socket (if the path is still
     /// this process's socket) and fires [`upgrade_complete`](Self::upgrade_complete). A handoff
     /// in progress is abandoned (the newcomer sees this process gone), and a `ready()` waiting
-    /// for the owner returns [`Error::Stopped`]. Descriptors handed out stay open; the store can
+    /// for the owner returns [`ErrorKind::Stopped`](crate::ErrorKind::Stopped). Descriptors handed out stay open; the store can
     /// no longer change. If called before `ready`, the lock is released without becoming owner.
     pub fn stop(&self) {
         fds::lock(&self.shared).state.stop();

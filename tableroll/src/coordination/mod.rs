@@ -39,7 +39,7 @@ impl Directory {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] naming the path if it cannot be made absolute (it is empty, or the working
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if it cannot be made absolute (it is empty, or the working
     /// directory is gone), does not exist or cannot be inspected, is not a directory, or this
     /// process may not create files in it (`access(2)` for write and search permission).
     pub(crate) fn open(path: &Path) -> Result<Directory> {
@@ -59,7 +59,7 @@ impl Directory {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] naming the path if it cannot be made absolute (it is empty, or the working
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if it cannot be made absolute (it is empty, or the working
     /// directory is gone).
     pub(crate) fn at(path: &Path) -> Result<Directory> {
         let path = std::path::absolute(path)
@@ -85,15 +85,15 @@ impl Directory {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidId`] if `id` is empty, holds `/` or NUL, is `.` or `..`, or is longer
-    /// than 107 bytes; [`Error::PathTooLong`] if the socket path is longer than a socket
+    /// [`ErrorKind::InvalidId`](crate::ErrorKind::InvalidId) if `id` is empty, holds `/` or NUL, is `.` or `..`, or is longer
+    /// than 107 bytes; [`ErrorKind::PathTooLong`](crate::ErrorKind::PathTooLong) if the socket path is longer than a socket
     /// address holds.
     pub(crate) fn socket_path(&self, id: &[u8]) -> Result<PathBuf> {
         id::validate(id)?;
         let path = self.path.join(OsString::from_vec(socket_file_name(id)));
         let len = path.as_os_str().len();
         if len > MAX_SOCKET_PATH {
-            return Err(Error::PathTooLong { path, len, max: MAX_SOCKET_PATH });
+            return Err(Error::path_too_long(path, len, MAX_SOCKET_PATH));
         }
         Ok(path)
     }
@@ -160,9 +160,12 @@ mod tests {
         let ok = dir.socket_path(b"web-1").unwrap();
         assert!(ok.ends_with("web-1.sock"));
         let long = vec![b'a'; MAX_SOCKET_PATH - tmp.path().as_os_str().len()];
-        assert!(matches!(dir.socket_path(&long), Err(Error::PathTooLong { .. })));
-        assert!(matches!(dir.socket_path(b".."), Err(Error::InvalidId { .. })));
-        assert!(matches!(dir.socket_path(b"../../etc/x"), Err(Error::InvalidId { .. })));
+        assert!(matches!((dir.socket_path(&long)).map_err(|e| e.kind()), Err(crate::ErrorKind::PathTooLong)));
+        assert!(matches!((dir.socket_path(b"..")).map_err(|e| e.kind()), Err(crate::ErrorKind::InvalidId)));
+        assert!(matches!(
+            (dir.socket_path(b"../../etc/x")).map_err(|e| e.kind()),
+            Err(crate::ErrorKind::InvalidId)
+        ));
     }
 
     #[test]

@@ -29,7 +29,7 @@ impl OwnerFile {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] naming the path if the file cannot be opened or created (it is a symlink,
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if the file cannot be opened or created (it is a symlink,
     /// a directory, or not accessible) or is not a regular file.
     pub(crate) fn open(path: &Path) -> Result<OwnerFile> {
         let file = open_nofollow(path, OpenMode::ReadWriteCreate { mode: 0o600 }).map_err(|e| {
@@ -60,7 +60,7 @@ impl OwnerFile {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] naming the path if `flock` fails for another reason than the lock being
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if `flock` fails for another reason than the lock being
     /// held.
     pub(crate) fn try_lock(&self) -> Result<Option<HeldLock<'_>>> {
         match flock::try_lock_exclusive(&self.file) {
@@ -85,7 +85,7 @@ impl OwnerFile {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if reading fails; [`Error::Protocol`] if the content is not a valid id (it
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if reading fails; [`ErrorKind::Protocol`](crate::ErrorKind::Protocol) if the content is not a valid id (it
     /// could name a path outside the directory, or is longer than any id can be): refused,
     /// never followed.
     pub(crate) fn read(&self) -> Result<Option<Vec<u8>>> {
@@ -100,7 +100,7 @@ impl OwnerFile {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] naming the path if writing or truncating fails (the file system is full,
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if writing or truncating fails (the file system is full,
     /// the file size limit is reached, the disk fails). The file then holds its old content or
     /// a mix as described, never `id` alone.
     fn write(&self, id: &[u8]) -> Result<()> {
@@ -133,8 +133,8 @@ impl OwnerLock {
     ///
     /// # Errors
     ///
-    /// As for [`OwnerFile::open`]; [`Error::Io`] if the file cannot be locked, or the helper
-    /// thread for a bounded wait cannot be spawned. [`Error::Timeout`] if `deadline` passes
+    /// As for [`OwnerFile::open`]; [`ErrorKind::Io`](crate::ErrorKind::Io) if the file cannot be locked, or the helper
+    /// thread for a bounded wait cannot be spawned. [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) if `deadline` passes
     /// before the lock is free.
     pub(crate) fn acquire(path: &Path, deadline: Option<Instant>) -> Result<OwnerLock> {
         OwnerFile::open(path)?.lock(deadline)
@@ -259,13 +259,13 @@ fn read_id(file: &File, path: &Path) -> Result<Option<Vec<u8>>> {
     if buf.is_empty() {
         return Ok(None);
     }
-    id::validate(&buf).map_err(|e| match e {
-        Error::InvalidId { id, reason } => Error::Protocol(format!(
-            "the owner file {} holds {id:?}, which is not a valid id ({reason})",
-            path.display()
-        )),
-        other => other,
-    })?;
+    if let Some(reason) = id::invalid_reason(&buf) {
+        return Err(Error::protocol(format!(
+            "the owner file {} holds {:?}, which is not a valid id ({reason})",
+            path.display(),
+            String::from_utf8_lossy(&buf)
+        )));
+    }
     Ok(Some(buf))
 }
 
@@ -291,9 +291,7 @@ fn wait_for_lock(file: &File, path: &Path, deadline: Option<Instant>) -> Result<
     let timeout = deadline.saturating_duration_since(Instant::now());
     match rx.recv_timeout(timeout) {
         Ok(result) => result.map_err(lock_error),
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            Err(Error::Timeout { operation: "waiting for the coordination lock" })
-        }
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::timeout("waiting for the coordination lock")),
         Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::io_at(
             "locking the owner file",
             path,
@@ -314,7 +312,7 @@ mod tests {
         let first = OwnerLock::acquire(&path, None).unwrap();
         let deadline = Instant::now() + Duration::from_millis(50);
         let err = OwnerLock::acquire(&path, Some(deadline)).unwrap_err();
-        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(matches!(err.kind(), crate::ErrorKind::Timeout), "{err}");
         drop(first);
         // The timed-out waiter's helper thread released what it got: the lock is free again.
         let _again = OwnerLock::acquire(&path, Some(Instant::now() + Duration::from_secs(10))).unwrap();
@@ -361,7 +359,10 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"short");
         for bad in [&b"../../etc/passwd"[..], b"..", b"a/b", &[b'x'; 4096]] {
             std::fs::write(&path, bad).unwrap();
-            assert!(matches!(lock.read_owner(), Err(Error::Protocol(_))), "{bad:?}");
+            assert!(
+                matches!((lock.read_owner()).map_err(|e| e.kind()), Err(crate::ErrorKind::Protocol)),
+                "{bad:?}"
+            );
         }
     }
 

@@ -36,7 +36,7 @@ impl UpgradeSocket {
     ///
     /// # Errors
     ///
-    /// [`Error::IdInUse`] if a live process listens on `path`. [`Error::Io`] naming the path if
+    /// [`ErrorKind::IdInUse`](crate::ErrorKind::IdInUse) if a live process listens on `path`. [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if
     /// a file that is not a socket (or a symlink) is there, a stale socket cannot be removed,
     /// the socket cannot be inspected, or creating, binding or listening fails (the directory
     /// is not writable, say).
@@ -89,7 +89,7 @@ fn bind_upgrade_socket(path: &Path, id: &str) -> Result<UnixListener> {
     let state =
         socket_table::state(path).map_err(|e| Error::io_at("inspecting the upgrade socket", path, e))?;
     match state {
-        PathState::Live => return Err(Error::IdInUse { id: id.to_owned(), path: path.to_owned() }),
+        PathState::Live => return Err(Error::id_in_use(id, path)),
         PathState::NotASocket => {
             let e = io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -119,9 +119,9 @@ fn bind_upgrade_socket(path: &Path, id: &str) -> Result<UnixListener> {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] naming the path if something other than a socket is there (a symlink is not
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if something other than a socket is there (a symlink is not
 /// followed), it cannot be inspected, or connecting fails for another reason than the owner
-/// being gone (permission denied, say). [`Error::Timeout`] if the owner's listen backlog stays
+/// being gone (permission denied, say). [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) if the owner's listen backlog stays
 /// full until `deadline`.
 pub(crate) fn connect_to_owner(path: &Path, deadline: Option<Instant>) -> Result<Option<UnixStream>> {
     let fail = |e: io::Error| Error::io_at("connecting to the owner's upgrade socket", path, e);
@@ -141,7 +141,7 @@ pub(crate) fn connect_to_owner(path: &Path, deadline: Option<Instant>) -> Result
         Ok(stream) => Ok(Some(stream)),
         Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            Err(Error::Timeout { operation: "connecting to the owner (its backlog is full)" })
+            Err(Error::timeout("connecting to the owner (its backlog is full)"))
         }
         Err(e) => Err(fail(e)),
     }
@@ -167,7 +167,10 @@ mod tests {
         let path = tmp.path().join("a.sock");
         drop(UnixListener::bind(&path).unwrap());
         let live = UpgradeSocket::bind(&path, "a").unwrap();
-        assert!(matches!(UpgradeSocket::bind(&path, "a"), Err(Error::IdInUse { .. })));
+        assert!(matches!(
+            (UpgradeSocket::bind(&path, "a")).map_err(|e| e.kind()),
+            Err(crate::ErrorKind::IdInUse)
+        ));
         drop(live);
         assert!(!path.exists(), "dropping the socket removes its own path");
         let file = tmp.path().join("f.sock");
@@ -222,6 +225,6 @@ mod tests {
                 Err(e) => break e,
             }
         };
-        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(matches!(err.kind(), crate::ErrorKind::Timeout), "{err}");
     }
 }

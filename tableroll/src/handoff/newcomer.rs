@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
 use crate::coordination::{connect_to_owner, Directory, OwnerLock, OwnerWatch, GRACE};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::fault::{self, Point};
 use crate::peer_policy::PeerPolicy;
 use crate::protocol::messages::{
@@ -79,8 +79,8 @@ impl Newcomer {
     ///
     /// # Errors
     ///
-    /// [`Error::OwnerRefused`] if the owner is alive but the handshake failed (it refused, or
-    /// `deadline` passed); [`Error::Stopped`] if `cancel` became readable; [`Error::Io`] if the
+    /// [`ErrorKind::OwnerRefused`](crate::ErrorKind::OwnerRefused) if the owner is alive but the handshake failed (it refused, or
+    /// `deadline` passed); [`ErrorKind::Stopped`](crate::ErrorKind::Stopped) if `cancel` became readable; [`ErrorKind::Io`](crate::ErrorKind::Io) if the
     /// owner file could not be written. In every case this process is not the owner, and the
     /// owner, seeing the session closed and the lock released, remains the owner.
     pub(crate) fn take_over(
@@ -124,7 +124,7 @@ fn inherit(
         Ok(owner_version) => Ok((Some(Session { stream: ch.into_stream(), owner_version, owner }), received)),
         // A broken connection (not a timeout: a slow owner is alive) from an owner that is
         // gone: keep the live descriptors it managed to send.
-        Err(e @ (Error::Protocol(_) | Error::Io { .. })) if owner.is_gone(GRACE) => {
+        Err(e) if matches!(e.kind(), ErrorKind::Protocol | ErrorKind::Io) && owner.is_gone(GRACE) => {
             tracing::warn!(error = %e, kept = received.len(), "the owner died while handing over; keeping what it sent");
             Ok((None, received))
         }
@@ -143,12 +143,12 @@ fn handshake(
         .and_then(|ch| ready(&ch, session.owner_version).map(|()| ch.into_stream()));
     match result {
         Ok(stream) => Ok(Some(stream)),
-        Err(Error::Stopped) => Err(Error::Stopped),
+        Err(e) if e.kind() == ErrorKind::Stopped => Err(e),
         Err(e) if session.owner.is_gone(GRACE) => {
             tracing::warn!(error = %e, "the previous owner is gone; taking over with the descriptors it sent");
             Ok(None)
         }
-        Err(e) => Err(Error::OwnerRefused(e.to_string())),
+        Err(e) => Err(Error::owner_refused(e)),
     }
 }
 

@@ -118,7 +118,7 @@ impl<'c> OwnerSession<'c> {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the connection cannot be made non-blocking.
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the connection cannot be made non-blocking.
     pub(crate) fn new(stream: UnixStream, deadline: Option<Instant>, stop: BorrowedFd<'c>) -> Result<Self> {
         let newcomer = pidfd::of_peer(&stream);
         let ch =
@@ -131,7 +131,7 @@ impl<'c> OwnerSession<'c> {
     /// # Errors
     ///
     /// Any error means the newcomer may not take over: it disconnected, misbehaved, asked for a
-    /// version we do not speak, or the deadline passed; [`Error::Stopped`] if stopped.
+    /// version we do not speak, or the deadline passed; [`ErrorKind::Stopped`](crate::ErrorKind::Stopped) if stopped.
     pub(crate) fn hand_over(&self, entries: &[(WireEntry, Arc<OwnedFd>)]) -> Result<()> {
         give(&self.ch, entries)
     }
@@ -142,7 +142,7 @@ impl<'c> OwnerSession<'c> {
     ///
     /// # Errors
     ///
-    /// [`Error::Stopped`] if stopped meanwhile.
+    /// [`ErrorKind::Stopped`](crate::ErrorKind::Stopped) if stopped meanwhile.
     pub(crate) fn await_commit(self, group: &Group<'_>) -> Result<(Outcome, Vec<UnixStream>)> {
         // Our side is done: a newcomer reading on sees the end of the stream, as from a Go
         // owner, which closes here.
@@ -266,7 +266,7 @@ fn wait_pending(
     let ready = poll::wait(&fds, Some(period))
         .map_err(|e| Error::io("waiting for the newcomer to become the owner", e))?;
     if ready[0] {
-        return Err(Error::Stopped);
+        return Err(Error::stopped());
     }
     let fired = |at: Option<usize>| at.is_some_and(|i| ready[i]);
     Ok(Woke {

@@ -47,7 +47,7 @@ const PICTURE_READS: usize = 20;
 ///
 /// # Errors
 ///
-/// [`Error::Io`] naming the path if `dir` cannot be made absolute or listed (it does not
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if `dir` cannot be made absolute or listed (it does not
 /// exist, is not a directory, or may not be read), or if the kernel's table of Unix sockets
 /// (`/proc/net/unix`) cannot be read.
 pub fn inspect(dir: impl AsRef<Path>) -> Result<DirectoryStatus> {
@@ -70,7 +70,7 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<DirectoryStatus> {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] naming the path if `dir` cannot be made absolute, or the owner file is not a
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if `dir` cannot be made absolute, or the owner file is not a
 /// regular file, cannot be read, or holds something that is not a valid id (an error of kind
 /// `InvalidData`, saying why).
 pub fn owner_id(dir: impl AsRef<Path>) -> Result<Option<String>> {

@@ -4,7 +4,6 @@ use std::io;
 
 use super::status::{EntryKind, OwnerFile};
 use crate::coordination::{open_read_only, read_bounded, read_settled, Directory};
-use crate::error::Error;
 use crate::id;
 
 /// The owner file's bytes, or `None` if it cannot be read (missing, not a regular file...).
@@ -48,11 +47,11 @@ pub(super) fn read_owner_file(dir: &Directory, kind: Option<EntryKind>) -> Owner
     if content.is_empty() {
         return OwnerRead::without_id(OwnerFile::Empty);
     }
-    match id::validate(&content) {
-        Ok(()) => OwnerRead { id: Some(content), file: OwnerFile::Valid, problem: None },
-        Err(Error::InvalidId { id, reason }) => {
-            OwnerRead::invalid(format!("the owner file holds {id:?}, which is not a valid id ({reason})"))
-        }
-        Err(e) => OwnerRead::invalid(format!("the owner file holds an invalid id: {e}")),
+    match id::invalid_reason(&content) {
+        None => OwnerRead { id: Some(content), file: OwnerFile::Valid, problem: None },
+        Some(reason) => OwnerRead::invalid(format!(
+            "the owner file holds {:?}, which is not a valid id ({reason})",
+            String::from_utf8_lossy(&content)
+        )),
     }
 }

@@ -9,7 +9,6 @@ use rustix::fs::{flock, FlockOperation};
 
 use super::*;
 use crate::coordination::{open_read_only as open_owner_file, OWNER_FILE};
-use crate::error::Error;
 
 fn write_owner(dir: &Path, content: &[u8]) {
     fs::write(dir.join(OWNER_FILE), content).unwrap();
@@ -168,7 +167,7 @@ fn a_missing_directory_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope");
     let err = inspect(&missing).unwrap_err();
-    assert!(matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound));
+    assert_eq!(err.io_error().map(io::Error::kind), Some(io::ErrorKind::NotFound), "{err}");
     assert!(err.to_string().contains("nope"), "{err}");
     fs::write(&missing, b"").unwrap();
     assert!(inspect(&missing).is_err(), "a file is not a directory");

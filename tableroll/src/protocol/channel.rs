@@ -87,7 +87,7 @@ impl<'c> Channel<'c> {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if reading fails for another reason.
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if reading fails for another reason.
     pub(crate) fn discard_pending(&self) -> Result<bool> {
         let mut sink = [0u8; 256];
         loop {
@@ -147,7 +147,7 @@ impl<'c> Channel<'c> {
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Err(Error::Timeout { operation: self.waiting_for });
+                        return Err(Error::timeout(self.waiting_for));
                     }
                     Some(left)
                 }
@@ -155,7 +155,7 @@ impl<'c> Channel<'c> {
             };
             let ready = poll::wait(&fds, left).map_err(|e| Error::io("waiting on the upgrade socket", e))?;
             if ready.get(1) == Some(&true) {
-                return Err(Error::Stopped);
+                return Err(Error::stopped());
             }
             // Readable, writable, hung up or in error: the retried call tells which. Nothing
             // ready: the loop checks the deadline again.
@@ -240,11 +240,11 @@ mod tests {
     fn deadline_interrupts_a_blocked_read_and_write() {
         let (ch, _peer) = pair(Some(Duration::from_millis(50)));
         let err = ch.read_exact(&mut [0u8; 1]).unwrap_err();
-        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(matches!(err.kind(), crate::ErrorKind::Timeout), "{err}");
         // A peer that never reads: writes block once the socket buffer is full.
         let (ch, _peer) = pair(Some(Duration::from_millis(50)));
         let err = ch.write_all(&vec![0u8; 64 << 20]).unwrap_err();
-        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(matches!(err.kind(), crate::ErrorKind::Timeout), "{err}");
     }
 
     #[test]
@@ -261,7 +261,7 @@ mod tests {
             }
         });
         let err = ch.read_exact(&mut vec![0u8; 1_000_000]).unwrap_err();
-        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(matches!(err.kind(), crate::ErrorKind::Timeout), "{err}");
         drop(ch);
         dripper.join().unwrap();
     }
@@ -282,6 +282,9 @@ mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         let ch = Channel::new(a, None, Some(stop_rx.as_fd()), "test").unwrap();
         drop(stop_tx);
-        assert!(matches!(ch.read_exact(&mut [0u8; 1]), Err(Error::Stopped)));
+        assert!(matches!(
+            (ch.read_exact(&mut [0u8; 1])).map_err(|e| e.kind()),
+            Err(crate::ErrorKind::Stopped)
+        ));
     }
 }

@@ -160,7 +160,7 @@ impl<L: TokioListener> DrainingListener<L> {
     ///
     /// # Errors
     ///
-    /// Accepting failed ([`Error::Io`], with the error of
+    /// Accepting failed ([`ErrorKind::Io`](crate::ErrorKind::Io), with the error of
     /// [`accept(2)`](https://man7.org/linux/man-pages/man2/accept.2.html)). Some of these
     /// concern one connection only (`ECONNABORTED`), some the process (`EMFILE`): the listener
     /// can be used again after either.
@@ -173,7 +173,7 @@ impl<L: TokioListener> DrainingListener<L> {
     /// # Errors
     ///
     /// [`getsockname(2)`](https://man7.org/linux/man-pages/man2/getsockname.2.html) failed
-    /// ([`Error::Io`]).
+    /// ([`ErrorKind::Io`](crate::ErrorKind::Io)).
     pub fn local_addr(&self) -> Result<L::Addr> {
         self.inner.local_addr().map_err(|e| Error::io("reading the listener's address", e))
     }

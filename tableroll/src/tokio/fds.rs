@@ -40,9 +40,9 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// No tokio runtime is running on this thread ([`Error::Io`], checked before the store is
+    /// No tokio runtime is running on this thread ([`ErrorKind::Io`](crate::ErrorKind::Io), checked before the store is
     /// touched); binding fails or the store may not change now (as for [`Fds::listen_tcp`]);
-    /// setting `O_NONBLOCK` or registering with the runtime fails ([`Error::Io`]).
+    /// setting `O_NONBLOCK` or registering with the runtime fails ([`ErrorKind::Io`](crate::ErrorKind::Io)).
     ///
     /// # Panics
     ///
@@ -64,9 +64,9 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// No tokio runtime is running on this thread ([`Error::Io`], checked before the store is
+    /// No tokio runtime is running on this thread ([`ErrorKind::Io`](crate::ErrorKind::Io), checked before the store is
     /// touched); binding fails or the store may not change now (as for [`Fds::listen_unix`]);
-    /// setting `O_NONBLOCK` or registering with the runtime fails ([`Error::Io`]).
+    /// setting `O_NONBLOCK` or registering with the runtime fails ([`ErrorKind::Io`](crate::ErrorKind::Io)).
     ///
     /// # Panics
     ///
@@ -90,9 +90,9 @@ impl Fds {
     ///
     /// # Errors
     ///
-    /// No tokio runtime is running on this thread ([`Error::Io`], checked before the store is
+    /// No tokio runtime is running on this thread ([`ErrorKind::Io`](crate::ErrorKind::Io), checked before the store is
     /// touched); binding fails or the store may not change now (as for [`Fds::bind_udp`]);
-    /// setting `O_NONBLOCK` or registering with the runtime fails ([`Error::Io`]).
+    /// setting `O_NONBLOCK` or registering with the runtime fails ([`ErrorKind::Io`](crate::ErrorKind::Io)).
     ///
     /// # Panics
     ///
@@ -134,7 +134,7 @@ mod tests {
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use crate::{Error, Upgrader};
+    use crate::Upgrader;
 
     /// Bounds every wait, to turn a hang into a failure.
     const TIMEOUT: Duration = Duration::from_secs(20);
@@ -210,7 +210,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let upgrader = upgrader(&dir, "one");
         let err = upgrader.fds().listen_tcp_tokio("web", "127.0.0.1:0").unwrap_err();
-        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(matches!(err.kind(), crate::ErrorKind::Io), "{err:?}");
         assert!(err.to_string().contains("no tokio runtime"), "{err}");
         assert!(upgrader.fds().list().is_empty(), "nothing stored: {:?}", upgrader.fds().list());
     }
