@@ -1,16 +1,19 @@
-//! Just enough HTTP/1.1 for the drill: `GET /` requests without a body, and responses with a
-//! `Content-Length`. Both sides use it: the demo server reads requests and writes responses,
-//! the load generator writes requests and reads responses.
+//! Just enough HTTP/1.1 for load and tests: `GET` requests without a body, and responses with
+//! a `Content-Length`. Both sides use it: servers (the drill's demo server, the test kit's)
+//! read requests and write responses, clients write requests and read responses.
 
+use std::fmt;
 use std::io::{self, Read, Write};
 
 /// The largest request or response head either side reads.
 pub const MAX_HEAD: usize = 8 * 1024;
 
-/// A request that asks the server to keep the connection open.
-pub const REQUEST_KEEP_ALIVE: &[u8] = b"GET / HTTP/1.1\r\nHost: drill\r\n\r\n";
-/// A request that asks the server to close the connection after answering.
-pub const REQUEST_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: drill\r\nConnection: close\r\n\r\n";
+/// A `GET` request for `path`, without a body; unless `keep_alive`, it asks the server to
+/// close the connection after answering.
+pub fn get_request(path: &str, keep_alive: bool) -> Vec<u8> {
+    let connection = if keep_alive { "" } else { "Connection: close\r\n" };
+    format!("GET {path} HTTP/1.1\r\nHost: tableroll\r\n{connection}\r\n").into_bytes()
+}
 
 /// Why no whole head was read.
 #[derive(Debug)]
@@ -86,6 +89,97 @@ pub struct ResponseHead {
     pub close: bool,
 }
 
+/// Why no whole response was read.
+#[derive(Debug)]
+pub enum ResponseError {
+    /// A read failed; `stage` says which part was being read.
+    Io {
+        /// `"reading the response"` (its head), or `"reading the response body"`.
+        stage: &'static str,
+        /// What failed.
+        error: io::Error,
+    },
+    /// The server closed the connection before sending a byte.
+    Closed,
+    /// Not a response, or not a whole one: why, for people.
+    Malformed(String),
+}
+
+impl fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResponseError::Io { stage, error } => write!(f, "{stage}: {error}"),
+            ResponseError::Closed => f.write_str("closed without a response"),
+            ResponseError::Malformed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<ResponseError> for io::Error {
+    fn from(e: ResponseError) -> io::Error {
+        match e {
+            ResponseError::Io { error, .. } => error,
+            ResponseError::Closed => io::Error::new(io::ErrorKind::UnexpectedEof, e.to_string()),
+            ResponseError::Malformed(why) => io::Error::new(io::ErrorKind::InvalidData, why),
+        }
+    }
+}
+
+/// Reads one response from `conn` into `buf` (cleared first): its head, parsed, and its body,
+/// which starts at the returned offset and is `content_length` bytes long. Bytes after the body
+/// may follow in `buf`.
+///
+/// # Errors
+///
+/// See [`ResponseError`].
+pub fn read_response(
+    conn: &mut impl Read,
+    buf: &mut Vec<u8>,
+) -> Result<(ResponseHead, usize), ResponseError> {
+    buf.clear();
+    let end = read_head(conn, buf).map_err(|e| match e {
+        HeadError::Io(error) => ResponseError::Io { stage: "reading the response", error },
+        HeadError::Eof { partial: false } => ResponseError::Closed,
+        HeadError::Eof { partial: true } => {
+            ResponseError::Malformed("closed in the middle of the response head".into())
+        }
+        HeadError::TooLarge => ResponseError::Malformed("a response head too large".into()),
+    })?;
+    let head = parse_response_head(&buf[..end]).map_err(ResponseError::Malformed)?;
+    let whole = end + head.content_length;
+    let mut chunk = [0u8; 1024];
+    while buf.len() < whole {
+        match conn.read(&mut chunk) {
+            Ok(0) => {
+                return Err(ResponseError::Malformed("closed in the middle of the response body".into()))
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(ResponseError::Io { stage: "reading the response body", error }),
+        }
+    }
+    Ok((head, end))
+}
+
+/// Reads what `conn` sends until the server closes it, after a response that ends at `whole`
+/// in `buf`: then the server has closed its side of the connection.
+///
+/// # Errors
+///
+/// A read failed, or more bytes came after the response.
+pub fn read_to_close(conn: &mut impl Read, buf: &mut Vec<u8>, whole: usize) -> Result<(), ResponseError> {
+    let mut chunk = [0u8; 1024];
+    while buf.len() <= whole {
+        match conn.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(ResponseError::Io { stage: "reading the response body", error }),
+        }
+    }
+    Err(ResponseError::Malformed("an unexpected response body".into()))
+}
+
 /// Parses a response head (as [`read_head`] delimits it).
 pub fn parse_response_head(head: &[u8]) -> Result<ResponseHead, String> {
     let head = std::str::from_utf8(head).map_err(|_| "a response head that is not UTF-8".to_string())?;
@@ -126,9 +220,9 @@ mod tests {
     #[test]
     fn requests_say_whether_they_want_the_connection_closed() {
         let mut buf = Vec::new();
-        let end = read_head(&mut &REQUEST_CLOSE[..], &mut buf).unwrap();
+        let end = read_head(&mut &get_request("/", false)[..], &mut buf).unwrap();
         assert!(request_wants_close(&buf[..end]));
-        assert!(!request_wants_close(REQUEST_KEEP_ALIVE));
+        assert!(!request_wants_close(&get_request("/x", true)));
         assert!(request_wants_close(b"GET / HTTP/1.0\r\n\r\n"));
     }
 
@@ -142,6 +236,23 @@ mod tests {
         ));
         let endless = vec![b'a'; MAX_HEAD * 2];
         assert!(matches!(read_head(&mut &endless[..], &mut Vec::new()), Err(HeadError::TooLarge)));
+    }
+
+    #[test]
+    fn a_whole_response_is_read_to_the_close() {
+        let mut wire = Vec::new();
+        write_response(&mut wire, "200 OK", "hello\n", true).unwrap();
+        let mut buf = Vec::new();
+        let (head, start) = read_response(&mut &wire[..], &mut buf).unwrap();
+        assert_eq!(&buf[start..start + head.content_length], b"hello\n");
+        read_to_close(&mut &wire[buf.len()..], &mut buf, start + head.content_length).unwrap();
+        wire.extend_from_slice(b"more");
+        let err = read_to_close(&mut &wire[buf.len()..], &mut buf, start + head.content_length);
+        assert!(matches!(err, Err(ResponseError::Malformed(_))), "{err:?}");
+        let short = &wire[..wire.len() - 6];
+        let err = read_response(&mut &short[..], &mut buf).unwrap_err();
+        assert_eq!(err.to_string(), "closed in the middle of the response body");
+        assert!(matches!(read_response(&mut &b""[..], &mut buf), Err(ResponseError::Closed)));
     }
 
     #[test]
