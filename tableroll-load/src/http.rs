@@ -29,9 +29,19 @@ pub enum HeadError {
     TooLarge,
 }
 
+impl From<HeadError> for io::Error {
+    fn from(e: HeadError) -> io::Error {
+        match e {
+            HeadError::Io(e) => e,
+            HeadError::Eof { .. } => io::Error::new(io::ErrorKind::UnexpectedEof, "closed mid-head"),
+            HeadError::TooLarge => io::Error::new(io::ErrorKind::InvalidData, "head too long"),
+        }
+    }
+}
+
 /// Reads from `conn` into `buf` until `buf` holds a whole head (ended by an empty line);
 /// returns the head's length. Bytes after the head stay in `buf`.
-pub fn read_head(conn: &mut impl Read, buf: &mut Vec<u8>) -> Result<usize, HeadError> {
+pub fn read_head<R: Read + ?Sized>(conn: &mut R, buf: &mut Vec<u8>) -> Result<usize, HeadError> {
     let mut chunk = [0u8; 2048];
     loop {
         if let Some(end) = find_head_end(buf) {
