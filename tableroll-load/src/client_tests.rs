@@ -36,6 +36,12 @@ fn read_request(conn: &mut TcpStream) {
     read_head(conn, &mut Vec::new()).unwrap();
 }
 
+/// How the one request of a client fails against a server that handles its one connection
+/// with `script`.
+fn failure_of(keep_alive: bool, script: impl Fn(usize, TcpStream) + Send + 'static) -> Failure {
+    client(scripted(1, script), keep_alive).request(generation).unwrap_err()
+}
+
 fn answer(conn: &mut TcpStream, close: bool) {
     read_request(conn);
     write_response(conn, "200 OK", "generation 0\n", close).unwrap();
@@ -70,28 +76,25 @@ fn a_kept_connection_closed_between_requests_is_replaced_without_a_failure() {
 
 #[test]
 fn a_connection_closed_after_the_request_was_sent_is_a_failure() {
-    let target = scripted(1, |_, mut conn| read_request(&mut conn));
-    let failure = client(target, true).request(generation).unwrap_err();
+    let failure = failure_of(true, |_, mut conn| read_request(&mut conn));
     assert_eq!(failure.kind, FailureKind::Closed, "{failure:?}");
 }
 
 #[test]
 fn a_reset_is_a_reset() {
-    let target = scripted(1, |_, mut conn| {
+    let failure = failure_of(false, |_, mut conn| {
         read_request(&mut conn);
         rustix::net::sockopt::set_socket_linger(&conn, Some(Duration::ZERO)).unwrap();
     });
-    let failure = client(target, false).request(generation).unwrap_err();
     assert_eq!(failure.kind, FailureKind::Reset, "{failure:?}");
 }
 
 #[test]
 fn a_server_error_is_a_bad_response() {
-    let target = scripted(1, |_, mut conn| {
+    let failure = failure_of(false, |_, mut conn| {
         read_request(&mut conn);
         write_response(&mut conn, "500 Oops", "generation 0\n", true).unwrap();
     });
-    let failure = client(target, false).request(generation).unwrap_err();
     assert_eq!(failure.kind, FailureKind::BadResponse, "{failure:?}");
     assert!(failure.message.contains("500"));
 }

@@ -55,9 +55,9 @@ pub struct Outcome<A> {
     pub started: Instant,
     /// Just after it ended.
     pub ended: Instant,
-    /// [`started`](Outcome::started) on the clock of [`now_ns`](crate::now_ns).
+    /// [`started`](Outcome::started) on the clock of [`now_ns`].
     pub started_ns: u64,
-    /// [`ended`](Outcome::ended) on the clock of [`now_ns`](crate::now_ns).
+    /// [`ended`](Outcome::ended) on the clock of [`now_ns`].
     pub ended_ns: u64,
     /// Whether its client found its kept connection closed and replaced it (not a failure).
     pub reconnected: bool,
@@ -157,13 +157,11 @@ impl<R: Recorder> Load<R> {
                 let client = Client::new(target.clone(), config.keep_alive, config.timeout);
                 let (control, recorder) = (Arc::clone(&load.control), recorder(index));
                 let pause = config.pause_after_failure;
-                let spawned = thread::Builder::new()
+                // On failure, dropping `load` stops the clients started.
+                let thread = thread::Builder::new()
                     .name(format!("client-{index}-{i}"))
-                    .spawn(move || run(client, index, recorder, &control, pause));
-                match spawned {
-                    Ok(thread) => load.clients.push(thread),
-                    Err(e) => return Err(e), // dropping `load` stops the others
-                }
+                    .spawn(move || run(client, index, recorder, &control, pause))?;
+                load.clients.push(thread);
             }
         }
         Ok(load)
