@@ -393,12 +393,8 @@ fn accept_until_stopped(
 fn answer(mut conn: Box<dyn Connection>, generation: u32, slow: Duration) {
     let _ = conn.set_blocking();
     let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
+    if tableroll_load::http::read_head(&mut conn, &mut head).is_err() {
+        return;
     }
     if head.starts_with(b"GET /crash ") {
         std::process::exit(3);

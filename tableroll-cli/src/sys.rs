@@ -1,32 +1,15 @@
-//! The few system calls the command makes itself, in one place: the monotonic clock shared by
-//! processes, the descriptor limit, waiting for readability, and a wake pipe.
+//! The few system calls the command makes itself, in one place: waiting for readability, and a
+//! wake pipe. The monotonic clock shared by processes is the load's ([`now_ns`]), and so is
+//! the descriptor limit ([`tableroll_load::raise_nofile_limit`]).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::time::{clock_gettime, ClockId};
-
-/// Nanoseconds on `CLOCK_MONOTONIC`. One clock for every process of the machine, so a time
-/// taken in the demo server and one taken in the drill can be subtracted.
-pub fn now_ns() -> u64 {
-    let t = clock_gettime(ClockId::Monotonic);
-    let ns = i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
-    u64::try_from(ns).unwrap_or(0)
-}
-
-/// Raises the soft limit on open descriptors to the hard limit: a drill with `--fds 1000`
-/// holds two copies of every listener per process, plus the store's.
-pub fn raise_fd_limit() -> io::Result<()> {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current == limit.maximum {
-        return Ok(());
-    }
-    limit.current = limit.maximum;
-    setrlimit(Resource::Nofile, limit).map_err(Into::into)
-}
+/// Nanoseconds on `CLOCK_MONOTONIC`, one clock for every process of the machine: a time taken
+/// in the demo server and one taken in the drill (or stamped on a request) can be subtracted.
+pub use tableroll_load::now_ns;
 
 /// Which of `fds` became readable (or hung up) within `timeout` (`None`: no limit). An empty
 /// answer means the time ran out. Interrupted waits are resumed with the full timeout; the
@@ -88,11 +71,5 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(wait_readable(&[pipe.read.as_fd()], None).unwrap(), [true]);
         }
-    }
-
-    #[test]
-    fn the_clock_moves_forward() {
-        let a = now_ns();
-        assert!(now_ns() >= a && a > 0);
     }
 }

@@ -1,6 +1,8 @@
 //! tableroll's test kit, for the tests of every crate of the workspace: a child process with its
 //! output captured and its lines waited on ([`process`], [`events`]), a minimal HTTP client
 //! ([`http`]), closed-loop HTTP load ([`load`]), a directory per test, and the descriptor limit.
+//! The HTTP and the load are the workspace's one copy, [`tableroll_load`], with what tests need
+//! on top: answers counted by the server that gave them, and waits on them.
 //!
 //! The package also builds the test servers (the library's examples, the conformance peer among
 //! them) as binaries and holds the library's process tests, which run them: see `Cargo.toml`.
@@ -61,16 +63,6 @@ impl TestDir {
 /// Raises this process's soft limit on open descriptors to at least `want` (children inherit
 /// it); panics if the hard limit does not allow it.
 pub fn raise_nofile_limit(want: u64) {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current.is_none_or(|current| current >= want) {
-        return;
-    }
-    assert!(
-        limit.maximum.is_none_or(|max| max >= want),
-        "this test needs {want} descriptors per process; the hard limit is {:?}",
-        limit.maximum
-    );
-    setrlimit(Resource::Nofile, Rlimit { current: Some(want), maximum: limit.maximum })
-        .expect("raising RLIMIT_NOFILE");
+    let now = tableroll_load::raise_nofile_limit(want).expect("raising RLIMIT_NOFILE");
+    assert!(now >= want, "this test needs {want} descriptors per process; the hard limit allows {now}");
 }

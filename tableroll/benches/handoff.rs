@@ -38,7 +38,10 @@ const HELPER: &str = "TABLEROLL_BENCH_HANDOFF_HELPER";
 const NOTICE_LIMIT: Duration = Duration::from_secs(30);
 
 fn main() {
-    raise_fd_limit();
+    // To the hard limit.
+    if let Err(e) = tableroll_load::raise_nofile_limit(u64::MAX) {
+        eprintln!("could not raise the descriptor limit: {e}");
+    }
     if std::env::var_os(HELPER).is_some() {
         helper::run();
         return;
@@ -231,15 +234,6 @@ mod helper {
             }
             println!("ok");
         }
-    }
-}
-
-/// Raises the soft limit on open descriptors to the hard limit.
-fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let hard = getrlimit(Resource::Nofile).maximum;
-    if let Err(e) = setrlimit(Resource::Nofile, Rlimit { current: hard, maximum: hard }) {
-        eprintln!("could not raise the descriptor limit: {e}");
     }
 }
 

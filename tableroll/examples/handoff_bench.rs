@@ -25,7 +25,7 @@ use tableroll::Upgrader;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: usize = std::env::args().nth(1).map(|r| r.parse()).transpose()?.unwrap_or(200);
-    raise_fd_limit()?;
+    tableroll_load::raise_nofile_limit(u64::MAX)?; // to the hard limit
     println!("tableroll handoff benchmark ({} cores)", std::thread::available_parallelism()?.get());
     println!("{:<34} {:>10} {:>10} {:>10} {:>10}", "measure", "p50", "p90", "max", "n");
     handoffs("new+ready, 1 listener", 1, rounds)?;
@@ -189,11 +189,4 @@ fn report(label: &str, samples: &mut [Duration]) {
         ms(pick(1.0)),
         samples.len()
     );
-}
-
-fn raise_fd_limit() -> std::io::Result<()> {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    limit.current = limit.maximum;
-    setrlimit(Resource::Nofile, limit).map_err(Into::into)
 }

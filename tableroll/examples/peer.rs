@@ -38,8 +38,6 @@ use tableroll::Upgrader;
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// How long a connection may take to send its request head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest request head read.
-const MAX_HEAD: usize = 16 * 1024;
 
 fn main() {
     let _ = tracing::subscriber::set_global_default(StderrLog::from_env());
@@ -500,19 +498,11 @@ fn handle(mut conn: Box<dyn Stream>, id: &str) -> io::Result<()> {
     conn.flush()
 }
 
+/// The request head, by the reader the test kit's clients and the drill's server use.
 fn read_head(conn: &mut dyn Stream) -> io::Result<String> {
     let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > MAX_HEAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "request head too long"));
-        }
-        match conn.read(&mut buf)? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    Ok(String::from_utf8_lossy(&head).into_owned())
+    let end = tableroll_load::http::read_head(conn, &mut head)?;
+    Ok(String::from_utf8_lossy(&head[..end]).into_owned())
 }
 
 fn slow_ms(target: &str) -> Option<u64> {

@@ -30,7 +30,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let host = numbers.first().copied().unwrap_or(15_000);
     let stale_counts = if numbers.len() > 1 { numbers[1..].to_vec() } else { vec![100, 2_000] };
-    raise_fd_limit();
+    // To the hard limit.
+    if let Err(e) = tableroll_load::raise_nofile_limit(u64::MAX) {
+        eprintln!("could not raise the descriptor limit: {e}");
+    }
     let host_dir = tempfile::tempdir()?;
     let _host: Vec<UnixListener> = (0..host)
         .map(|i| UnixListener::bind(host_dir.path().join(format!("host-{i}.sock"))))
@@ -69,13 +72,4 @@ fn sweep_once(stale: usize) -> Result<Duration, Box<dyn std::error::Error>> {
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-/// Raises the soft limit on open descriptors to the hard limit.
-fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let hard = getrlimit(Resource::Nofile).maximum;
-    if let Err(e) = setrlimit(Resource::Nofile, Rlimit { current: hard, maximum: hard }) {
-        eprintln!("could not raise the descriptor limit: {e}");
-    }
 }

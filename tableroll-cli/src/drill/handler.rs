@@ -15,10 +15,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use tableroll::Upgrader;
+use tableroll_load::http::{read_head, request_wants_close, write_response};
+use tableroll_load::{Conn, Listener};
 
 use super::args::BreakMode;
-use super::http::{read_head, request_wants_close, write_response};
-use super::net::{Conn, Listener};
 use crate::sys::{self, WakePipe};
 
 /// How long a draining server waits for the next request on an idle kept-alive connection.

@@ -1,104 +1,17 @@
-//! The load generator: client threads that each send one request after another (closed
-//! loop), and the accounting of every request as a success or a failure of a kind.
-//!
-//! A request counts as sent when its client starts on it (connecting, if it needs a new
-//! connection), and ends as exactly one of: succeeded, or failed as
-//!
-//! - `refused`: the connection was refused (or the Unix socket path was missing);
-//! - `reset`: the connection was reset (`ECONNRESET`, `EPIPE`);
-//! - `closed`: the server closed the connection before a whole response arrived;
-//! - `timeout`: a read or write waited longer than the request timeout;
-//! - `bad_response`: anything but `200 OK` with a body, or a malformed response;
-//! - `other`: any other error (such as running out of local ports).
-//!
-//! With keep-alive, a connection that the server closed between two requests (a draining
-//! generation does) is replaced before the request is sent, without a failure. Only a request
-//! of which not one byte was accepted is retried, and only once: after that, the client cannot
-//! know whether the server saw it, so whatever goes wrong is a failure.
-
-use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
+//! The drill's side of the load ([`tableroll_load`] runs it): what counts as an answer (a body
+//! `generation N`), and every request added up as a success or a failure of a kind (see
+//! [`tableroll_load::client`] for the kinds), in 50 ms buckets, with the first few failures
+//! described.
 
 use serde::Serialize;
+use tableroll_load::{FailureKind, Outcome, Recorder};
 
-use super::http::{parse_response_head, read_head, HeadError, REQUEST_CLOSE, REQUEST_KEEP_ALIVE};
-use super::net::{Conn, Target};
 use super::stats::Buckets;
-use crate::sys;
 
 /// The width of a throughput bucket.
 pub const BUCKET_NS: u64 = 50_000_000;
 /// How many different failure messages are kept as examples.
 const EXAMPLES: usize = 5;
-
-/// What to load and how.
-#[derive(Debug, Clone)]
-pub struct LoadConfig {
-    /// Where the server listens.
-    pub target: Target,
-    /// How many client threads.
-    pub clients: u32,
-    /// Whether connections are reused.
-    pub keep_alive: bool,
-    /// The limit on each read or write.
-    pub timeout: Duration,
-    /// The time ([`sys::now_ns`]) buckets count from.
-    pub origin_ns: u64,
-}
-
-/// The kinds of failure; see the module docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The connection was refused.
-    Refused,
-    /// The connection was reset.
-    Reset,
-    /// Closed before a whole response.
-    Closed,
-    /// A read or write timed out.
-    Timeout,
-    /// Not `200 OK`, or malformed.
-    BadResponse,
-    /// Anything else.
-    Other,
-}
-
-/// A failed request: its kind, and what happened.
-#[derive(Debug)]
-pub struct Failure {
-    /// The kind.
-    pub kind: FailureKind,
-    /// What happened, for people.
-    pub message: String,
-}
-
-impl Failure {
-    fn io(stage: &str, e: &io::Error) -> Failure {
-        Failure { kind: classify(stage, e), message: format!("{stage}: {e}") }
-    }
-
-    fn bad(message: impl Into<String>) -> Failure {
-        Failure { kind: FailureKind::BadResponse, message: message.into() }
-    }
-}
-
-/// The kind of failure an I/O error at `stage` (`"connecting"`, or another) is.
-pub fn classify(stage: &str, e: &io::Error) -> FailureKind {
-    match e.kind() {
-        ErrorKind::ConnectionRefused => FailureKind::Refused,
-        ErrorKind::NotFound if stage == "connecting" => FailureKind::Refused,
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
-            FailureKind::Reset
-        }
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => FailureKind::Timeout,
-        ErrorKind::UnexpectedEof => FailureKind::Closed,
-        _ => FailureKind::Other,
-    }
-}
 
 /// Failed requests by kind.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -184,192 +97,95 @@ impl LoadStats {
         }
     }
 
-    fn merge(&mut self, other: LoadStats) {
-        self.sent += other.sent;
-        self.succeeded += other.succeeded;
-        self.failures.merge(&other.failures);
-        self.reconnects += other.reconnects;
-        self.latencies_us.extend(other.latencies_us);
-        self.buckets.merge(&other.buckets);
-        other.examples.into_iter().for_each(|example| self.add_example(example));
-    }
-}
-
-/// Counters the progress display reads while the load runs.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// Requests started.
-    pub sent: AtomicU64,
-    /// Requests failed.
-    pub failed: AtomicU64,
-}
-
-/// Running client threads.
-pub struct Load {
-    stop: Arc<AtomicBool>,
-    live: Arc<Live>,
-    threads: Vec<JoinHandle<LoadStats>>,
-}
-
-impl Load {
-    /// Starts `config.clients` client threads.
-    pub fn start(config: &LoadConfig) -> io::Result<Load> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(Live::default());
-        let mut load = Load { stop, live, threads: Vec::new() };
-        for i in 0..config.clients {
-            let client = Client::new(config.clone());
-            let (stop, live) = (Arc::clone(&load.stop), Arc::clone(&load.live));
-            let thread =
-                thread::Builder::new().name(format!("client-{i}")).spawn(move || client.run(&stop, &live));
-            match thread {
-                Ok(thread) => load.threads.push(thread),
-                Err(e) => {
-                    load.finish();
-                    return Err(e);
-                }
-            }
-        }
-        Ok(load)
-    }
-
-    /// The counters, live.
-    pub fn live(&self) -> &Live {
-        &self.live
-    }
-
-    /// Stops the clients (each finishes its request in flight) and adds up what they did.
-    pub fn finish(self) -> LoadStats {
-        self.stop.store(true, Ordering::Relaxed);
+    /// Adds up the tallies of every client.
+    pub fn total(tallies: Vec<Tally>) -> LoadStats {
         let mut total = LoadStats::empty();
-        for thread in self.threads {
-            if let Ok(stats) = thread.join() {
-                total.merge(stats);
-            }
+        for Tally { stats, .. } in tallies {
+            total.sent += stats.sent;
+            total.succeeded += stats.succeeded;
+            total.failures.merge(&stats.failures);
+            total.reconnects += stats.reconnects;
+            total.latencies_us.extend(stats.latencies_us);
+            total.buckets.merge(&stats.buckets);
+            stats.examples.into_iter().for_each(|example| total.add_example(example));
         }
         total
     }
 }
 
-/// One client thread's state.
-struct Client {
-    config: LoadConfig,
-    conn: Option<Conn>,
-    buf: Vec<u8>,
+/// One client's requests, counted from `origin_ns` ([`tableroll_load::now_ns`]).
+pub struct Tally {
+    origin_ns: u64,
     stats: LoadStats,
 }
 
-impl Client {
-    fn new(config: LoadConfig) -> Client {
-        Client { config, conn: None, buf: Vec::with_capacity(1024), stats: LoadStats::empty() }
-    }
-
-    fn run(mut self, stop: &AtomicBool, live: &Live) -> LoadStats {
-        while !stop.load(Ordering::Relaxed) {
-            live.sent.fetch_add(1, Ordering::Relaxed);
-            let started = sys::now_ns();
-            let outcome = self.request();
-            let ended = sys::now_ns();
-            self.stats.sent += 1;
-            self.stats.buckets.record(ended.saturating_sub(self.config.origin_ns), outcome.is_ok());
-            match outcome {
-                Ok(()) => {
-                    self.stats.succeeded += 1;
-                    self.stats.latencies_us.push(ended.saturating_sub(started) / 1000);
-                }
-                Err(failure) => {
-                    live.failed.fetch_add(1, Ordering::Relaxed);
-                    self.stats.failures.add(failure.kind, 1);
-                    self.stats.add_example(failure.message);
-                }
-            }
-        }
-        self.stats
-    }
-
-    /// One request, from connecting (if needed) to the end of the response.
-    fn request(&mut self) -> Result<(), Failure> {
-        let request = if self.config.keep_alive { REQUEST_KEEP_ALIVE } else { REQUEST_CLOSE };
-        let (mut conn, reused) = self.connection()?;
-        match send(&mut conn, request) {
-            Ok(()) => {}
-            // Not one byte left: the server cannot have seen it, so it may go on a new one.
-            Err((0, _)) if reused => {
-                self.stats.reconnects += 1;
-                conn = self.connect()?;
-                send(&mut conn, request).map_err(|(_, e)| Failure::io("sending the request", &e))?;
-            }
-            Err((_, e)) => return Err(Failure::io("sending the request", &e)),
-        }
-        let keep = self.receive(&mut conn)?;
-        if keep && self.config.keep_alive {
-            self.conn = Some(conn);
-        }
-        Ok(())
-    }
-
-    /// The kept connection if it is still open (and whether it is one), else a new one.
-    fn connection(&mut self) -> Result<(Conn, bool), Failure> {
-        match self.conn.take() {
-            Some(conn) if !sys::has_input(conn.as_fd()) => Ok((conn, true)),
-            Some(_closed) => {
-                self.stats.reconnects += 1;
-                Ok((self.connect()?, false))
-            }
-            None => Ok((self.connect()?, false)),
-        }
-    }
-
-    fn connect(&self) -> Result<Conn, Failure> {
-        Conn::connect(&self.config.target, self.config.timeout).map_err(|e| Failure::io("connecting", &e))
-    }
-
-    /// Reads one response; returns whether the connection may carry another request.
-    fn receive(&mut self, conn: &mut Conn) -> Result<bool, Failure> {
-        self.buf.clear();
-        let end = read_head(conn, &mut self.buf).map_err(|e| match e {
-            HeadError::Io(e) => Failure::io("reading the response", &e),
-            HeadError::Eof { partial: false } => {
-                Failure { kind: FailureKind::Closed, message: "closed without a response".into() }
-            }
-            HeadError::Eof { partial: true } => Failure::bad("closed in the middle of the response head"),
-            HeadError::TooLarge => Failure::bad("a response head too large"),
-        })?;
-        let head = parse_response_head(&self.buf[..end]).map_err(Failure::bad)?;
-        let whole = end + head.content_length;
-        let mut chunk = [0u8; 1024];
-        while self.buf.len() < whole {
-            match conn.read(&mut chunk) {
-                Ok(0) => return Err(Failure::bad("closed in the middle of the response body")),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(Failure::io("reading the response body", &e)),
-            }
-        }
-        if head.status != 200 {
-            return Err(Failure::bad(format!("status {}", head.status)));
-        }
-        if self.buf.len() > whole || !self.buf[end..].starts_with(b"generation ") {
-            return Err(Failure::bad("an unexpected response body"));
-        }
-        Ok(!head.close)
+impl Tally {
+    /// Nothing counted yet; buckets start at `origin_ns`.
+    pub fn new(origin_ns: u64) -> Tally {
+        Tally { origin_ns, stats: LoadStats::empty() }
     }
 }
 
-/// Writes `request`; on failure, says how many bytes of it were accepted.
-fn send(conn: &mut Conn, request: &[u8]) -> Result<(), (usize, io::Error)> {
-    let mut sent = 0;
-    while sent < request.len() {
-        match conn.write(&request[sent..]) {
-            Ok(0) => return Err((sent, ErrorKind::WriteZero.into())),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err((sent, e)),
+impl Recorder for Tally {
+    type Answer = ();
+
+    fn check(&self, body: &[u8]) -> Result<(), String> {
+        body.starts_with(b"generation ").then_some(()).ok_or_else(|| "an unexpected response body".into())
+    }
+
+    fn record(&mut self, outcome: Outcome<()>) {
+        let stats = &mut self.stats;
+        stats.sent += 1;
+        stats.reconnects += u64::from(outcome.reconnected);
+        stats.buckets.record(outcome.ended_ns.saturating_sub(self.origin_ns), outcome.result.is_ok());
+        match outcome.result {
+            Ok(()) => {
+                stats.succeeded += 1;
+                stats.latencies_us.push(outcome.ended_ns.saturating_sub(outcome.started_ns) / 1000);
+            }
+            Err(failure) => {
+                stats.failures.add(failure.kind, 1);
+                stats.add_example(failure.message);
+            }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
-#[path = "load_tests.rs"]
-mod tests;
+mod tests {
+    use std::time::Instant;
+
+    use tableroll_load::Failure;
+
+    use super::*;
+
+    fn outcome(ended_ns: u64, result: Result<(), Failure>) -> Outcome<()> {
+        let now = Instant::now();
+        let (started, ended, started_ns) = (now, now, ended_ns - 2000);
+        Outcome { seq: 1, target: 0, started, ended, started_ns, ended_ns, reconnected: false, result }
+    }
+
+    fn failure(kind: FailureKind, message: &str) -> Result<(), Failure> {
+        Err(Failure { kind, message: message.into() })
+    }
+
+    #[test]
+    fn every_request_is_counted_once() {
+        let mut a = Tally::new(1_000_000);
+        a.record(outcome(1_010_000, Ok(())));
+        a.record(outcome(BUCKET_NS + 1_000_000, failure(FailureKind::Reset, "reset")));
+        let mut b = Tally::new(1_000_000);
+        b.record(Outcome { reconnected: true, ..outcome(1_020_000, Ok(())) });
+        b.record(outcome(1_030_000, failure(FailureKind::Reset, "reset")));
+        b.record(outcome(1_040_000, failure(FailureKind::Timeout, "slow")));
+        assert_eq!(a.check(b"generation 3\n"), Ok(()));
+        assert!(a.check(b"hello").is_err());
+        let stats = LoadStats::total(vec![a, b]);
+        assert_eq!((stats.sent, stats.succeeded, stats.reconnects), (5, 2, 1));
+        assert_eq!(stats.failures, FailureCounts { reset: 2, timeout: 1, ..FailureCounts::default() });
+        assert_eq!(stats.sent, stats.succeeded + stats.failures.total());
+        assert_eq!((stats.buckets.ok, stats.buckets.failed), (vec![2, 0], vec![2, 1]));
+        assert_eq!(stats.latencies_us, [2, 2]);
+        assert_eq!(stats.examples, ["reset", "slow"]);
+    }
+}

@@ -2,10 +2,10 @@
 //!
 //! The drill creates a temporary directory, starts generation 0 of the demo server (this
 //! program's hidden `drill-server` subcommand, see [`server`]) as an independent process,
-//! drives load at it from client threads ([`load`]), and starts generation k+1 every interval;
-//! each generation takes the listener over from the one before through the library. Every
-//! event of every generation comes through one channel (with SIGINT and SIGTERM), which the
-//! main loop here waits on: nothing is synchronised by sleeping. At the end, or on the first
+//! drives load at it from client threads ([`tableroll_load`], counted in [`load`]), and starts
+//! generation k+1 every interval; each generation takes the listener over from the one before
+//! through the library. Every event of every generation comes through one channel (with SIGINT
+//! and SIGTERM), which the main loop here waits on: nothing is synchronised by sleeping. At the end, or on the first
 //! failure or signal, it stops the load, stops every generation (killing by pid what lingers),
 //! removes the directory and reports ([`report`], [`chart`]).
 
@@ -14,10 +14,8 @@ mod chart;
 mod events;
 mod generation;
 mod handler;
-mod http;
 mod interrupt;
 mod load;
-mod net;
 mod progress;
 mod report;
 pub mod server;
@@ -26,16 +24,15 @@ mod summary;
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tableroll_load::{Load, LoadConfig, Target};
 
 use self::args::{DrillArgs, ListenerKind};
 use self::generation::{Event, Generation, Listen, ServerSpec};
-use self::load::{Load, LoadConfig, LoadStats};
-use self::net::Target;
+use self::load::{LoadStats, Tally};
 use self::progress::Progress;
 use self::report::{Outcome, Report};
 use crate::sys;
@@ -50,7 +47,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Runs the drill; the exit code says whether it passed.
 pub fn run(args: &DrillArgs) -> anyhow::Result<ExitCode> {
-    sys::raise_fd_limit().context("raising the descriptor limit")?;
+    tableroll_load::raise_nofile_limit(u64::MAX).context("raising the descriptor limit")?;
     let (sender, events) = mpsc::channel();
     let interrupts = interrupt::forward(sender.clone()).context("catching SIGINT and SIGTERM")?;
     let temp = tempfile::Builder::new()
@@ -79,7 +76,7 @@ struct Drill<'a> {
     sender: Sender<Event>,
     events: Receiver<Event>,
     gens: Vec<Generation>,
-    load: Option<Load>,
+    load: Option<Load<Tally>>,
     progress: Progress,
     /// The newest generation whose upgrade line was printed (exit lines follow it).
     announced: u32,
@@ -168,10 +165,12 @@ impl<'a> Drill<'a> {
         let (addr, ..) = self.gens[0].listening.clone().unwrap_or_default();
         let target = match &self.spec.listen {
             Listen::Tcp(_) => {
-                let parsed = addr.parse().map_err(|_| Outcome::Failed(format!("a bad address {addr:?}")))?;
+                if addr.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(Outcome::Failed(format!("a bad address {addr:?}")));
+                }
                 // Every later generation must serve on the very same address.
-                self.spec.listen = Listen::Tcp(addr);
-                Target::Tcp(parsed)
+                self.spec.listen = Listen::Tcp(addr.clone());
+                Target::Tcp(addr)
             }
             Listen::Unix(path) => Target::Unix(path.clone()),
         };
@@ -182,14 +181,11 @@ impl<'a> Drill<'a> {
         );
         self.progress.line(&line);
         self.started_ns = sys::now_ns();
-        let config = LoadConfig {
-            target,
-            clients: self.args.clients,
-            keep_alive: self.args.keep_alive,
-            timeout: self.args.request_timeout,
-            origin_ns: self.started_ns,
-        };
-        let load = Load::start(&config).map_err(|e| Outcome::Failed(format!("starting the clients: {e}")))?;
+        let mut config = LoadConfig::new(vec![target], self.args.clients as usize, self.args.request_timeout);
+        config.keep_alive = self.args.keep_alive;
+        let origin_ns = self.started_ns;
+        let load = Load::start(&config, |_| Tally::new(origin_ns))
+            .map_err(|e| Outcome::Failed(format!("starting the clients: {e}")))?;
         self.load = Some(load);
         Ok(())
     }
@@ -256,9 +252,7 @@ impl<'a> Drill<'a> {
 
     fn refresh(&self) {
         let upgrades = self.gens.iter().filter(|g| g.notified_ns.is_some()).count() as u32;
-        let (sent, failed) = self.load.as_ref().map_or((0, 0), |l| {
-            (l.live().sent.load(Ordering::Relaxed), l.live().failed.load(Ordering::Relaxed))
-        });
+        let (sent, failed) = self.load.as_ref().map_or((0, 0), |l| (l.started(), l.failed()));
         self.progress.update(upgrades, sent, failed);
     }
 
@@ -282,7 +276,7 @@ impl<'a> Drill<'a> {
     /// Stops the load, then every generation (by closing its stdin, then by its pid), and
     /// reaps them all; returns what the clients did.
     fn shutdown(&mut self) -> LoadStats {
-        let stats = self.load.take().map(Load::finish);
+        let stats = self.load.take().map(|load| LoadStats::total(load.stop()));
         self.stopped_ns = sys::now_ns();
         self.progress.finish();
         self.gens.iter_mut().for_each(Generation::stop);

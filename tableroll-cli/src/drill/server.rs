@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use tableroll::Upgrader;
+use tableroll_load::Listener;
 
 use super::args::BreakMode;
 use super::events::ServerEvent;
 use super::handler::Handlers;
-use super::net::Listener;
 use crate::sys::{self, WakePipe};
 
 /// How long a newcomer waits for the lock, the descriptors and the ready handshake, and how
@@ -78,7 +78,7 @@ fn micros(since: Instant) -> u64 {
 
 /// The life of one generation; returns the number of requests it answered.
 fn serve(args: &ServerArgs) -> anyhow::Result<u64> {
-    sys::raise_fd_limit().context("raising the descriptor limit")?;
+    tableroll_load::raise_nofile_limit(u64::MAX).context("raising the descriptor limit")?;
     let started = Instant::now();
     let upgrader = Upgrader::builder(&args.dir)
         .id(format!("gen-{}", args.generation))

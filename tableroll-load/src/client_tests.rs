@@ -1,21 +1,27 @@
 //! The client's accounting against scripted one-thread servers.
 
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsFd;
 use std::thread;
 
-use super::*;
-use crate::drill::http::{read_head, write_response};
+use rustix::event::{poll, PollFd, PollFlags};
 
-fn config(target: Target, keep_alive: bool) -> LoadConfig {
-    LoadConfig { target, clients: 1, keep_alive, timeout: Duration::from_secs(5), origin_ns: sys::now_ns() }
+use super::*;
+use crate::http::{read_head, write_response};
+
+fn client(target: Target, keep_alive: bool) -> Client {
+    Client::new(target, keep_alive, Duration::from_secs(5))
+}
+
+/// The body check of these tests: `generation N`.
+fn generation(body: &[u8]) -> Result<(), String> {
+    body.starts_with(b"generation ").then_some(()).ok_or_else(|| "an unexpected response body".into())
 }
 
 /// A server on a new port whose connections are handled one after another by `script`
 /// (given each connection's number); it stops after `connections` of them.
 fn scripted(connections: usize, script: impl Fn(usize, TcpStream) + Send + 'static) -> Target {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let target = Target::Tcp(listener.local_addr().unwrap());
+    let target = Target::Tcp(listener.local_addr().unwrap().to_string());
     thread::spawn(move || {
         for i in 0..connections {
             let (conn, _) = listener.accept().unwrap();
@@ -30,6 +36,12 @@ fn read_request(conn: &mut TcpStream) {
     read_head(conn, &mut Vec::new()).unwrap();
 }
 
+/// How the one request of a client fails against a server that handles its one connection
+/// with `script`.
+fn failure_of(keep_alive: bool, script: impl Fn(usize, TcpStream) + Send + 'static) -> Failure {
+    client(scripted(1, script), keep_alive).request(generation).unwrap_err()
+}
+
 fn answer(conn: &mut TcpStream, close: bool) {
     read_request(conn);
     write_response(conn, "200 OK", "generation 0\n", close).unwrap();
@@ -38,10 +50,10 @@ fn answer(conn: &mut TcpStream, close: bool) {
 #[test]
 fn a_request_per_connection_succeeds() {
     let target = scripted(2, |_, mut conn| answer(&mut conn, true));
-    let mut client = Client::new(config(target, false));
-    client.request().unwrap();
-    client.request().unwrap();
-    assert!(client.conn.is_none());
+    let mut client = client(target, false);
+    client.request(generation).unwrap();
+    client.request(generation).unwrap();
+    assert!(!client.has_connection());
 }
 
 #[test]
@@ -52,41 +64,37 @@ fn a_kept_connection_closed_between_requests_is_replaced_without_a_failure() {
             answer(&mut conn, false);
         }
     });
-    let mut client = Client::new(config(target, true));
-    client.request().unwrap();
+    let mut client = client(target, true);
+    client.request(generation).unwrap();
     // Wait until the server's close has arrived, as it would between two requests.
     let kept = client.conn.as_ref().expect("the connection is kept");
-    sys::wait_readable(&[kept.as_fd()], None).unwrap();
-    client.request().unwrap();
-    client.request().unwrap();
-    assert_eq!(client.stats.reconnects, 1);
+    poll(&mut [PollFd::new(kept, PollFlags::IN | PollFlags::RDHUP)], None).unwrap();
+    client.request(generation).unwrap();
+    client.request(generation).unwrap();
+    assert_eq!(client.reconnects(), 1);
 }
 
 #[test]
 fn a_connection_closed_after_the_request_was_sent_is_a_failure() {
-    let target = scripted(1, |_, mut conn| read_request(&mut conn));
-    let mut client = Client::new(config(target, true));
-    let failure = client.request().unwrap_err();
+    let failure = failure_of(true, |_, mut conn| read_request(&mut conn));
     assert_eq!(failure.kind, FailureKind::Closed, "{failure:?}");
 }
 
 #[test]
 fn a_reset_is_a_reset() {
-    let target = scripted(1, |_, mut conn| {
+    let failure = failure_of(false, |_, mut conn| {
         read_request(&mut conn);
-        sys::reset_on_close(&conn).unwrap();
+        rustix::net::sockopt::set_socket_linger(&conn, Some(Duration::ZERO)).unwrap();
     });
-    let failure = Client::new(config(target, false)).request().unwrap_err();
     assert_eq!(failure.kind, FailureKind::Reset, "{failure:?}");
 }
 
 #[test]
 fn a_server_error_is_a_bad_response() {
-    let target = scripted(1, |_, mut conn| {
+    let failure = failure_of(false, |_, mut conn| {
         read_request(&mut conn);
         write_response(&mut conn, "500 Oops", "generation 0\n", true).unwrap();
     });
-    let failure = Client::new(config(target, false)).request().unwrap_err();
     assert_eq!(failure.kind, FailureKind::BadResponse, "{failure:?}");
     assert!(failure.message.contains("500"));
 }
@@ -98,9 +106,7 @@ fn a_silent_server_is_a_timeout() {
         read_request(&mut conn);
         let _ = done_rx.recv(); // hold the connection open until the client has given up
     });
-    let mut config = config(target, false);
-    config.timeout = Duration::from_millis(50);
-    let failure = Client::new(config).request().unwrap_err();
+    let failure = Client::new(target, false, Duration::from_millis(50)).request(generation).unwrap_err();
     drop(done_tx);
     assert_eq!(failure.kind, FailureKind::Timeout, "{failure:?}");
 }
@@ -109,10 +115,10 @@ fn a_silent_server_is_a_timeout() {
 fn nobody_listening_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::Unix(dir.path().join("nobody.sock"));
-    let failure = Client::new(config(target, false)).request().unwrap_err();
+    let failure = client(target, false).request(generation).unwrap_err();
     assert_eq!(failure.kind, FailureKind::Refused, "{failure:?}");
     let gone = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let failure = Client::new(config(Target::Tcp(gone), false)).request().unwrap_err();
+    let failure = client(Target::Tcp(gone.to_string()), false).request(generation).unwrap_err();
     assert_eq!(failure.kind, FailureKind::Refused, "{failure:?}");
 }
 
@@ -131,21 +137,10 @@ fn io_errors_are_classified() {
 }
 
 #[test]
-fn the_load_counts_every_request_once() {
-    let (answered_tx, answered) = std::sync::mpsc::channel();
-    let target = scripted(usize::MAX, move |i, mut conn| {
-        answer(&mut conn, true);
-        let _ = answered_tx.send(i);
-    });
-    let load = Load::start(&config(target, false)).unwrap();
-    // Let it run for 20 requests (the bound only fails a hung test).
-    for _ in 0..20 {
-        answered.recv_timeout(Duration::from_secs(30)).expect("the load sends requests");
-    }
-    let stats = load.finish();
-    assert!(stats.sent >= 20);
-    assert_eq!(stats.sent, stats.succeeded + stats.failures.total());
-    assert_eq!(stats.failures.total(), 0, "{:?}", stats.examples);
-    assert_eq!(stats.buckets.ok.iter().sum::<u64>(), stats.succeeded);
-    assert_eq!(stats.latencies_us.len() as u64, stats.succeeded);
+fn the_caller_checks_the_body() {
+    let target = scripted(2, |_, mut conn| answer(&mut conn, true));
+    let mut client = client(target, false);
+    let failure = client.request(|body| Err::<(), _>(format!("{} bytes", body.len()))).unwrap_err();
+    assert_eq!((failure.kind, failure.message.as_str()), (FailureKind::BadResponse, "13 bytes"));
+    assert_eq!(client.request(|body| Ok(body.to_vec())).unwrap(), b"generation 0\n");
 }

@@ -1,17 +1,17 @@
 //! TCP or Unix, behind one type each for listeners, connections and addresses.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where the demo server listens.
+/// Where a server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// A TCP address.
-    Tcp(SocketAddr),
+    /// A TCP address, `HOST:PORT` (resolved at each connect; an IP address needs no lookup).
+    Tcp(String),
     /// A Unix socket path.
     Unix(PathBuf),
 }
@@ -75,11 +75,19 @@ pub enum Conn {
 }
 
 impl Conn {
-    /// Connects to `target`, waiting at most `timeout` (a Unix connect does not wait).
+    /// Connects to `target`, waiting at most `timeout` (a Unix connect does not wait), and
+    /// sets `timeout` on every read and write.
+    ///
+    /// # Errors
+    ///
+    /// The address does not resolve, or `connect(2)` or a socket option failed.
     pub fn connect(target: &Target, timeout: Duration) -> io::Result<Conn> {
         let conn = match target {
             Target::Tcp(addr) => {
-                let conn = TcpStream::connect_timeout(addr, timeout)?;
+                let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("{addr:?} resolves to no address"))
+                })?;
+                let conn = TcpStream::connect_timeout(&addr, timeout)?;
                 conn.set_nodelay(true)?;
                 Conn::Tcp(conn)
             }
