@@ -20,10 +20,10 @@
 //! without it answers the flag with an `error` event.
 
 use std::ffi::OsString;
-use std::io::{self, Read, Write};
-use std::net::TcpListener;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::UnixListener;
+use std::io::{self, Write};
+
+use std::os::fd::OwnedFd;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{poll, PollFd, PollFlags};
 use serde_json::{json, Value};
 use tableroll::Upgrader;
+use tableroll_load::net::{Conn, Listener};
 
 /// How long the exit waits for requests in flight.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -334,50 +335,6 @@ fn open_listeners(
 // ---------------------------------------------------------------------------------------------
 // HTTP serving
 
-enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
-
-trait Stream: Read + Write + Send {}
-impl<T: Read + Write + Send> Stream for T {}
-
-impl Listener {
-    fn set_nonblocking(&self) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l) => l.set_nonblocking(true),
-            Listener::Unix(l) => l.set_nonblocking(true),
-        }
-    }
-
-    /// Accepts one connection and makes it blocking for its handler thread.
-    fn accept(&self) -> io::Result<Box<dyn Stream>> {
-        match self {
-            Listener::Tcp(l) => {
-                let (conn, _) = l.accept()?;
-                conn.set_nonblocking(false)?;
-                conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-                Ok(Box::new(conn))
-            }
-            Listener::Unix(l) => {
-                let (conn, _) = l.accept()?;
-                conn.set_nonblocking(false)?;
-                conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-                Ok(Box::new(conn))
-            }
-        }
-    }
-}
-
-impl AsFd for Listener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Listener::Tcp(l) => l.as_fd(),
-            Listener::Unix(l) => l.as_fd(),
-        }
-    }
-}
-
 /// What the acceptor and handler threads share.
 struct Shared {
     id: String,
@@ -452,7 +409,7 @@ fn accept_loop(listener: &Listener, wake: &OwnedFd, shared: &Arc<Shared>) {
         if !fds[1].revents().is_empty() {
             return;
         }
-        match listener.accept() {
+        match listener.accept().and_then(|conn| conn.set_timeouts(Some(REQUEST_TIMEOUT)).map(|()| conn)) {
             Ok(conn) => spawn_handler(conn, shared),
             Err(e) if is_transient(&e) => {}
             Err(e) => fail(&shared.id, &format!("accept: {e}")),
@@ -465,7 +422,7 @@ fn is_transient(e: &io::Error) -> bool {
     matches!(e.kind(), WouldBlock | Interrupted | ConnectionAborted | ConnectionReset)
 }
 
-fn spawn_handler(conn: Box<dyn Stream>, shared: &Arc<Shared>) {
+fn spawn_handler(conn: Conn, shared: &Arc<Shared>) {
     *shared.in_flight.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     let handler_shared = shared.clone();
     let spawned = thread::Builder::new().name("conn".into()).spawn(move || {
@@ -483,7 +440,7 @@ fn spawn_handler(conn: Box<dyn Stream>, shared: &Arc<Shared>) {
 }
 
 /// Reads the request head, waits if the path is `/slow?ms=N`, and answers `hello from ID`.
-fn handle(mut conn: Box<dyn Stream>, id: &str) -> io::Result<()> {
+fn handle(mut conn: Conn, id: &str) -> io::Result<()> {
     let head = read_head(&mut conn)?;
     let target = head.split(' ').nth(1).unwrap_or("/");
     if let Some(ms) = slow_ms(target) {
@@ -499,7 +456,7 @@ fn handle(mut conn: Box<dyn Stream>, id: &str) -> io::Result<()> {
 }
 
 /// The request head, by the reader the test kit's clients and the drill's server use.
-fn read_head(conn: &mut dyn Stream) -> io::Result<String> {
+fn read_head(conn: &mut Conn) -> io::Result<String> {
     let mut head = Vec::new();
     let end = tableroll_load::http::read_head(conn, &mut head)?;
     Ok(String::from_utf8_lossy(&head[..end]).into_owned())
