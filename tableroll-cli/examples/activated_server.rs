@@ -25,8 +25,8 @@
 //! answer takes N ms). `GET /crash` makes it exit with status 3 at once; each SIGHUP prints a
 //! `sighup` line.
 
-use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::TcpListener;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::thread;
@@ -36,6 +36,7 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::{fcntl_setfd, FdFlags};
 use rustix::net::{sockopt, SocketType};
 use serde_json::json;
+use tableroll_load::net::{Conn, Listener};
 
 struct Opts {
     generation: u32,
@@ -207,7 +208,7 @@ fn expect_listener(fd: BorrowedFd<'_>) -> Result<(), String> {
 fn serve(opts: &Opts) -> Result<(), String> {
     let fds = activated_fds()?;
     report_startup(opts, &fds);
-    let listeners: Vec<Listener> = fds.into_iter().filter_map(Listener::from_fd).collect();
+    let listeners: Vec<Listener> = fds.into_iter().filter_map(listener_of).collect();
     if listeners.is_empty() {
         return Err("no stream listener among the passed descriptors".into());
     }
@@ -304,61 +305,22 @@ fn notify_ready() -> Result<(), String> {
     Ok(())
 }
 
-enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
-
-impl Listener {
-    fn from_fd(fd: OwnedFd) -> Option<Listener> {
-        match describe_fd(fd.as_fd()).as_str() {
-            "tcp-listener" => Some(Listener::Tcp(TcpListener::from(fd))),
-            "unix-listener" => Some(Listener::Unix(UnixListener::from(fd))),
-            _ => None,
-        }
-    }
-
-    fn set_nonblocking(&self) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l) => l.set_nonblocking(true),
-            Listener::Unix(l) => l.set_nonblocking(true),
-        }
-    }
-
-    fn fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Listener::Tcp(l) => l.as_fd(),
-            Listener::Unix(l) => l.as_fd(),
-        }
-    }
-
-    /// The next waiting connection, if any.
-    fn accept(&self) -> io::Result<Option<Box<dyn Connection>>> {
-        let accepted: io::Result<Box<dyn Connection>> = match self {
-            Listener::Tcp(l) => l.accept().map(|(c, _)| Box::new(c) as Box<dyn Connection>),
-            Listener::Unix(l) => l.accept().map(|(c, _)| Box::new(c) as Box<dyn Connection>),
-        };
-        match accepted {
-            Ok(conn) => Ok(Some(conn)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
+/// The passed descriptor as a listener this server answers on, if it is a TCP or Unix stream
+/// listener.
+fn listener_of(fd: OwnedFd) -> Option<Listener> {
+    match describe_fd(fd.as_fd()).as_str() {
+        "tcp-listener" => Some(Listener::Tcp(TcpListener::from(fd))),
+        "unix-listener" => Some(Listener::Unix(UnixListener::from(fd))),
+        _ => None,
     }
 }
 
-trait Connection: Read + Write + Send {
-    fn set_blocking(&self) -> io::Result<()>;
-}
-
-impl Connection for TcpStream {
-    fn set_blocking(&self) -> io::Result<()> {
-        self.set_nonblocking(false)
-    }
-}
-
-impl Connection for UnixStream {
-    fn set_blocking(&self) -> io::Result<()> {
-        self.set_nonblocking(false)
+/// The next waiting connection on `listener`, if any, made blocking for its thread.
+fn accept_next(listener: &Listener) -> io::Result<Option<Conn>> {
+    match listener.accept() {
+        Ok(conn) => Ok(Some(conn)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -371,7 +333,7 @@ fn accept_until_stopped(
     let mut in_flight = Vec::new();
     loop {
         let mut polled: Vec<PollFd<'_>> =
-            listeners.iter().map(|l| PollFd::from_borrowed_fd(l.fd(), PollFlags::IN)).collect();
+            listeners.iter().map(|l| PollFd::from_borrowed_fd(l.as_fd(), PollFlags::IN)).collect();
         polled.push(PollFd::from_borrowed_fd(stop, PollFlags::IN));
         match poll(&mut polled, None) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
@@ -381,7 +343,7 @@ fn accept_until_stopped(
             return Ok(in_flight);
         }
         for listener in listeners {
-            while let Some(conn) = listener.accept().map_err(|e| format!("accept: {e}"))? {
+            while let Some(conn) = accept_next(listener).map_err(|e| format!("accept: {e}"))? {
                 let (generation, slow) = (opts.generation, opts.slow);
                 in_flight.push(thread::spawn(move || answer(conn, generation, slow)));
             }
@@ -390,8 +352,7 @@ fn accept_until_stopped(
     }
 }
 
-fn answer(mut conn: Box<dyn Connection>, generation: u32, slow: Duration) {
-    let _ = conn.set_blocking();
+fn answer(mut conn: Conn, generation: u32, slow: Duration) {
     let mut head = Vec::new();
     if tableroll_load::http::read_head(&mut conn, &mut head).is_err() {
         return;
