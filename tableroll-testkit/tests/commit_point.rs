@@ -17,15 +17,13 @@ use std::time::Duration;
 use rustix::process::{kill_process, prlimit, waitid, Pid, Resource, Rlimit, Signal, WaitId, WaitIdOptions};
 use util::wire::{frame, read_frame, take_lock, FakeOwner, RawNewcomer};
 use util::{
-    assert_hello, http_get, inherited_ids, listen_addr, runnable_peer, Peer, TestDir, NOBODY, TIMEOUT,
+    assert_hello, http_get, inherited_ids, listen_addr, runnable_peer, serving, Peer, TestDir, NOBODY,
+    TIMEOUT,
 };
 
 /// A serving owner with one TCP listener `web`; returns it and the listener's address.
 fn tcp_owner(dir: &TestDir, id: &str) -> (Peer, String) {
-    let mut owner = Peer::start(dir.path(), &["--id", id, "--listen", "web=tcp:127.0.0.1:0", "--serve"]);
-    let addr = listen_addr(&owner.wait_for("listening"), "web");
-    owner.wait_for("ready");
-    (owner, addr)
+    serving(dir, id, "127.0.0.1:0", &[])
 }
 
 /// A peer newcomer `id` for the listener at `addr`, started with `extra` arguments.

@@ -8,18 +8,7 @@ use std::io::Read;
 use std::os::unix::net::UnixStream;
 
 use util::wire::{connect_owner, take_lock, RawNewcomer};
-use util::{assert_hello, fd_count, http_get, inherited_ids, listen_addr, Peer, TestDir};
-
-/// Starts a serving process with one TCP listener `web` on `addr`; waits until it is ready.
-fn serving(dir: &TestDir, id: &str, addr: &str, extra: &[&str]) -> (Peer, String) {
-    let listen = format!("web=tcp:{addr}");
-    let mut args = vec!["--id", id, "--listen", &listen, "--serve"];
-    args.extend_from_slice(extra);
-    let mut peer = Peer::start(dir.path(), &args);
-    let addr = listen_addr(&peer.wait_for("listening"), "web");
-    peer.wait_for("ready");
-    (peer, addr)
-}
+use util::{assert_hello, fd_count, http_get, inherited_ids, serving, Peer, TestDir};
 
 #[test]
 fn killed_newcomers_leave_the_owner_serving() {

@@ -12,15 +12,14 @@ use std::thread;
 
 use util::{
     assert_hello, http_get, http_get_unix, inherited_ids, listen_addr, raise_nofile_limit, read_response,
-    tcp_listen_ports, Peer, TestDir, TIMEOUT,
+    serving, tcp_listen_ports, Peer, TestDir, TIMEOUT,
 };
 
-/// Starts a serving owner with one TCP listener `web`; returns it and the listener's address.
+/// Starts a serving owner with one TCP listener `web`, the first of its group; returns it and
+/// the listener's address.
 fn tcp_owner(dir: &TestDir, id: &str) -> (Peer, String) {
-    let mut owner = Peer::start(dir.path(), &["--id", id, "--listen", "web=tcp:127.0.0.1:0", "--serve"]);
-    assert_eq!(inherited_ids(&owner.wait_for("inherited")), Vec::<String>::new());
-    let addr = listen_addr(&owner.wait_for("listening"), "web");
-    owner.wait_for("ready");
+    let (owner, addr) = serving(dir, id, "127.0.0.1:0", &[]);
+    assert_eq!(inherited_ids(&owner.printed()[0]), Vec::<String>::new());
     (owner, addr)
 }
 

@@ -464,3 +464,16 @@ pub fn runnable_peer(tmp: &TestDir, user: Option<u32>) -> PathBuf {
     fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
     copy
 }
+
+/// Starts a serving peer `id` with one TCP listener `web` on `addr` (`127.0.0.1:0` for a new
+/// one) and `extra` arguments; waits until it is ready, and returns it with the listener's
+/// address.
+pub fn serving(dir: &TestDir, id: &str, addr: &str, extra: &[&str]) -> (Peer, String) {
+    let listen = format!("web=tcp:{addr}");
+    let mut args = vec!["--id", id, "--listen", &listen, "--serve"];
+    args.extend_from_slice(extra);
+    let mut peer = Peer::start(dir.path(), &args);
+    let addr = listen_addr(&peer.wait_for("listening"), "web");
+    peer.wait_for("ready");
+    (peer, addr)
+}
