@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::thread;
 
 use util::{
-    assert_hello, http_get, http_get_unix, inherited_ids, listen_addr, raise_nofile_limit, read_response,
-    serving, tcp_listen_ports, Peer, TestDir, TIMEOUT,
+    assert_hello, hand_over_many, http_get, http_get_unix, inherited_ids, listen_addr, raise_nofile_limit,
+    read_response, serving, tcp_listen_ports, Peer, TestDir, TIMEOUT,
 };
 
 /// Starts a serving owner with one TCP listener `web`, the first of its group; returns it and
@@ -121,24 +121,8 @@ fn thousand_listeners_in_one_handoff() {
     raise_nofile_limit(4 * N as u64 + 256);
     let dir = TestDir::new();
     let many = N.to_string();
-    let mut old = Peer::start(dir.path(), &["--id", "old", "--many", &many]);
-    old.wait_for("ready");
-    let ports = tcp_listen_ports(old.pid());
-    assert_eq!(ports.len(), N, "the owner should listen on {N} TCP ports");
-
-    let mut new = Peer::start(dir.path(), &["--id", "new", "--many", &many]);
-    let inherited: BTreeSet<String> = inherited_ids(&new.wait_for("inherited")).into_iter().collect();
-    let expected: BTreeSet<String> = (0..N).map(|i| format!("ln-{i}")).collect();
-    assert_eq!(inherited, expected);
-    new.wait_for("ready");
-    old.wait_for("upgrade_complete");
-    old.expect_clean_exit();
-
-    assert_eq!(tcp_listen_ports(new.pid()), ports, "the newcomer holds the owner's sockets");
-    for port in ports.iter().step_by(37) {
-        TcpStream::connect(("127.0.0.1", *port))
-            .unwrap_or_else(|e| new.fail(&format!("connecting to {port}: {e}")));
-    }
+    let old = Peer::start(dir.path(), &["--id", "old", "--many", &many]);
+    hand_over_many(&dir, N, old, || Peer::start(dir.path(), &["--id", "new", "--many", &many]));
 }
 
 #[test]

@@ -15,13 +15,12 @@
 mod util;
 
 use std::collections::BTreeSet;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use util::gopeer::{Group, Side};
 use util::load::{Load, Target};
 use util::{
-    assert_hello, http_get, http_get_unix, inherited_ids, listen_addr, raise_nofile_limit, tcp_listen_ports,
+    assert_hello, hand_over_many, http_get, http_get_unix, inherited_ids, listen_addr, raise_nofile_limit,
     Peer, TestDir,
 };
 
@@ -127,25 +126,8 @@ fn thousand_listeners(version: &str, owner_side: Side) {
     let dir = TestDir::new();
     let many = N.to_string();
     let mut group = Group::new(dir.path(), version);
-    let mut old = group.start(owner_side, &["--many", &many]);
-    old.wait_for("ready");
-    let ports = tcp_listen_ports(old.pid());
-    assert_eq!(ports.len(), N, "the owner should listen on {N} TCP ports");
-
-    let mut new = group.start(owner_side.other(), &["--many", &many]);
-    let inherited: BTreeSet<String> = inherited_ids(&new.wait_for("inherited")).into_iter().collect();
-    let expected: BTreeSet<String> = (0..N).map(|i| format!("ln-{i}")).collect();
-    assert_eq!(inherited, expected);
-    new.wait_for("ready");
-    old.wait_for("upgrade_complete");
-    old.expect_clean_exit();
-    assert_eq!(dir.owner(), new.label, "the owner file names the newcomer");
-
-    assert_eq!(tcp_listen_ports(new.pid()), ports, "the newcomer holds the owner's sockets");
-    for port in ports.iter().step_by(37) {
-        TcpStream::connect(("127.0.0.1", *port))
-            .unwrap_or_else(|e| new.fail(&format!("connecting to {port}: {e}")));
-    }
+    let old = group.start(owner_side, &["--many", &many]);
+    hand_over_many(&dir, N, old, || group.start(owner_side.other(), &["--many", &many]));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -477,3 +477,29 @@ pub fn serving(dir: &TestDir, id: &str, addr: &str, extra: &[&str]) -> (Peer, St
     peer.wait_for("ready");
     (peer, addr)
 }
+
+/// A handoff of `n` TCP listeners: `old`, started with `--many n`, becomes ready; the newcomer
+/// that `start_new` starts (with `--many n` too) inherits `ln-0` to `ln-{n-1}` and holds the very
+/// sockets `old` listened on, `old` steps down and exits cleanly, and the owner file names the
+/// newcomer, which is returned.
+pub fn hand_over_many(dir: &TestDir, n: usize, mut old: Peer, start_new: impl FnOnce() -> Peer) -> Peer {
+    old.wait_for("ready");
+    let ports = tcp_listen_ports(old.pid());
+    assert_eq!(ports.len(), n, "the owner should listen on {n} TCP ports");
+
+    let mut new = start_new();
+    let inherited: BTreeSet<String> = inherited_ids(&new.wait_for("inherited")).into_iter().collect();
+    let expected: BTreeSet<String> = (0..n).map(|i| format!("ln-{i}")).collect();
+    assert_eq!(inherited, expected);
+    new.wait_for("ready");
+    old.wait_for("upgrade_complete");
+    old.expect_clean_exit();
+    assert_eq!(dir.owner(), new.label, "the owner file names the newcomer");
+
+    assert_eq!(tcp_listen_ports(new.pid()), ports, "the newcomer holds the owner's sockets");
+    for port in ports.iter().step_by(37) {
+        std::net::TcpStream::connect(("127.0.0.1", *port))
+            .unwrap_or_else(|e| new.fail(&format!("connecting to {port}: {e}")));
+    }
+    new
+}
