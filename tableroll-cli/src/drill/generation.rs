@@ -4,15 +4,15 @@
 //! Each child runs in a process group of its own (a Ctrl-C at the terminal reaches only the
 //! drill, which then stops its children itself) with stdin, stdout and stderr piped. Its stdout
 //! lines are parsed on a reader thread and sent to the drill's event channel; closing its stdin
-//! tells it to stop; the drill kills it by its pid if it does not.
+//! tells it to stop; the drill kills it by its pid if it does not. The reading, the stderr tail
+//! and the killing are `tableroll_load`'s [`Child`], shared with the test kit.
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
+
+use tableroll_load::Child;
 
 use super::args::BreakMode;
 use super::events::ServerEvent;
@@ -89,7 +89,6 @@ pub struct Generation {
     pub status: Option<ExitStatus>,
     child: Child,
     stdin: Option<ChildStdin>,
-    stderr: Arc<Mutex<String>>,
 }
 
 impl Generation {
@@ -103,8 +102,6 @@ impl Generation {
             .args(["--generation", &number.to_string()])
             .args(["--fds", &spec.fds.to_string()])
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .process_group(0);
         match &spec.listen {
             Listen::Tcp(addr) => command.args(["--tcp", addr]),
@@ -114,18 +111,13 @@ impl Generation {
             command.args(["--break-server", mode.as_arg()]);
         }
         let spawned_ns = sys::now_ns();
-        let mut child = command.spawn()?;
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = start_readers(number, &mut child, events, &stderr);
-        if let Err(e) = readers {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-        let stdin = child.stdin.take();
+        // Dropped on an error below: killed and reaped.
+        let mut child = Child::spawn(&mut command, Some(STDERR_TAIL))?;
+        child.read_stdout(forward_events(number, events.clone()))?;
+        let stdin = child.take_stdin();
         Ok(Generation {
             number,
-            pid: child.id(),
+            pid: child.pid(),
             spawned_ns,
             listening: None,
             ready: None,
@@ -136,7 +128,6 @@ impl Generation {
             status: None,
             child,
             stdin,
-            stderr,
         })
     }
 
@@ -167,8 +158,7 @@ impl Generation {
     /// Kills it by its pid and reaps it, unless it was reaped already.
     pub fn kill(&mut self) {
         if self.status.is_none() {
-            let _ = self.child.kill();
-            self.reap();
+            self.status = self.child.kill().ok();
         }
     }
 
@@ -190,65 +180,25 @@ impl Generation {
 
     /// The end of what it wrote on stderr.
     pub fn stderr_tail(&self) -> String {
-        self.stderr.lock().unwrap_or_else(PoisonError::into_inner).trim_end().to_string()
+        self.child.stderr().trim_end().to_string()
     }
 }
 
-impl Drop for Generation {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Starts the threads that read a child's stdout and stderr.
-fn start_readers(
-    number: u32,
-    child: &mut Child,
-    events: &Sender<Event>,
-    stderr: &Arc<Mutex<String>>,
-) -> std::io::Result<()> {
-    let missing = || std::io::Error::other("the child's output is not piped");
-    forward_events(number, child.stdout.take().ok_or_else(missing)?, events.clone())?;
-    keep_tail(child.stderr.take().ok_or_else(missing)?, Arc::clone(stderr))?;
-    Ok(())
-}
-
-/// Reads event lines from a child's stdout until it closes.
+/// What to do with each line of a generation's stdout: parse it and send it to the drill's
+/// event channel, then [`Event::Closed`] when stdout ends; stop once the drill is gone.
 fn forward_events(
     generation: u32,
-    stdout: impl Read + Send + 'static,
     events: Sender<Event>,
-) -> std::io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name(format!("gen-{generation}-stdout")).spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+) -> impl FnMut(std::time::Instant, Option<String>) -> bool + Send + 'static {
+    move |_, line| match line {
+        Some(line) => {
             let event =
                 ServerEvent::from_line(&line).unwrap_or_else(|message| ServerEvent::Error { message });
-            if events.send(Event::Server { generation, event }).is_err() {
-                return;
-            }
+            events.send(Event::Server { generation, event }).is_ok()
         }
-        let _ = events.send(Event::Closed { generation });
-    })
-}
-
-/// Keeps the last [`STDERR_TAIL`] bytes of a child's stderr.
-fn keep_tail(
-    mut stderr: impl Read + Send + 'static,
-    tail: Arc<Mutex<String>>,
-) -> std::io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name("stderr".into()).spawn(move || {
-        let mut chunk = [0u8; 1024];
-        while let Ok(n @ 1..) = stderr.read(&mut chunk) {
-            let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
-            tail.push_str(&String::from_utf8_lossy(&chunk[..n]));
-            if tail.len() > STDERR_TAIL {
-                let mut cut = tail.len() - STDERR_TAIL;
-                while !tail.is_char_boundary(cut) {
-                    cut += 1;
-                }
-                tail.drain(..cut);
-            }
+        None => {
+            let _ = events.send(Event::Closed { generation });
+            false
         }
-    })
+    }
 }
