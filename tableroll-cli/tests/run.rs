@@ -66,6 +66,9 @@ impl Instance {
             Some(path) => cmd.env("NOTIFY_SOCKET", path),
             None => cmd.env_remove("NOTIFY_SOCKET"),
         };
+        // The supervisor's private NOTIFY_SOCKET directory goes with the test's directory,
+        // also when the test ends by killing the supervisor.
+        cmd.env("TMPDIR", dir);
         let (tx, lines) = Events::channel();
         let program_pids = Arc::new(Mutex::new(BTreeSet::new()));
         let (log_tx, pids) = (tx.clone(), program_pids.clone());
