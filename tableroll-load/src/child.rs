@@ -269,5 +269,4 @@ fn collect_stderr(mut err: ChildStderr, log: &Stderr, mut on_line: impl FnMut(In
 }
 
 #[cfg(test)]
-#[path = "child_tests.rs"]
 mod tests;

@@ -208,5 +208,4 @@ fn send(conn: &mut Conn, request: &[u8]) -> Result<(), (usize, io::Error)> {
 }
 
 #[cfg(test)]
-#[path = "client_tests.rs"]
 mod tests;
