@@ -16,10 +16,10 @@
 //!
 //! ```text
 //! terminal 1$ cargo run --example unix_socket         # ready pid=1001 path=…/tableroll-unix-socket.sock
-//! terminal 2$ curl --unix-socket $XDG_RUNTIME_DIR/tableroll-unix-socket.sock http://x/
+//! terminal 2$ curl --unix-socket "${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}}/tableroll-unix-socket.sock" http://x/
 //!                                                     # hello from 1001
 //! terminal 2$ cargo run --example unix_socket         # ready pid=1002 …; terminal 1 exits
-//! terminal 2$ curl --unix-socket $XDG_RUNTIME_DIR/tableroll-unix-socket.sock http://x/
+//! terminal 2$ curl --unix-socket "${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}}/tableroll-unix-socket.sock" http://x/
 //!                                                     # hello from 1002
 //! ```
 //!

@@ -127,8 +127,9 @@
 mod coordination;
 mod descriptor;
 mod error;
+// For tests: kept out of the public documentation, like `fuzzing`.
 #[cfg(feature = "fault-injection")]
-#[cfg_attr(docsrs, doc(cfg(feature = "fault-injection")))]
+#[doc(hidden)]
 pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 #[allow(dead_code, unreachable_pub)]
