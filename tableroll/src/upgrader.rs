@@ -32,6 +32,7 @@ pub struct Builder {
     connect_timeout: Option<Duration>,
     peer_policy: PeerPolicy,
     systemd_notify: bool,
+    create_dir: bool,
 }
 
 impl Builder {
@@ -74,6 +75,15 @@ impl Builder {
         self
     }
 
+    /// Whether [`build`](Self::build) creates the coordination directory, and any missing
+    /// parent, when it does not exist (mode 0700: only this user may reach the group). Default:
+    /// off, and a missing directory is an error, since a misspelt path would otherwise start a
+    /// second, separate group. Under systemd, `RuntimeDirectory=` creates it instead.
+    pub fn create_dir(mut self, create: bool) -> Self {
+        self.create_dir = create;
+        self
+    }
+
     /// Who may connect to the upgrade socket. Default [`PeerPolicy::SameUserOrRoot`].
     pub fn peer_policy(mut self, policy: PeerPolicy) -> Self {
         self.peer_policy = policy;
@@ -100,11 +110,15 @@ impl Builder {
     /// The directory is missing or not writable; the id is invalid, too long or in use by a
     /// live process; the lock or the descriptors did not come within the connect timeout; the
     /// owner file holds an invalid id; the owner broke the protocol; the process is out of
-    /// descriptors. On error nothing is left behind: the upgrade socket is removed and the
-    /// lock released.
+    /// descriptors; with [`create_dir`](Self::create_dir), the directory could not be created.
+    /// On error nothing is left behind (but a directory `create_dir` made): the upgrade socket
+    /// is removed and the lock released.
     pub fn build(self) -> Result<Upgrader> {
         // First, while failing leaves nothing behind: the signal's eventfd can run out.
         let signal = UpgradeComplete::new()?;
+        if self.create_dir {
+            create_owner_only(&self.dir)?;
+        }
         let dir = Directory::open(&self.dir)?;
         let id = match self.id {
             Some(id) => id,
@@ -139,6 +153,16 @@ impl Builder {
             stop_tx: Mutex::new(Some(stop_tx)),
         })
     }
+}
+
+/// Creates `dir` and its missing parents, each mode 0700; an existing directory is left as it is.
+fn create_owner_only(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io_at("creating the coordination directory", dir, e))
 }
 
 /// What a process holds from joining to ready: its upgrade socket, the lock, and the session
@@ -217,6 +241,7 @@ impl Upgrader {
             connect_timeout: None,
             peer_policy: PeerPolicy::default(),
             systemd_notify: cfg!(feature = "systemd"),
+            create_dir: false,
         }
     }
 

@@ -434,3 +434,26 @@ fn a_directory_too_long_for_any_default_id_is_a_clear_error() {
     assert!(matches!(err.kind(), crate::ErrorKind::PathTooLong), "{err}");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing created");
 }
+
+#[test]
+fn a_missing_directory_is_created_owner_only_only_when_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run").join("app");
+    let err = Upgrader::builder(&dir).build().unwrap_err();
+    assert_eq!(err.path(), Some(dir.as_path()), "{err}");
+    assert!(!tmp.path().join("run").exists(), "created without being asked");
+
+    let upgrader = Upgrader::builder(&dir).create_dir(true).build().unwrap();
+    upgrader.ready().unwrap();
+    for created in [tmp.path().join("run"), dir.clone()] {
+        let mode = std::fs::metadata(&created).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", created.display());
+    }
+    drop(upgrader);
+    // An existing directory is used as it is.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let again = Upgrader::builder(&dir).create_dir(true).build().unwrap();
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o750);
+    drop(again);
+}
