@@ -216,3 +216,27 @@ fn bad_flags_are_usage_errors() {
         assert_eq!(run.code(), Some(2), "{}", run.describe());
     }
 }
+
+/// Runs `tableroll ARGS`, which must be refused as a usage error naming `flag` and saying `why`.
+fn assert_usage_error(args: &[&str], flag: &str, why: &str) {
+    let run = run(args);
+    let context = run.describe();
+    assert_eq!(run.code(), Some(2), "{context}");
+    assert!(run.stderr().contains(flag), "{flag} not named\n{context}");
+    assert!(run.stderr().contains(why), "{why:?} not said\n{context}");
+    assert_eq!(run.stdout(), "", "{context}");
+}
+
+#[test]
+fn a_drill_needs_at_least_one_upgrade() {
+    assert_usage_error(&["drill", "--upgrades", "0"], "--upgrades", "must be at least 1");
+}
+
+#[test]
+fn negative_intervals_are_refused_with_a_reason() {
+    for args in [&["drill", "--interval=-1s"][..], &["drill", "--interval", "-1s"]] {
+        assert_usage_error(args, "--interval", "negative durations are not accepted");
+    }
+    // A flag where the interval should be is not taken for a duration silently.
+    assert_usage_error(&["drill", "--interval", "--json"], "--interval", "not a duration");
+}
