@@ -42,7 +42,8 @@ pub struct DrillArgs {
     pub json: bool,
 
     /// Write a chart of the run to FILE (SVG): throughput over time, each upgrade marked,
-    /// failures in red.
+    /// failures in red. FILE is created (or truncated) before the drill starts: one that cannot be
+    /// is a usage error.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<std::path::PathBuf>,
 
