@@ -136,22 +136,88 @@ fn unanswered_requests_are_counted_as_timeouts() {
 }
 
 #[test]
-fn the_chart_is_an_svg_with_a_line() {
+fn the_chart_is_an_svg_with_a_line_and_the_summary_says_where_it_went() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("drill.svg");
     let svg_arg = svg.to_str().unwrap();
-    let run = run(&["drill", "--upgrades", "2", "--interval", "200ms", "--clients", "2", "--svg", svg_arg]);
+    let run = run(&["drill", "--upgrades", "1", "--interval", "200ms", "--clients", "1", "--svg", svg_arg]);
     assert_eq!(run.code(), Some(0), "{}", run.describe());
-    assert!(
-        run.stdout().contains("PASSED: 2 of 2 upgrades completed, no request failed"),
-        "{}",
-        run.describe()
-    );
+    let stdout = run.stdout();
+    for line in [
+        "tableroll drill: 1 upgrade of a TCP server under load from 1 client (",
+        "upgrade timings (1 upgrade)",
+        &format!("chart written to {svg_arg}\n"),
+        "PASSED: 1 of 1 upgrade completed, no request failed",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing\n{}", run.describe());
+    }
     let text = std::fs::read_to_string(&svg).expect("the chart was written");
     let start = text.trim_start();
     assert!(start.starts_with("<svg") || start.starts_with("<?xml"), "{}", &text[..text.len().min(200)]);
     assert!(text.contains("<path") || text.contains("<polyline"), "no line in the chart");
     assert!(text.trim_end().ends_with("</svg>"));
+}
+
+#[test]
+fn a_chart_that_cannot_be_created_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("drill.svg");
+    let is_dir = dir.path().to_path_buf();
+    for (path, reason) in [(&missing, "does not exist"), (&is_dir, "cannot create the chart")] {
+        let run = run(&["drill", "--upgrades", "1", "--svg", path.to_str().unwrap()]);
+        let context = run.describe();
+        assert_eq!(run.code(), Some(2), "{context}");
+        assert!(run.stderr().contains("--svg"), "{context}");
+        assert!(run.stderr().contains(reason), "{context}");
+        // Refused before generation 0 was started: no step line, no verdict.
+        assert!(!run.stderr().contains("generation 0"), "{context}");
+        assert_eq!(run.stdout(), "", "{context}");
+    }
+    assert!(!missing.parent().unwrap().exists());
+}
+
+#[test]
+fn a_chart_lost_during_the_run_fails_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let charts = dir.path().join("charts");
+    std::fs::create_dir(&charts).unwrap();
+    let svg = charts.join("drill.svg");
+    let mut child = tableroll()
+        .args(["drill", "--upgrades", "1", "--interval", "500ms", "--clients", "1"])
+        .arg("--svg")
+        .arg(&svg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once generation 0 serves, the drill has at least two intervals to go: remove the chart's
+    // directory meanwhile.
+    let (lines_tx, lines) = mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        stderr.lines().map_while(Result::ok).for_each(|line| drop(lines_tx.send(line)))
+    });
+    let mut seen = String::new();
+    loop {
+        match lines.recv_timeout(util::LIMIT) {
+            Ok(line) if line.starts_with("generation 0") => break,
+            Ok(line) => seen.push_str(&(line + "\n")),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("generation 0 never served ({e}); stderr so far:\n{seen}");
+            }
+        }
+    }
+    assert!(svg.exists(), "the chart's file was not created before the drill started");
+    std::fs::remove_dir_all(&charts).unwrap();
+    let run = Run { args: vec!["drill (chart directory removed)".into()], output: wait_bounded(child) };
+    let context = run.describe();
+    assert_eq!(run.code(), Some(1), "{context}");
+    assert!(!run.stdout().contains("PASSED"), "{context}");
+    assert!(run.stdout().contains("FAILED: 1 of 1 upgrade completed"), "{context}");
+    assert!(run.stdout().contains("the chart is missing: writing the chart to"), "{context}");
+    assert!(!run.stdout().contains("chart written to"), "{context}");
 }
 
 #[test]
@@ -215,4 +281,28 @@ fn bad_flags_are_usage_errors() {
         let run = run(args);
         assert_eq!(run.code(), Some(2), "{}", run.describe());
     }
+}
+
+/// Runs `tableroll ARGS`, which must be refused as a usage error naming `flag` and saying `why`.
+fn assert_usage_error(args: &[&str], flag: &str, why: &str) {
+    let run = run(args);
+    let context = run.describe();
+    assert_eq!(run.code(), Some(2), "{context}");
+    assert!(run.stderr().contains(flag), "{flag} not named\n{context}");
+    assert!(run.stderr().contains(why), "{why:?} not said\n{context}");
+    assert_eq!(run.stdout(), "", "{context}");
+}
+
+#[test]
+fn a_drill_needs_at_least_one_upgrade() {
+    assert_usage_error(&["drill", "--upgrades", "0"], "--upgrades", "must be at least 1");
+}
+
+#[test]
+fn negative_intervals_are_refused_with_a_reason() {
+    for args in [&["drill", "--interval=-1s"][..], &["drill", "--interval", "-1s"]] {
+        assert_usage_error(args, "--interval", "negative durations are not accepted");
+    }
+    // A flag where the interval should be is not taken for a duration silently.
+    assert_usage_error(&["drill", "--interval", "--json"], "--interval", "not a duration");
 }

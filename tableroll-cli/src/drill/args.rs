@@ -10,8 +10,8 @@ use crate::duration::parse_duration;
 #[derive(Debug, Clone, Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct DrillArgs {
-    /// How many upgrades to run (generation 0, then generations 1 to N).
-    #[arg(long, default_value_t = 10, value_name = "N")]
+    /// How many upgrades to run (generation 0, then generations 1 to N); at least 1.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = parse_upgrades)]
     pub upgrades: u32,
 
     /// How many client threads drive closed-loop load (each sends its next request as soon as
@@ -29,7 +29,7 @@ pub struct DrillArgs {
     pub fds: u32,
 
     /// Time between the starts of two generations, e.g. `500ms`, `2s`, `1.5s`.
-    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration_arg, allow_hyphen_values = true)]
     pub interval: Duration,
 
     /// Reuse each client's connection for many requests (HTTP keep-alive) instead of opening a
@@ -42,7 +42,8 @@ pub struct DrillArgs {
     pub json: bool,
 
     /// Write a chart of the run to FILE (SVG): throughput over time, each upgrade marked,
-    /// failures in red.
+    /// failures in red. FILE is created (or truncated) before the drill starts: one that cannot be
+    /// is a usage error.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<std::path::PathBuf>,
 
@@ -51,7 +52,7 @@ pub struct DrillArgs {
     pub quiet: bool,
 
     /// How long a client waits for each read or write of a request before counting a timeout.
-    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration_arg, hide = true)]
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration_arg, allow_hyphen_values = true, hide = true)]
     pub request_timeout: Duration,
 
     /// For testing the drill itself: make the demo server misbehave on some connections, so
@@ -108,7 +109,25 @@ impl BreakMode {
     }
 }
 
+fn parse_upgrades(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(0) => Err("must be at least 1: a drill without an upgrade tests nothing".into()),
+        Ok(n) => Ok(n),
+        Err(_) if text.trim().starts_with('-') => Err("must be at least 1".into()),
+        Err(e) => Err(format!("{text:?} is not a whole number of upgrades ({e})")),
+    }
+}
+
+/// A duration more than zero. Values may start with `-` (`allow_hyphen_values`), so that
+/// `--interval -1s` reaches this parser instead of being taken for a flag.
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    if let Some(rest) = text.trim().strip_prefix('-') {
+        return Err(if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+            "negative durations are not accepted (write one such as 500ms or 1.5s)".to_string()
+        } else {
+            "looks like a flag, not a duration such as 500ms or 1.5s".to_string()
+        });
+    }
     match parse_duration(text)? {
         d if d.is_zero() => Err("must be more than zero".into()),
         d => Ok(d),
@@ -123,5 +142,20 @@ mod tests {
     fn zero_durations_are_refused() {
         assert!(parse_duration_arg("0ms").is_err());
         assert_eq!(parse_duration_arg("5ms"), Ok(Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn negative_durations_and_flags_are_refused_with_a_reason() {
+        assert!(parse_duration_arg("-1s").unwrap_err().contains("negative durations are not accepted"));
+        assert!(parse_duration_arg("-.5s").unwrap_err().contains("negative durations are not accepted"));
+        assert!(parse_duration_arg("--json").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn at_least_one_upgrade() {
+        assert!(parse_upgrades("0").unwrap_err().contains("at least 1"));
+        assert!(parse_upgrades("-3").unwrap_err().contains("at least 1"));
+        assert!(parse_upgrades("many").is_err());
+        assert_eq!(parse_upgrades("1"), Ok(1));
     }
 }

@@ -1,24 +1,47 @@
 //! The `--svg` chart: successful requests per second over time (one point per 50 ms bucket),
 //! failed requests as red bars, each upgrade as a dashed line at the moment its generation was
-//! started.
+//! started. The legend has a band of its own below the plot, so that it never covers data.
 
+use std::io::ErrorKind;
 use std::path::Path;
 
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::report::Report;
+use super::report::{count, Report};
 
-const SIZE: (u32, u32) = (1100, 520);
+/// The whole picture, the legend's band included.
+const SIZE: (u32, u32) = (1100, 560);
+/// The height of the band below the plot that holds the legend.
+const LEGEND_BAND: u32 = 40;
+/// Where the legend starts from the left (under the plot's y axis).
+const LEGEND_LEFT: i32 = 88;
 const OK_COLOR: RGBColor = RGBColor(31, 119, 180);
 const UPGRADE_COLOR: RGBColor = RGBColor(90, 90, 90);
 
+/// Creates (or truncates) the chart's file before the drill starts, so that a path that cannot
+/// be written is refused at once; the reason, for people.
+pub fn prepare(path: &Path) -> Result<(), String> {
+    match std::fs::File::create(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            Err(format!("cannot create the chart: the directory {} does not exist", dir.display()))
+        }
+        Err(e) => Err(format!("cannot create the chart: {e}")),
+    }
+}
+
 /// Writes the chart of `report` to `path`.
 pub fn write_svg(path: &Path, report: &Report) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    draw(&root, report).map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw(&root, report).map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    std::fs::write(path, svg)?;
     Ok(())
 }
 
@@ -31,12 +54,13 @@ const LABELS: usize = 25;
 
 fn draw<'a>(root: &Area<'a>, report: &Report) -> Result<(), Failure<'a>> {
     root.fill(&WHITE)?;
+    let (plot, band) = root.split_vertically(SIZE.1 - LEGEND_BAND);
     let buckets = &report.throughput.buckets;
     let width_s = report.throughput.bucket_ms as f64 / 1e3;
     let x_max = (report.duration_ms / 1e3).max(width_s);
     let peak = (0..buckets.len()).map(|i| buckets.ok_rate(i).max(buckets.failed_rate(i))).fold(1.0, f64::max);
     let y_max = peak * 1.2;
-    let mut chart = ChartBuilder::on(root)
+    let mut chart = ChartBuilder::on(&plot)
         .caption(caption(report), ("sans-serif", 20))
         .margin(16)
         .x_label_area_size(44)
@@ -52,12 +76,52 @@ fn draw<'a>(root: &Area<'a>, report: &Report) -> Result<(), Failure<'a>> {
     draw_throughput(&mut chart, report, x_max)?;
     draw_failures(&mut chart, report)?;
     draw_upgrades(&mut chart, report, y_max)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()
+    draw_legend(&band, report)
+}
+
+/// One entry of the legend: its sample, then its text.
+enum Sample {
+    Line(RGBColor),
+    Bar(RGBColor),
+    Dashed(RGBColor),
+}
+
+/// The legend, in a row across its own band below the plot.
+fn draw_legend<'a>(band: &Area<'a>, report: &Report) -> Result<(), Failure<'a>> {
+    let mut entries = vec![
+        (Sample::Line(OK_COLOR), "succeeded".to_string()),
+        (Sample::Bar(RED), format!("failed ({})", count(report.requests.failed, "request", "requests"))),
+        (Sample::Dashed(UPGRADE_COLOR), "a new generation started".to_string()),
+    ];
+    if report.upgrades.iter().any(|u| !u.completed) {
+        entries.push((Sample::Dashed(RED), "its upgrade did not complete".to_string()));
+    }
+    let font = ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+    let y = (LEGEND_BAND / 2) as i32;
+    let mut x = LEGEND_LEFT;
+    for (sample, text) in entries {
+        match sample {
+            Sample::Line(color) => {
+                band.draw(&PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)))?
+            }
+            Sample::Bar(color) => {
+                band.draw(&Rectangle::new([(x, y - 6), (x + 24, y + 6)], color.filled()))?
+            }
+            Sample::Dashed(color) => {
+                for dash in (0..24).step_by(8) {
+                    band.draw(&PathElement::new(
+                        vec![(x + dash, y), (x + dash + 4, y)],
+                        color.stroke_width(1),
+                    ))?;
+                }
+            }
+        }
+        x += 30;
+        let (width, _) = band.estimate_text_size(&text, &font)?;
+        band.draw(&Text::new(text, (x, y), font.clone()))?;
+        x += width as i32 + 32;
+    }
+    Ok(())
 }
 
 /// Successful requests per second, one point per bucket.
@@ -67,10 +131,7 @@ fn draw_throughput<'a>(chart: &mut Chart<'_, 'a>, report: &Report, x_max: f64) -
     // The last bucket is cut short by the end of the load: leave it out.
     let whole = ((x_max / width_s) as usize).min(buckets.len());
     let ok = (0..whole).map(|i| ((i as f64 + 0.5) * width_s, buckets.ok_rate(i)));
-    chart
-        .draw_series(AreaSeries::new(ok, 0.0, OK_COLOR.mix(0.15)).border_style(OK_COLOR.stroke_width(2)))?
-        .label("succeeded")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], OK_COLOR.stroke_width(2)));
+    chart.draw_series(AreaSeries::new(ok, 0.0, OK_COLOR.mix(0.15)).border_style(OK_COLOR.stroke_width(2)))?;
     Ok(())
 }
 
@@ -82,10 +143,7 @@ fn draw_failures<'a>(chart: &mut Chart<'_, 'a>, report: &Report) -> Result<(), F
         let x = i as f64 * width_s;
         Rectangle::new([(x, 0.0), (x + width_s, buckets.failed_rate(i))], RED.mix(0.75).filled())
     });
-    chart
-        .draw_series(bars)?
-        .label(format!("failed ({})", report.requests.failed))
-        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], RED.filled()));
+    chart.draw_series(bars)?;
     Ok(())
 }
 
@@ -104,20 +162,16 @@ fn draw_upgrades<'a>(chart: &mut Chart<'_, 'a>, report: &Report, y_max: f64) -> 
             chart.draw_series(std::iter::once(label))?;
         }
     }
-    chart
-        .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
-        .label("a new generation started (dashed)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], UPGRADE_COLOR.stroke_width(1)));
     Ok(())
 }
 
 fn caption(report: &Report) -> String {
     let r = &report.requests;
     format!(
-        "tableroll drill: {} upgrades, {} clients, {} requests, {} failed ({})",
-        report.upgrades.len(),
-        report.settings.clients,
-        r.sent,
+        "tableroll drill: {}, {}, {}, {} failed ({})",
+        count(report.upgrades.len() as u64, "upgrade", "upgrades"),
+        count(report.settings.clients, "client", "clients"),
+        count(r.sent, "request", "requests"),
         r.failed,
         report.result
     )

@@ -45,8 +45,18 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 /// How often the progress bar's counters are refreshed.
 const TICK: Duration = Duration::from_millis(100);
 
+/// The exit status of a usage error, as clap's own.
+const USAGE_ERROR: u8 = 2;
+
 /// Runs the drill; the exit code says whether it passed.
 pub fn run(args: &DrillArgs) -> anyhow::Result<ExitCode> {
+    // A chart that cannot be written is a usage error, found before anything starts.
+    if let Some(path) = &args.svg {
+        if let Err(why) = chart::prepare(path) {
+            eprintln!("tableroll drill: error: --svg {}: {why}", path.display());
+            return Ok(ExitCode::from(USAGE_ERROR));
+        }
+    }
     tableroll_load::raise_nofile_limit(u64::MAX).context("raising the descriptor limit")?;
     let (sender, events) = mpsc::channel();
     let interrupts = interrupt::forward(sender.clone()).context("catching SIGINT and SIGTERM")?;
@@ -58,13 +68,16 @@ pub fn run(args: &DrillArgs) -> anyhow::Result<ExitCode> {
     let outcome = drill.execute();
     let stats = drill.shutdown();
     drop(interrupts);
-    let report = Report::new(args, &drill.gens, &stats, drill.window(), outcome, temp.path());
+    let mut report = Report::new(args, &drill.gens, &stats, drill.window(), outcome, temp.path());
     drop(drill);
     temp.close().context("removing the temporary directory")?;
-    report::print(&report, args.json)?;
+    // Written before the verdict is printed, so that a chart that could not be written fails it.
     if let Some(path) = &args.svg {
-        chart::write_svg(path, &report)
-            .with_context(|| format!("writing the chart to {}", path.display()))?;
+        report.chart_written(path, chart::write_svg(path, &report));
+    }
+    report::print(&report, args.json)?;
+    if let (Some(path), true, false) = (&report.chart, args.json, args.quiet) {
+        eprintln!("{}", summary::chart_line(path));
     }
     Ok(report.exit_code())
 }

@@ -50,6 +50,10 @@ pub struct Report {
     pub generations: Vec<GenerationRecord>,
     /// The temporary directory (removed by the time this is printed).
     pub temp_dir: String,
+    /// Where the chart was written (`--svg`), once it was.
+    pub chart: Option<String>,
+    /// Why the chart could not be written, if it could not (the drill then failed).
+    pub chart_error: Option<String>,
 }
 
 /// The settings of a drill.
@@ -227,6 +231,22 @@ impl Report {
             throughput: throughput(stats, duration_ns),
             generations: gens.iter().map(GenerationRecord::of).collect(),
             temp_dir: temp.display().to_string(),
+            chart: None,
+            chart_error: None,
+        }
+    }
+
+    /// Records that the chart was written to `path`, or why it could not be: a drill whose chart
+    /// is missing did not pass (an interrupted one stays interrupted).
+    pub fn chart_written(&mut self, path: &Path, written: anyhow::Result<()>) {
+        match written {
+            Ok(()) => self.chart = Some(path.display().to_string()),
+            Err(e) => {
+                self.chart_error = Some(format!("writing the chart to {}: {e:#}", path.display()));
+                if self.result == "passed" {
+                    self.result = "failed";
+                }
+            }
         }
     }
 
@@ -300,6 +320,14 @@ pub fn print(report: &Report, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `n` things: `1 upgrade`, `3 upgrades`.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    match n.into() {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
+}
+
 /// Milliseconds from microseconds, for people.
 pub fn ms(us: u64) -> String {
     let ms = us as f64 / 1e3;
@@ -340,9 +368,9 @@ pub fn upgrade_line(old: &Generation, new: &Generation, total: u32) -> String {
 pub fn exit_line(gen: &Generation) -> String {
     let drain = gen.notified_ns.zip(gen.closed_ns).map(|(from, to)| ms(us_between(from, to)));
     format!(
-        "  generation {} drained and exited {} after its notice, having served {} requests",
+        "  generation {} drained and exited {} after its notice, having served {}",
         gen.number,
         drain.unwrap_or_else(|| "?".into()),
-        gen.served.map_or_else(|| "?".into(), |n| n.to_string())
+        gen.served.map_or_else(|| "? requests".into(), |n| count(n, "request", "requests"))
     )
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::args::ListenerKind;
-use super::report::{ms, Report};
+use super::report::{count, ms, Report};
 use super::stats::Spread;
 
 /// The summary table, ending with the verdict.
@@ -12,8 +12,16 @@ pub fn table(report: &Report) -> String {
     header(&mut out, report);
     timings(&mut out, report);
     requests(&mut out, report);
+    if let Some(path) = &report.chart {
+        let _ = writeln!(out, "{}\n", chart_line(path));
+    }
     verdict(&mut out, report);
     out
+}
+
+/// The line saying where the chart went.
+pub fn chart_line(path: &str) -> String {
+    format!("chart written to {path}")
 }
 
 fn header(out: &mut String, report: &Report) {
@@ -25,11 +33,10 @@ fn header(out: &mut String, report: &Report) {
     };
     let _ = writeln!(
         out,
-        "tableroll drill: {} upgrades of a {listener} server under load from {} client{} ({connections}), {} extra fds",
-        s.upgrades,
-        s.clients,
-        if s.clients == 1 { "" } else { "s" },
-        s.fds
+        "tableroll drill: {} of a {listener} server under load from {} ({connections}), {}",
+        count(s.upgrades, "upgrade", "upgrades"),
+        count(s.clients, "client", "clients"),
+        count(s.fds, "extra fd", "extra fds")
     );
     let _ = writeln!(
         out,
@@ -49,7 +56,7 @@ fn row(out: &mut String, label: &str, spread: Option<Spread>) {
 
 fn timings(out: &mut String, report: &Report) {
     let t = &report.timings;
-    let title = format!("upgrade timings ({} upgrades)", report.upgrades.len());
+    let title = format!("upgrade timings ({})", count(report.upgrades.len() as u64, "upgrade", "upgrades"));
     let _ = writeln!(out, "{title:<38}{:>10} {:>10} {:>10}", "p50", "p99", "max");
     row(out, "newcomer construction (fds received)", t.construction_us);
     row(out, "newcomer ready()", t.ready_us);
@@ -86,12 +93,14 @@ fn requests(out: &mut String, report: &Report) {
 }
 
 fn verdict(out: &mut String, report: &Report) {
-    let upgrades =
-        format!("{} of {} upgrades completed", report.upgrades_completed, report.settings.upgrades);
+    let upgrades = format!(
+        "{} of {} completed",
+        report.upgrades_completed,
+        count(report.settings.upgrades, "upgrade", "upgrades")
+    );
     let failed = match report.requests.failed {
         0 => "no request failed".to_string(),
-        1 => "1 request failed".to_string(),
-        n => format!("{n} requests failed"),
+        n => count(n, "request", "requests") + " failed",
     };
     let word = match report.result {
         "passed" => "PASSED",
@@ -101,5 +110,8 @@ fn verdict(out: &mut String, report: &Report) {
     let _ = writeln!(out, "{word}: {upgrades}, {failed}");
     if let Some(error) = &report.error {
         let _ = writeln!(out, "the drill stopped early: {error}");
+    }
+    if let Some(error) = &report.chart_error {
+        let _ = writeln!(out, "the chart is missing: {error}");
     }
 }
