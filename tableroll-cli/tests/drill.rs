@@ -183,7 +183,7 @@ fn a_chart_lost_during_the_run_fails_the_verdict() {
     std::fs::create_dir(&charts).unwrap();
     let svg = charts.join("drill.svg");
     let mut child = tableroll()
-        .args(["drill", "--upgrades", "1", "--interval", "500ms", "--clients", "1"])
+        .args(["drill", "--upgrades", "2", "--interval", "1s", "--clients", "1"])
         .arg("--svg")
         .arg(&svg)
         .stdin(Stdio::null())
@@ -191,8 +191,8 @@ fn a_chart_lost_during_the_run_fails_the_verdict() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Once generation 0 serves, the drill has at least two intervals to go: remove the chart's
-    // directory meanwhile.
+    // Once generation 0 serves, the drill has at least three one-second intervals to go (two
+    // upgrades, then the last one's): the chart's directory is removed well before it ends.
     let (lines_tx, lines) = mpsc::channel();
     let stderr = BufReader::new(child.stderr.take().unwrap());
     std::thread::spawn(move || {
@@ -215,7 +215,7 @@ fn a_chart_lost_during_the_run_fails_the_verdict() {
     let context = run.describe();
     assert_eq!(run.code(), Some(1), "{context}");
     assert!(!run.stdout().contains("PASSED"), "{context}");
-    assert!(run.stdout().contains("FAILED: 1 of 1 upgrade completed"), "{context}");
+    assert!(run.stdout().contains("FAILED: 2 of 2 upgrades completed"), "{context}");
     assert!(run.stdout().contains("the chart is missing: writing the chart to"), "{context}");
     assert!(!run.stdout().contains("chart written to"), "{context}");
 }
