@@ -1,6 +1,7 @@
 //! The command line of `tableroll run`: listeners, readiness, stopping and restarting.
 
 use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,12 +39,12 @@ pub struct RunArgs {
 
     /// How long the program may take to become ready before it is stopped and this instance
     /// gives up, leaving the running one serving.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_positive_timeout)]
     pub ready_timeout: Duration,
 
     /// Once a newer instance took over (or this one was told to stop), how long the program
     /// may take to finish its requests and exit after the stop signal before it is killed.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     pub drain_timeout: Duration,
 
     /// The signal that tells the program to drain and exit: TERM, INT, QUIT, HUP, USR1,
@@ -150,22 +151,83 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Signal(pub i32);
 
+/// The longest duration any flag accepts: far beyond any sensible timeout or delay, and far
+/// below what would overflow the monotonic clock when added to now.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
+const MAX_UNIX_PATH: usize = 107;
+
+// The value parsers' messages do not repeat the value: clap's line already names the flag and
+// the value ("invalid value 'X' for '--listen <NAME=SPEC>': ...").
+
 fn parse_listen(text: &str) -> Result<Listen, String> {
     let usage = "expected NAME=tcp:HOST:PORT, NAME=unix:PATH or NAME=udp:HOST:PORT";
-    let (name, spec) = text.split_once('=').ok_or_else(|| format!("{text:?}: {usage}"))?;
+    let (name, spec) = text.split_once('=').ok_or_else(|| usage.to_string())?;
     // The names travel colon-separated in LISTEN_FDNAMES; systemd allows up to 255
     // characters of printable ASCII other than ':'.
     if name.is_empty() || name.len() > 255 || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-        return Err(format!("{text:?}: the name must be 1 to 255 printable characters without ':'"));
+        return Err("the name must be 1 to 255 printable characters without ':'".into());
     }
-    let (kind, address) = spec.split_once(':').ok_or_else(|| format!("{text:?}: {usage}"))?;
+    let (kind, address) = spec.split_once(':').ok_or_else(|| usage.to_string())?;
     let socket = match kind {
-        "tcp" if !address.is_empty() => SocketSpec::Tcp(address.to_string()),
-        "udp" if !address.is_empty() => SocketSpec::Udp(address.to_string()),
-        "unix" if !address.is_empty() => SocketSpec::Unix(PathBuf::from(address)),
-        _ => return Err(format!("{text:?}: {usage}")),
+        "tcp" => SocketSpec::Tcp(check_inet_address(address)?.to_string()),
+        "udp" => SocketSpec::Udp(check_inet_address(address)?.to_string()),
+        "unix" if address.is_empty() => return Err("the unix socket path is empty".into()),
+        "unix" if address.len() > MAX_UNIX_PATH => {
+            return Err(format!(
+                "the unix socket path is {} bytes long; a socket address holds at most {MAX_UNIX_PATH}",
+                address.len()
+            ))
+        }
+        "unix" => SocketSpec::Unix(PathBuf::from(address)),
+        other => return Err(format!("unknown socket kind {other:?}: {usage}")),
     };
     Ok(Listen { name: name.to_string(), socket })
+}
+
+/// Checks the form of a `tcp:` or `udp:` address, HOST:PORT, without resolving it: an IPv4
+/// address, an IPv6 address in brackets or a host name, and a port from 0 to 65535.
+fn check_inet_address(address: &str) -> Result<&str, String> {
+    let forms = "as in 127.0.0.1:8080, 0.0.0.0:8080, [::1]:8080 or localhost:8080";
+    if address.parse::<SocketAddr>().is_ok() {
+        return Ok(address);
+    }
+    let Some((host, port)) = address.rsplit_once(':').filter(|(_, port)| !port.is_empty()) else {
+        return Err(format!("the address {address:?} has no port: expected HOST:PORT, {forms}"));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(if port.bytes().all(|b| b.is_ascii_digit()) {
+            format!("port {port} is out of range: a port is 0 to 65535")
+        } else {
+            format!("port {port:?} is not a number (0 to 65535)")
+        });
+    }
+    if host.is_empty() {
+        return Err(format!(
+            "the address {address:?} has no host: use 0.0.0.0 (every IPv4 address), [::] (every \
+             address) or a name, {forms}"
+        ));
+    }
+    if host.starts_with('[') || host.ends_with(']') {
+        return Err(format!("{host} is not an IPv6 address in brackets, as in [::1]:8080"));
+    }
+    if host.contains(':') {
+        return Err(format!("the IPv6 address {host} needs brackets, as in [{host}]:{port}"));
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.parse::<Ipv4Addr>().is_err() {
+        return Err(format!("{host} is not an IPv4 address"));
+    }
+    let labels = host.strip_suffix('.').unwrap_or(host);
+    let valid_name = host.len() <= 253
+        && labels.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid_name {
+        return Err(format!("{host:?} is not an IP address or a host name, {forms}"));
+    }
+    Ok(address)
 }
 
 fn parse_ready(text: &str) -> Result<Readiness, String> {
@@ -173,18 +235,78 @@ fn parse_ready(text: &str) -> Result<Readiness, String> {
         return Ok(Readiness::Notify);
     }
     if let Some(delay) = text.strip_prefix("delay:") {
-        return parse_duration(delay).map(Readiness::Delay);
+        return parse_timeout(delay).map(Readiness::Delay);
     }
     match text.strip_prefix("cmd:") {
         Some(command) if !command.trim().is_empty() => Ok(Readiness::Command(command.to_string())),
-        _ => Err(format!("{text:?}: expected notify, delay:DURATION or cmd:COMMAND")),
+        _ => Err("expected notify, delay:DURATION or cmd:COMMAND".into()),
     }
 }
 
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+/// A duration of at most [`MAX_DURATION`].
+fn parse_timeout(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
+        d if d > MAX_DURATION => {
+            Err(format!("too long: at most 365 days ({}m)", MAX_DURATION.as_secs() / 60))
+        }
+        d => Ok(d),
+    }
+}
+
+/// A duration of more than zero and at most [`MAX_DURATION`].
+fn parse_positive_timeout(text: &str) -> Result<Duration, String> {
+    match parse_timeout(text)? {
         d if d.is_zero() => Err("must be more than zero".into()),
         d => Ok(d),
+    }
+}
+
+impl RunArgs {
+    /// What each flag's parser cannot see alone: listeners that collide with each other.
+    /// Checked before anything joins the group.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, listen) in self.listens.iter().enumerate() {
+            for earlier in &self.listens[..i] {
+                if earlier.name == listen.name {
+                    return Err(format!(
+                        "--listen name {:?} is given twice ({} and {}): each listener needs its own name",
+                        listen.name,
+                        earlier.describe(),
+                        listen.describe()
+                    ));
+                }
+                if earlier.socket == listen.socket && !listen.socket.is_any_port() {
+                    return Err(format!(
+                        "--listen {} and --listen {} are the same socket: a socket can be bound only once",
+                        earlier.describe(),
+                        listen.describe()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Listen {
+    /// As it was written: `NAME=KIND:ADDRESS`.
+    pub fn describe(&self) -> String {
+        let (kind, address) = match &self.socket {
+            SocketSpec::Tcp(address) => ("tcp", address.clone()),
+            SocketSpec::Udp(address) => ("udp", address.clone()),
+            SocketSpec::Unix(path) => ("unix", path.display().to_string()),
+        };
+        format!("{}={kind}:{address}", self.name)
+    }
+}
+
+impl SocketSpec {
+    /// Whether the port is 0: each such socket gets a port of its own.
+    fn is_any_port(&self) -> bool {
+        match self {
+            SocketSpec::Tcp(address) | SocketSpec::Udp(address) => address.ends_with(":0"),
+            SocketSpec::Unix(_) => false,
+        }
     }
 }
 
@@ -217,10 +339,9 @@ fn parse_signal(text: &str) -> Result<Signal, String> {
         {
             Ok(Signal(n))
         }
-        _ => Err(format!(
-            "{text:?}: expected a signal name such as TERM, INT, QUIT, HUP, USR1, USR2 or WINCH, or \
-             its number (not KILL or STOP: a program must be able to drain)"
-        )),
+        _ => Err("expected a signal name such as TERM, INT, QUIT, HUP, USR1, USR2 or WINCH, or its \
+                  number (not KILL or STOP: a program must be able to drain)"
+            .into()),
     }
 }
 
@@ -267,6 +388,48 @@ mod tests {
             assert!(parse_listen(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(parse_listen(&format!("{}=tcp:1:2", "n".repeat(256))).is_err());
+    }
+
+    #[test]
+    fn inet_addresses_are_checked_for_form() {
+        for good in [
+            "127.0.0.1:0",
+            "0.0.0.0:8080",
+            "[::1]:8080",
+            "[::]:65535",
+            "localhost:8080",
+            "my-host.example.com.:80",
+            "db_1:5432",
+        ] {
+            assert_eq!(check_inet_address(good), Ok(good));
+            assert!(parse_listen(&format!("x=udp:{good}")).is_ok(), "{good}");
+        }
+        let refused = |address: &str| check_inet_address(address).unwrap_err();
+        assert!(refused("localhost").contains("has no port"), "{}", refused("localhost"));
+        assert!(refused("localhost:").contains("has no port"));
+        assert!(refused("127.0.0.1:99999").contains("port 99999 is out of range"));
+        assert!(refused("127.0.0.1:http").contains("not a number"));
+        assert!(refused(":8080").contains("has no host"));
+        assert!(refused("::1:8080").contains("needs brackets"));
+        assert!(refused("[::g]:8080").contains("not an IPv6 address"));
+        assert!(refused("[::1:8080").contains("not an IPv6 address"));
+        assert!(refused("300.1.1.1:80").contains("not an IPv4 address"));
+        assert!(refused("a b:80").contains("not an IP address or a host name"));
+        assert!(refused("a..b:80").contains("not an IP address or a host name"));
+        assert!(parse_listen("x=unix:").unwrap_err().contains("empty"));
+        assert!(parse_listen(&format!("x=unix:/{}", "p".repeat(107))).unwrap_err().contains("at most 107"));
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_timeout("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_timeout("525600m"), Ok(MAX_DURATION));
+        assert!(parse_timeout("525601m").unwrap_err().contains("too long"));
+        assert!(parse_positive_timeout("10000000000000000000s").unwrap_err().contains("too long"));
+        assert!(parse_positive_timeout("0s").is_err());
+        assert!(parse_ready("delay:525601m").is_err());
+        // The bound keeps every deadline inside the clock's range.
+        assert!(std::time::Instant::now().checked_add(MAX_DURATION * 2).is_some());
     }
 
     #[test]

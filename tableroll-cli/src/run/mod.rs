@@ -39,6 +39,11 @@ use log::{ms, Log};
 const UPGRADE_MARGIN: Duration = Duration::from_secs(10);
 
 pub fn run(args: RunArgs) -> ExitCode {
+    if let Err(message) = args.validate() {
+        // Bad usage, as clap reports it (exit status 2), before anything joins the group.
+        let mut command = <RunArgs as clap::Args>::augment_args(clap::Command::new("tableroll run"));
+        command.error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    }
     let mut log = Log::new(args.log_format);
     match join_and_supervise(&args, &mut log) {
         Ok(code) => {
@@ -46,7 +51,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             ExitCode::from(code)
         }
         Err(e) => {
-            log.event("error", &format!("{e:#}"), json!({}));
+            log.event("error", &error_line(&e), json!({}));
             ExitCode::FAILURE
         }
     }
@@ -54,8 +59,8 @@ pub fn run(args: RunArgs) -> ExitCode {
 
 fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let mut builder =
-        tableroll::Upgrader::builder(&args.dir).upgrade_timeout(args.ready_timeout + UPGRADE_MARGIN);
+    let upgrade_timeout = args.ready_timeout.saturating_add(UPGRADE_MARGIN);
+    let mut builder = tableroll::Upgrader::builder(&args.dir).upgrade_timeout(upgrade_timeout);
     let generation = generation::next(&args.dir);
     match (&args.id, generation) {
         (Some(id), _) => builder = builder.id(id.clone()),
@@ -79,6 +84,23 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
     );
     let listeners = open_listeners(&upgrader, &args.listens, log)?;
     supervisor::Supervisor::new(args, &upgrader, listeners, generation, log)?.run()
+}
+
+/// The error and its causes on one line, each said once: a cause whose text a message before it
+/// already includes (an error that shows its source and also returns it) is not repeated.
+fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Whether an upgrade socket `DIR/ID.sock` fits a Unix socket address (107 bytes and a NUL).
@@ -125,4 +147,41 @@ fn open_listeners(
         opened.push((name.to_string(), fd));
     }
     Ok(opened)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use super::*;
+
+    /// An error that shows its source in its message and also returns it, as some do.
+    #[derive(Debug)]
+    struct Showing(std::io::Error);
+
+    impl fmt::Display for Showing {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "binding /run/x.sock: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Showing {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let cause = std::io::Error::from_raw_os_error(2);
+        let error = anyhow::Error::new(Showing(cause)).context("listener web on unix:/run/x.sock");
+        let line = error_line(&error);
+        assert_eq!(line.matches("No such file or directory").count(), 1, "{line}");
+        assert!(
+            line.starts_with("listener web on unix:/run/x.sock: binding /run/x.sock: No such file"),
+            "{line}"
+        );
+        let plain = anyhow::anyhow!("no such thing").context("looking");
+        assert_eq!(error_line(&plain), "looking: no such thing");
+    }
 }

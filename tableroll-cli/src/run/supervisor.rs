@@ -153,15 +153,15 @@ impl<'a> Supervisor<'a> {
     /// Waits for the readiness the command line asked for, the program's exit, or the
     /// readiness timeout. Signals received meanwhile are passed on to the program.
     fn wait_until_ready(&mut self, child: &mut Child) -> anyhow::Result<Startup> {
-        let deadline = child.started + self.args.ready_timeout;
+        let deadline = later(child.started, self.args.ready_timeout)?;
         let ready_at = match self.args.ready {
-            Readiness::Delay(delay) => Some(child.started + delay),
+            Readiness::Delay(delay) => Some(later(child.started, delay)?),
             _ => None,
         };
         let mut checks_failed = 0u32;
         loop {
             let next_check = match &self.args.ready {
-                Readiness::Command(_) => Some(Instant::now() + CHECK_INTERVAL),
+                Readiness::Command(_) => Some(later(Instant::now(), CHECK_INTERVAL)?),
                 _ => ready_at,
             };
             let wake_at = next_check.map_or(deadline, |t| t.min(deadline));
@@ -311,7 +311,7 @@ impl<'a> Supervisor<'a> {
             "restarting the program; the sockets stay open",
             json!({ "delay_ms": ms(delay) }),
         );
-        let until = Instant::now() + delay;
+        let until = later(Instant::now(), delay)?;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             let woke = wait_readable(&[self.signals.fd(), self.taken_over.as_fd()], Some(left))?;
@@ -407,7 +407,7 @@ impl<'a> Supervisor<'a> {
             }
             None => self.log.event("draining", "waiting for the program to exit", fields),
         }
-        let deadline = started + self.args.drain_timeout;
+        let deadline = later(started, self.args.drain_timeout)?;
         loop {
             match self.wait(child, Some(deadline), false)? {
                 Wake::ChildExited(status) => {
@@ -460,6 +460,12 @@ fn report_stopping_to_systemd(log: &Log) {
     if let Err(e) = tableroll::systemd::notify("STOPPING=1\nSTATUS=told to stop; draining") {
         log.event("systemd", &format!("could not notify systemd: {e}"), json!({}));
     }
+}
+
+/// The instant `duration` after `start`. The flags bound every duration far below the clock's
+/// range, so this fails only if that bound is lost.
+fn later(start: Instant, duration: Duration) -> anyhow::Result<Instant> {
+    start.checked_add(duration).with_context(|| format!("{duration:?} from now is past the clock's range"))
 }
 
 /// The pause before the `n`th restart in a row (n ≥ 1).
