@@ -5,7 +5,7 @@
 mod util;
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 
 use serde_json::Value;
@@ -176,6 +176,27 @@ fn a_chart_that_cannot_be_created_is_refused_before_anything_starts() {
     assert!(!missing.parent().unwrap().exists());
 }
 
+/// Reads the drill's stderr (taken from `child`) until a line starts with `prefix`; kills the
+/// drill and fails with `missing` and what it printed if none comes within the limit.
+fn wait_for_stderr_line(child: &mut Child, prefix: &'static str, missing: &str) {
+    let (lines_tx, lines) = mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        stderr.lines().map_while(Result::ok).for_each(|line| drop(lines_tx.send(line)))
+    });
+    let mut seen = String::new();
+    loop {
+        match lines.recv_timeout(util::LIMIT) {
+            Ok(line) if line.starts_with(prefix) => return,
+            Ok(line) => seen.push_str(&(line + "\n")),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("{missing} ({e}); stderr so far:\n{seen}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_chart_lost_during_the_run_fails_the_verdict() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,22 +214,7 @@ fn a_chart_lost_during_the_run_fails_the_verdict() {
         .unwrap();
     // Once generation 0 serves, the drill has at least three one-second intervals to go (two
     // upgrades, then the last one's): the chart's directory is removed well before it ends.
-    let (lines_tx, lines) = mpsc::channel();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        stderr.lines().map_while(Result::ok).for_each(|line| drop(lines_tx.send(line)))
-    });
-    let mut seen = String::new();
-    loop {
-        match lines.recv_timeout(util::LIMIT) {
-            Ok(line) if line.starts_with("generation 0") => break,
-            Ok(line) => seen.push_str(&(line + "\n")),
-            Err(e) => {
-                let _ = child.kill();
-                panic!("generation 0 never served ({e}); stderr so far:\n{seen}");
-            }
-        }
-    }
+    wait_for_stderr_line(&mut child, "generation 0", "generation 0 never served");
     assert!(svg.exists(), "the chart's file was not created before the drill started");
     std::fs::remove_dir_all(&charts).unwrap();
     let run = Run { args: vec!["drill (chart directory removed)".into()], output: wait_bounded(child) };
@@ -230,22 +236,7 @@ fn ctrl_c_stops_the_drill_and_cleans_up() {
         .spawn()
         .unwrap();
     // Wait for the first upgrade's line on stderr: the drill is well under way.
-    let (lines_tx, lines) = mpsc::channel();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        stderr.lines().map_while(Result::ok).for_each(|line| drop(lines_tx.send(line)))
-    });
-    let mut seen = String::new();
-    loop {
-        match lines.recv_timeout(util::LIMIT) {
-            Ok(line) if line.starts_with("upgrade 1/1000") => break,
-            Ok(line) => seen.push_str(&(line + "\n")),
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no first upgrade ({e}); stderr so far:\n{seen}");
-            }
-        }
-    }
+    wait_for_stderr_line(&mut child, "upgrade 1/1000", "no first upgrade");
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let output = wait_bounded(child);
