@@ -132,8 +132,8 @@ fn serve(config: &ServerConfig, owner_file: &OwnerFile, watch: &OwnerFileWatch) 
         let outcome = match event {
             Ok(Idle::Stopped) => return,
             Ok(Idle::FileChanged) => {
-                watch.take_changes();
-                if group.replaced() {
+                // Events about other files (a newcomer binding its socket, say) need no look.
+                if watch.take_changes() && group.replaced() {
                     Outcome::SteppedDown
                 } else {
                     Outcome::StillOwner
