@@ -104,7 +104,7 @@ fn a_slow_create_holds_up_neither_readers_nor_a_handoff() {
     assert_eq!(new.inherited_ids(), ["web"]);
 
     // The handoff began while the listener was made: it is closed, and the snapshot stays whole.
-    assert!(matches!((slow.finish()).map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
+    assert!(matches!(slow.finish().map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
     assert_eq!(ids(old.fds()), ["web"]);
     new.fds().get::<TcpListener>("web").unwrap().unwrap();
     new.ready().unwrap();

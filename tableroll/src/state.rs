@@ -122,22 +122,22 @@ mod tests {
         s.become_owner().unwrap();
         s.check_add().unwrap();
         s.begin_transfer().unwrap();
-        assert!(matches!((s.check_add()).map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
-        assert!(matches!((s.check_remove()).map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
+        assert!(matches!(s.check_add().map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
+        assert!(matches!(s.check_remove().map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
         assert!(matches!(
             (s.begin_transfer()).map_err(|e| e.kind()),
             Err(crate::ErrorKind::UpgradeInProgress)
         ));
         s.await_commit();
         assert_eq!(s, State::Pending);
-        assert!(matches!((s.check_add()).map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
+        assert!(matches!(s.check_add().map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
         assert!(matches!(
             (s.begin_transfer()).map_err(|e| e.kind()),
             Err(crate::ErrorKind::UpgradeInProgress)
         ));
         s.step_down();
         assert_eq!(s, State::Completed);
-        assert!(matches!((s.check_add()).map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeCompleted)));
+        assert!(matches!(s.check_add().map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeCompleted)));
         s.check_remove().unwrap();
         assert!(matches!(
             (s.begin_transfer()).map_err(|e| e.kind()),
@@ -167,10 +167,10 @@ mod tests {
         for mut s in [State::Inheriting, State::Owner, State::Transferring, State::Pending, State::Completed]
         {
             s.stop();
-            assert!(matches!((s.check_add()).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
-            assert!(matches!((s.check_remove()).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
-            assert!(matches!((s.begin_transfer()).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
-            assert!(matches!((s.become_owner()).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
+            assert!(matches!(s.check_add().map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
+            assert!(matches!(s.check_remove().map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
+            assert!(matches!(s.begin_transfer().map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
+            assert!(matches!(s.become_owner().map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
             s.await_commit();
             s.step_down();
             s.remain_owner();
@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn not_yet_ready_does_not_hand_over() {
         let mut s = State::Inheriting;
-        assert!(matches!((s.begin_transfer()).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
+        assert!(matches!(s.begin_transfer().map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
         assert_eq!(s, State::Inheriting);
     }
 }

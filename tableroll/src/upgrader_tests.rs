@@ -73,9 +73,9 @@ fn mutation_rules_follow_the_state() {
         Err(crate::ErrorKind::UpgradeCompleted)
     ));
     old.fds().remove("a").unwrap();
-    assert!(matches!((old.fds().remove("a")).map_err(|e| e.kind()), Err(crate::ErrorKind::UnknownId)));
+    assert!(matches!(old.fds().remove("a").map_err(|e| e.kind()), Err(crate::ErrorKind::UnknownId)));
     old.stop();
-    assert!(matches!((old.fds().remove("b")).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
+    assert!(matches!(old.fds().remove("b").map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
     assert!(matches!(
         (old.fds().listen_tcp("c", "127.0.0.1:0")).map_err(|e| e.kind()),
         Err(crate::ErrorKind::Stopped)

@@ -160,8 +160,8 @@ mod tests {
         let ok = dir.socket_path(b"web-1").unwrap();
         assert!(ok.ends_with("web-1.sock"));
         let long = vec![b'a'; MAX_SOCKET_PATH - tmp.path().as_os_str().len()];
-        assert!(matches!((dir.socket_path(&long)).map_err(|e| e.kind()), Err(crate::ErrorKind::PathTooLong)));
-        assert!(matches!((dir.socket_path(b"..")).map_err(|e| e.kind()), Err(crate::ErrorKind::InvalidId)));
+        assert!(matches!(dir.socket_path(&long).map_err(|e| e.kind()), Err(crate::ErrorKind::PathTooLong)));
+        assert!(matches!(dir.socket_path(b"..").map_err(|e| e.kind()), Err(crate::ErrorKind::InvalidId)));
         assert!(matches!(
             (dir.socket_path(b"../../etc/x")).map_err(|e| e.kind()),
             Err(crate::ErrorKind::InvalidId)

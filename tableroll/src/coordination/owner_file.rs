@@ -360,7 +360,7 @@ mod tests {
         for bad in [&b"../../etc/passwd"[..], b"..", b"a/b", &[b'x'; 4096]] {
             std::fs::write(&path, bad).unwrap();
             assert!(
-                matches!((lock.read_owner()).map_err(|e| e.kind()), Err(crate::ErrorKind::Protocol)),
+                matches!(lock.read_owner().map_err(|e| e.kind()), Err(crate::ErrorKind::Protocol)),
                 "{bad:?}"
             );
         }

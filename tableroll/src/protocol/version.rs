@@ -83,7 +83,7 @@ mod tests {
     fn overlong_prefix_is_an_error_not_a_wrapped_number() {
         let mut body = vec![b'\n'; 17];
         body.extend_from_slice(b"{}");
-        assert!(matches!((decode(&body)).map_err(|e| e.kind()), Err(crate::ErrorKind::Protocol)));
+        assert!(matches!(decode(&body).map_err(|e| e.kind()), Err(crate::ErrorKind::Protocol)));
         // Exactly 16 characters is the largest that fits.
         let body = [b'\n'; 16];
         assert_eq!(decode(&body).unwrap().0, u32::MAX);
