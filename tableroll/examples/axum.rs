@@ -30,15 +30,18 @@
 //!
 //! One line on stdout for each step, for scripts and tests: `ready pid=PID addr=ADDR` once
 //! serving, `draining pid=PID` when told to stop (a newer generation took over, or `SIGINT` /
-//! `SIGTERM`), `exit pid=PID served=N` once the requests in flight are answered.
+//! `SIGTERM`), `exit pid=PID served=N` once the requests in flight are answered, preceded by
+//! `drain cut short pid=PID` when a `SIGINT` or `SIGTERM` came during the drain (which ends it
+//! at once, cutting what is still in flight).
 //!
-//! The lines marked `// tableroll` are all the library needs: six lines, five for a server that
-//! drains on upgrades only and hands `upgrade_complete()` straight to the listener. The
+//! The lines marked `// tableroll` are all the library needs: seven lines. The
 //! `DrainingListener` is for axum's graceful shutdown, which also cancels the connections it
 //! accepted but has not read from yet: during an upgrade, clients whose request is on its way.
 //! So the drain signal goes to the listener, which stops accepting, and axum's shutdown waits
 //! for `drained()`: every connection accepted before the signal read from (or closed, or silent
-//! for 10 s).
+//! for 10 s), then every kept-alive HTTP/1 connection closed, for at most 5 s, while
+//! `connection_close()` answers their next request with `Connection: close`. A client that
+//! sent half a request head and stalls is cut 10 s after the drain signal.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -60,15 +63,21 @@ const MAX_UPLOAD: usize = 1 << 20;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (dir, addr) = args()?;
     let app = Arc::new(App { pid: std::process::id(), served: AtomicU64::new(0) });
+    let stop = StopSignals::listen()?;
 
     let upgrader = tableroll::Upgrader::new(&dir)?; // tableroll
     let tcp = upgrader.fds().listen_tcp_tokio("web", &addr)?; // tableroll
     upgrader.ready()?; // tableroll
     println!("ready pid={} addr={}", app.pid, tcp.local_addr()?);
-    let told_to_drain = until_told_to_drain(upgrader.upgrade_complete(), app.pid); // tableroll
-    let listener = tableroll::DrainingListener::new(tcp, told_to_drain); // tableroll
+    let told_to_drain = until_told_to_drain(upgrader.upgrade_complete(), stop.clone(), app.pid); // tableroll
+    let listener = tableroll::DrainingListener::new(tcp, told_to_drain).tcp_nodelay(true); // tableroll
     let drained = listener.drained(); // tableroll
-    axum::serve(listener, router(app.clone())).with_graceful_shutdown(drained).await?;
+    let router = router(app.clone()).layer(listener.connection_close()); // tableroll
+    let server = axum::serve(listener, router).with_graceful_shutdown(drained);
+    tokio::select! {
+        served = server => served?,
+        () = stop.second() => println!("drain cut short pid={}", app.pid),
+    }
 
     println!("exit pid={} served={}", app.pid, app.served.load(Ordering::SeqCst));
     Ok(())
@@ -77,20 +86,67 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Resolves when this generation should stop accepting and drain: a newer one took over, or
 /// an operator asked it to stop. Polled by the `DrainingListener`, so `draining` is printed when
 /// it stops accepting.
-async fn until_told_to_drain(upgrade_complete: tableroll::UpgradeComplete, pid: u32) {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match terminate.as_mut() {
-            Some(signal) => signal.recv().await,
-            None => std::future::pending().await,
-        }
-    };
+async fn until_told_to_drain(upgrade_complete: tableroll::UpgradeComplete, stop: StopSignals, pid: u32) {
     tokio::select! {
         () = upgrade_complete => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated => {}
+        () = stop.first() => {}
     }
+    stop.draining();
     println!("draining pid={pid}");
+}
+
+/// `SIGTERM` and `SIGINT`: the first one starts a drain (if an upgrade did not), one that
+/// comes during a drain ends it at once, as an operator who sends it again expects.
+#[derive(Clone)]
+struct StopSignals {
+    /// How many came so far.
+    received: tokio::sync::watch::Receiver<u32>,
+    /// How many had come when the drain started.
+    drain_started: Arc<tokio::sync::watch::Sender<Option<u32>>>,
+}
+
+impl StopSignals {
+    fn listen() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut terminate, mut interrupt) =
+            (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+        let (count, received) = tokio::sync::watch::channel(0);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+                count.send_modify(|n| *n += 1);
+            }
+        });
+        Ok(StopSignals { received, drain_started: Arc::new(tokio::sync::watch::Sender::new(None)) })
+    }
+
+    /// The first stop signal.
+    async fn first(&self) {
+        let _ = self.received.clone().wait_for(|&n| n > 0).await;
+    }
+
+    fn draining(&self) {
+        let now = *self.received.borrow();
+        self.drain_started.send_if_modified(|at| {
+            let first = at.is_none();
+            if first {
+                *at = Some(now);
+            }
+            first
+        });
+    }
+
+    /// A stop signal that came after the drain started.
+    async fn second(&self) {
+        let at = match self.drain_started.subscribe().wait_for(Option::is_some).await {
+            Ok(at) => at.unwrap_or_default(),
+            Err(_) => return std::future::pending().await,
+        };
+        let _ = self.received.clone().wait_for(|&n| n > at).await;
+    }
 }
 
 /// What the handlers share.

@@ -108,10 +108,17 @@
 //!   tokio listeners and sockets straight from the store, switched to non-blocking mode (which
 //!   the other process shares: see [`Fds`]) and registered with the current runtime.
 //!   `DrainingListener` wraps a tokio TCP or Unix listener to drain it without resetting the
-//!   connections accepted just before an upgrade completed. Adds `tokio` with its `net`, `rt`,
-//!   `sync` and `time` features.
-//! - `axum` (implies `tokio`): `DrainingListener` implements `axum::serve::Listener`. Adds
+//!   connections accepted just before an upgrade completed; it is also a `Stream` of
+//!   connections. Adds `tokio` with its `net`, `rt`, `sync` and `time` features, and
+//!   `futures-core`.
+//! - `http` (implies `tokio`): `ConnectionCloseLayer`, lame-duck keep-alive for tower and hyper
+//!   services: once the listener drains, HTTP/1 responses say `Connection: close`. Adds `http`,
+//!   `hyper` (no features), `tower-layer`, `tower-service` and `pin-project-lite`.
+//! - `axum` (implies `http`): `DrainingListener` implements `axum::serve::Listener`. Adds
 //!   `axum` 0.8 without its default features, with `tokio` and `http1`.
+//! - `tonic` (implies `tokio`): `DrainingStream` implements tonic's `Connected`, so that
+//!   `serve_with_incoming_shutdown` takes the listener. Adds `tonic` 0.14 with its `server`
+//!   feature only.
 //!
 //! # Security
 //!
@@ -157,6 +164,8 @@ mod systemd;
 mod tokio;
 mod upgrader;
 
+#[cfg(feature = "http")]
+pub use self::tokio::{ConnectionClose, ConnectionCloseFuture, ConnectionCloseLayer};
 #[cfg(feature = "tokio")]
 pub use self::tokio::{Drained, DrainingListener, DrainingStream, TokioListener};
 pub use descriptor::{Descriptor, Kind, Shareable};

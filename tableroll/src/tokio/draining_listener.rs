@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::drained::Drained;
 use super::draining_stream::DrainingStream;
@@ -16,12 +16,17 @@ use super::progress::{Phase, Progress};
 use super::tokio_listener::TokioListener;
 use crate::error::{Error, Result};
 
-/// How long [`Drained`] waits for the first bytes of connections accepted before the drain,
-/// unless [`DrainingListener::first_byte_timeout`] says otherwise.
-const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long, after the drain signal, connections accepted before it may take to deliver a
+/// request head, unless [`DrainingListener::request_head_timeout`] says otherwise.
+const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A tokio listener that stops accepting when told to drain, and says when every connection
-/// it accepted has been read from.
+/// How long, after the drain signal, kept-alive HTTP/1 connections get to send one more request
+/// before the server's graceful shutdown closes them, unless
+/// [`DrainingListener::keep_alive_grace`] says otherwise.
+const DEFAULT_KEEP_ALIVE_GRACE: Duration = Duration::from_secs(5);
+
+/// A tokio listener that stops accepting when told to drain, and says when the server's
+/// graceful shutdown can start without cutting a request.
 ///
 /// Built from a [`TcpListener`](tokio::net::TcpListener) or a
 /// [`UnixListener`](tokio::net::UnixListener) (such as [`Fds::listen_tcp_tokio`] gives) and a
@@ -29,18 +34,30 @@ const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`Upgrader::upgrade_complete`] or that combined with `SIGTERM`. Until the signal fires it
 /// accepts as the listener does, wrapping each connection in a [`DrainingStream`]. From then on
 /// it accepts nothing: connections still queued on the socket are left to the process that owns
-/// it now. [`drained`](Self::drained) gives a future that resolves once the listener stopped
-/// and every connection it accepted has delivered its first bytes to whoever reads it, or
-/// closed, or [`first_byte_timeout`](Self::first_byte_timeout) (10 s by default) passed since
-/// the listener stopped: a client that connected just before the upgrade and sends nothing does
-/// not hold the old process for longer.
+/// it now.
 ///
-/// That future is what to start a server's graceful shutdown with. hyper-util, and so axum,
-/// cancels at the graceful shutdown the connections it has not read from yet (it takes them for
-/// idle ones); connections already read from are served to the end of their request. So the
-/// drain signal must go to this listener only, not to the server as well. The listener sees it
-/// while it is polled: while [`accept`](Self::accept) is awaited, which a server does all the
+/// [`drained`](Self::drained) gives the future to start the server's graceful shutdown with. It
+/// resolves once the listener stopped and
+/// - every connection accepted delivered its first bytes (or closed), or the
+///   [request-head timeout](Self::request_head_timeout) passed (10 s by default): hyper-util, and
+///   so axum, cancels at the graceful shutdown the connections it has not read from yet (it takes
+///   them for idle ones), but during an upgrade they are clients whose request is on its way;
+/// - then every HTTP/1 connection closed, or the [keep-alive grace](Self::keep_alive_grace)
+///   passed (5 s by default): with [`connection_close`](Self::connection_close) on the service,
+///   a kept-alive connection's next request is answered with `Connection: close` and the
+///   connection closed after it, instead of being cut between two requests by the graceful
+///   shutdown while the client sends on it. HTTP/2 connections are not waited for: the graceful
+///   shutdown's `GOAWAY` tells their clients in time.
+///
+/// So the drain signal goes to this listener only, not to the server as well. The listener sees
+/// it while it is polled: while [`accept`](Self::accept) is awaited, which a server does all the
 /// time. A listener dropped before the signal counts as stopped.
+///
+/// A drain is bounded: a connection that sent part of a request head and stalls has its read
+/// fail once the request-head timeout passed (see [`DrainingStream`]), and one that sends
+/// nothing is dropped by the graceful shutdown. A request in progress (a slow handler, a body
+/// uploading) is the server's to bound; to end a drain early, stop awaiting the server on a
+/// second stop signal (the examples show how).
 ///
 /// # Example: axum
 ///
@@ -54,7 +71,7 @@ const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// let tcp = upgrader.fds().listen_tcp_tokio("web", "127.0.0.1:8080")?;
 /// upgrader.ready()?;
 /// let listener = tableroll::DrainingListener::new(tcp, upgrader.upgrade_complete());
-/// let drained = listener.drained();
+/// let (drained, app) = (listener.drained(), app.layer(listener.connection_close()));
 /// axum::serve(listener, app).with_graceful_shutdown(drained).await?;
 /// # Ok(())
 /// # }
@@ -64,6 +81,23 @@ const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `axum::serve::ListenerExt::tap_io(|_| ())`, whose `Connected` implementation covers any
 /// listener: `listener.tap_io(|_| ())` then goes to `axum::serve` with
 /// `app.into_make_service_with_connect_info::<SocketAddr>()`.
+///
+/// # Example: tonic
+///
+/// The listener is a [`Stream`](futures_core::Stream) of connections that ends only once
+/// `drained` resolved, and with the `tonic` feature each connection is tonic's `Connected`:
+///
+/// ```ignore
+/// let listener = tableroll::DrainingListener::new(tcp, upgrader.upgrade_complete()).tcp_nodelay(true);
+/// let drained = listener.drained();
+/// tonic::transport::Server::builder()
+///     .add_service(service)
+///     .serve_with_incoming_shutdown(listener, drained)
+///     .await?;
+/// ```
+///
+/// Give tonic `drained` as its shutdown signal: with `serve_with_incoming` alone, tonic returns
+/// as soon as the stream ends, without waiting for the connections it serves.
 ///
 /// # Example: an accept loop of one's own
 ///
@@ -75,14 +109,15 @@ const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// use hyper_util::rt::{TokioExecutor, TokioIo};
 /// use hyper_util::server::{conn::auto::Builder, graceful::GracefulShutdown};
 ///
-/// let mut listener = tableroll::DrainingListener::new(tcp, upgrader.upgrade_complete());
-/// let drained = listener.drained();
+/// let mut listener = tableroll::DrainingListener::new(tcp, upgrader.upgrade_complete()).tcp_nodelay(true);
+/// let (drained, close) = (listener.drained(), listener.connection_close());
 /// let (http, graceful) = (Builder::new(TokioExecutor::new()), GracefulShutdown::new());
 /// while let Some((conn, _peer)) = listener.accept().await? {
-///     let conn = http.serve_connection(TokioIo::new(conn), hyper::service::service_fn(hello));
+///     let service = close.layer(hyper::service::service_fn(hello)); // tower_layer::Layer
+///     let conn = http.serve_connection(TokioIo::new(conn), service);
 ///     tokio::spawn(graceful.watch(conn.into_owned()));
 /// }
-/// drained.await; // every connection accepted was read from: none is cancelled unread
+/// drained.await; // nothing unread is cancelled, kept connections were told to close
 /// graceful.shutdown().await;
 /// ```
 ///
@@ -117,8 +152,15 @@ pub struct DrainingListener<L> {
     inner: L,
     /// The drain signal, until it fired.
     drain: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    first_byte_timeout: Duration,
+    request_head_timeout: Duration,
+    keep_alive_grace: Duration,
+    nodelay: bool,
     pub(super) progress: watch::Sender<Progress>,
+    /// Set while accepting waits after an error that concerns the process (`EMFILE`).
+    pub(super) accept_pause: Option<Pin<Box<Sleep>>>,
+    /// What the [`Stream`](futures_core::Stream) of connections waits for once the listener
+    /// stopped: it ends when this resolves.
+    pub(super) stream_end: Option<Drained>,
 }
 
 impl<L: TokioListener> DrainingListener<L> {
@@ -129,28 +171,56 @@ impl<L: TokioListener> DrainingListener<L> {
         DrainingListener {
             inner: listener,
             drain: Some(Box::pin(drain)),
-            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
+            request_head_timeout: DEFAULT_REQUEST_HEAD_TIMEOUT,
+            keep_alive_grace: DEFAULT_KEEP_ALIVE_GRACE,
+            nodelay: false,
             progress: watch::Sender::new(Progress::default()),
+            accept_pause: None,
+            stream_end: None,
         }
     }
 
-    /// How long, after the drain signal, [`Drained`] waits at most for the first bytes of the
-    /// connections accepted before it; 10 s by default. When it passes, `Drained` resolves and
-    /// the server's graceful shutdown drops those connections.
-    pub fn first_byte_timeout(mut self, timeout: Duration) -> Self {
-        self.first_byte_timeout = timeout;
+    /// Whether to set `TCP_NODELAY` on each TCP connection accepted (off by default, as on a
+    /// tokio listener). Neither hyper-util nor tonic's `serve_with_incoming` set it, and HTTP/2
+    /// or gRPC with a new connection per request ran several times faster with it. A connection
+    /// on which it cannot be set is served without it.
+    pub fn tcp_nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
         self
     }
 
-    /// A future that resolves once this listener stopped accepting and every connection it
-    /// accepted delivered its first bytes or closed, or the
-    /// [first-byte timeout](Self::first_byte_timeout) passed: the signal for the server's
-    /// graceful shutdown. Each call gives a future of its own; all resolve together.
+    /// How long, after the drain signal, the connections accepted before it may take to deliver
+    /// a request head; 10 s by default. [`Drained`] waits for the first bytes of each that long
+    /// at most (then the server's graceful shutdown drops the silent ones), and a read waiting
+    /// on the rest of an unfinished head fails once it passed (see [`DrainingStream`]). A
+    /// request head that started before the signal gets the same time.
+    pub fn request_head_timeout(mut self, timeout: Duration) -> Self {
+        self.request_head_timeout = timeout;
+        self
+    }
+
+    /// How long, after the drain signal, [`Drained`] waits at most for HTTP/1 connections to
+    /// close before it resolves, so that a kept-alive connection's next request is served (and,
+    /// with [`connection_close`](Self::connection_close), answered with `Connection: close`)
+    /// rather than cut; 5 s by default. When it passes, the server's graceful shutdown closes
+    /// those still idle: a client that sends on one just then loses that request (HTTP lets
+    /// it retry, not every client does). A longer grace makes that rarer and the old process
+    /// slower to exit; zero closes them at once.
+    pub fn keep_alive_grace(mut self, grace: Duration) -> Self {
+        self.keep_alive_grace = grace;
+        self
+    }
+
+    /// A future that resolves once this listener stopped accepting, every connection it
+    /// accepted delivered its first bytes or closed (or the
+    /// [request-head timeout](Self::request_head_timeout) passed), and every HTTP/1 connection
+    /// closed (or the [keep-alive grace](Self::keep_alive_grace) passed): the signal for the
+    /// server's graceful shutdown. Each call gives a future of its own; all resolve together.
     ///
     /// # Panics
     ///
-    /// The future panics if it has to wait for the timeout outside a tokio runtime with its
-    /// time driver enabled (`#[tokio::main]` enables it).
+    /// The future panics if it has to wait for a timeout outside a tokio runtime with its time
+    /// driver enabled (`#[tokio::main]` enables it).
     pub fn drained(&self) -> Drained {
         Drained::new(self.progress.subscribe())
     }
@@ -166,6 +236,15 @@ impl<L: TokioListener> DrainingListener<L> {
     /// can be used again after either.
     pub async fn accept(&mut self) -> Result<Option<(DrainingStream<L::Stream>, L::Addr)>> {
         poll_fn(|cx| self.poll_next(cx)).await.map_err(|e| Error::io("accepting a connection", e))
+    }
+
+    /// The [`ConnectionCloseLayer`](crate::ConnectionCloseLayer) for the server's HTTP service:
+    /// once this listener drains, HTTP/1 responses say `Connection: close` (lame-duck
+    /// keep-alive; see [`keep_alive_grace`](Self::keep_alive_grace)).
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn connection_close(&self) -> crate::ConnectionCloseLayer {
+        crate::ConnectionCloseLayer::new(self.progress.subscribe())
     }
 
     /// The address the listener is bound to.
@@ -190,16 +269,22 @@ impl<L: TokioListener> DrainingListener<L> {
             return Poll::Ready(Ok(None));
         }
         let (io, addr) = ready!(self.inner.poll_accept(cx))?;
+        if self.nodelay {
+            if let Err(error) = L::set_nodelay(&io, true) {
+                tracing::debug!(%error, "setting TCP_NODELAY on an accepted connection failed");
+            }
+        }
         // Counted without waking anyone: nothing waits for the count to grow.
         self.progress.send_if_modified(|p| {
             p.unread += 1;
+            p.open_http1 += 1;
             false
         });
         Poll::Ready(Ok(Some((DrainingStream::new(io, self.progress.clone()), addr))))
     }
 }
 
-type Accepted<L> = (DrainingStream<<L as TokioListener>::Stream>, <L as TokioListener>::Addr);
+pub(super) type Accepted<L> = (DrainingStream<<L as TokioListener>::Stream>, <L as TokioListener>::Addr);
 
 impl<L> DrainingListener<L> {
     /// Whether the drain signal fired: the listener accepts no more.
@@ -218,11 +303,13 @@ impl<L> DrainingListener<L> {
 
     fn stop_accepting(&mut self) {
         self.drain = None;
-        let deadline = Instant::now().checked_add(self.first_byte_timeout);
+        let now = Instant::now();
+        let head_deadline = now.checked_add(self.request_head_timeout);
+        let keep_alive_deadline = now.checked_add(self.keep_alive_grace);
         let stopped = self.progress.send_if_modified(|p| {
             let accepting = p.phase == Phase::Accepting;
             if accepting {
-                p.phase = Phase::Draining { deadline };
+                p.phase = Phase::Draining { head_deadline, keep_alive_deadline };
             }
             accepting
         });
@@ -244,7 +331,9 @@ impl<L: fmt::Debug> fmt::Debug for DrainingListener<L> {
         f.debug_struct("DrainingListener")
             .field("inner", &self.inner)
             .field("draining", &self.is_draining())
-            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("request_head_timeout", &self.request_head_timeout)
+            .field("keep_alive_grace", &self.keep_alive_grace)
+            .field("tcp_nodelay", &self.nodelay)
             .field("unread", &self.progress.borrow().unread)
             .finish()
     }

@@ -1,14 +1,18 @@
-//! A connection accepted by a [`DrainingListener`], and the report of its first bytes.
+//! A connection accepted by a [`DrainingListener`]: what it reports to the drain, and the bound
+//! on a request head that stalls during one.
 //!
 //! [`DrainingListener`]: super::DrainingListener
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use super::progress::Progress;
 
@@ -17,13 +21,25 @@ use super::progress::Progress;
 /// counts as read only once the whole preface came (or the stream departed from it).
 pub(super) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A connection accepted by a [`DrainingListener`]: the tokio stream, which reports to the
-/// listener's [`Drained`] futures once its first bytes were read, the stream ended, a read
-/// failed, or it was dropped.
+/// How often a stalled request head looks again whether a drain started, while none has.
+const STALL_RECHECK: Duration = Duration::from_secs(1);
+
+/// A connection accepted by a [`DrainingListener`]: the tokio stream, which tells the listener's
+/// [`Drained`] futures when its first bytes were read (or it ended, failed or was dropped),
+/// whether it speaks HTTP/2, and when it closes.
 ///
-/// Reads and writes go straight to the stream inside. A stream whose first bytes match the
-/// beginning of the HTTP/2 connection preface counts as read once the whole preface was read,
-/// or a byte departed from it: hyper-util reads that far before it serves anything.
+/// Reads and writes go straight to the stream inside, with one exception that bounds a drain:
+/// once the listener drains, a read that waits for the rest of an unfinished request head (bytes
+/// read since the stream's last write, without the blank line that ends an HTTP/1 head) fails
+/// with [`io::ErrorKind::TimedOut`] when the listener's
+/// [request-head timeout](super::DrainingListener::request_head_timeout) passes, and the server
+/// drops the connection. A client that sent half a request and stalls would otherwise keep the
+/// old process draining for as long as it stays.
+///
+/// A stream whose first bytes match the beginning of the HTTP/2 connection preface counts as
+/// read once the whole preface was read, or a byte departed from it: hyper-util reads that far
+/// before it serves anything. An HTTP/2 stream is not bound by the request-head timeout (its
+/// frames are not HTTP/1 heads; the server's graceful shutdown sends it `GOAWAY`).
 ///
 /// [`DrainingListener`]: super::DrainingListener
 /// [`Drained`]: super::Drained
@@ -31,13 +47,20 @@ pub(super) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #[derive(Debug)]
 pub struct DrainingStream<S> {
     io: S,
-    first_bytes: FirstBytes,
+    tracker: Tracker,
 }
 
 impl<S> DrainingStream<S> {
-    /// `io`, just accepted, which reports its first bytes to `progress` (where it is counted).
+    /// `io`, just accepted, which reports to `progress` (where it is counted as unread and as
+    /// an open HTTP/1 connection).
     pub(super) fn new(io: S, progress: watch::Sender<Progress>) -> Self {
-        DrainingStream { io, first_bytes: FirstBytes { progress: Some(progress), preface_seen: 0 } }
+        let tracker = Tracker {
+            progress,
+            first_bytes: FirstBytes::Reading { preface_seen: 0 },
+            head: Head::Between,
+            stall: None,
+        };
+        DrainingStream { io, tracker }
     }
 
     /// The stream inside, for its peer address or socket options.
@@ -52,7 +75,7 @@ impl<S> DrainingStream<S> {
         &mut self.io
     }
 
-    /// The stream inside; from then on it counts as read.
+    /// The stream inside; from then on it counts as read and as closed.
     pub fn into_inner(self) -> S {
         self.io
     }
@@ -64,49 +87,155 @@ impl<S: AsFd> AsFd for DrainingStream<S> {
     }
 }
 
-/// Tracks one connection until its first bytes were read; reports (once) on drop too.
+/// What one connection reports to the listener's [`Progress`], and its request-head state.
 #[derive(Debug)]
-struct FirstBytes {
-    /// Until the report.
-    progress: Option<watch::Sender<Progress>>,
-    /// How many bytes were read so far while they matched the HTTP/2 preface.
-    preface_seen: usize,
+struct Tracker {
+    progress: watch::Sender<Progress>,
+    first_bytes: FirstBytes,
+    head: Head,
+    /// Armed while a read waits on an unfinished request head.
+    stall: Option<Pin<Box<Sleep>>>,
+}
+
+/// Whether the first bytes were read, and what they said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstBytes {
+    /// Not yet; `preface_seen` bytes read so far matched the HTTP/2 preface.
+    Reading { preface_seen: usize },
+    /// Read; not HTTP/2 (or the stream ended or failed first).
+    Http1,
+    /// The HTTP/2 preface came whole.
+    Http2,
 }
 
 impl FirstBytes {
-    /// After a read that returned `Some(new bytes)` (empty at the end of the stream) or `None`
-    /// (an error).
-    fn saw(&mut self, read: Option<&[u8]>) {
-        if self.progress.is_none() {
-            return;
-        }
-        match read {
-            Some(new) if !self.decided(new) => {}
-            _ => self.report(),
-        }
-    }
-
-    /// Whether enough was read to pick a protocol once `new` came.
-    fn decided(&mut self, new: &[u8]) -> bool {
-        let end = self.preface_seen + new.len();
-        let still_preface = !new.is_empty() && H2_PREFACE.get(self.preface_seen..end) == Some(new);
-        self.preface_seen = end;
-        !still_preface || end == H2_PREFACE.len()
-    }
-
-    fn report(&mut self) {
-        if let Some(progress) = self.progress.take() {
-            progress.send_if_modified(|p| {
-                p.unread -= 1;
-                p.unread == 0
-            });
+    /// The state after `new` bytes were read (empty at the end of the stream).
+    fn after(self, new: &[u8]) -> FirstBytes {
+        let FirstBytes::Reading { preface_seen } = self else {
+            return self;
+        };
+        let end = preface_seen + new.len();
+        let still_preface = !new.is_empty() && H2_PREFACE.get(preface_seen..end) == Some(new);
+        match (still_preface, end == H2_PREFACE.len()) {
+            (false, _) => FirstBytes::Http1,
+            (true, true) => FirstBytes::Http2,
+            (true, false) => FirstBytes::Reading { preface_seen: end },
         }
     }
 }
 
-impl Drop for FirstBytes {
+/// Where an HTTP/1 request head stands, as far as reads and writes show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Nothing read since the last write (or since the connection opened).
+    Between,
+    /// Bytes read since the last write, without the blank line that ends a head; `tail` holds
+    /// the last (up to) three of them, as the low bytes.
+    Partial { tail: u32 },
+    /// A whole head was read since the last write (a body may follow; not looked at).
+    Complete,
+}
+
+impl Head {
+    /// The state after `new` bytes were read.
+    fn after(self, new: &[u8]) -> Head {
+        let mut tail = match self {
+            Head::Complete => return Head::Complete,
+            Head::Between if new.is_empty() => return Head::Between,
+            Head::Between => 0,
+            Head::Partial { tail } => tail,
+        };
+        for &byte in new {
+            tail = tail << 8 | u32::from(byte);
+            if tail == u32::from_be_bytes(*b"\r\n\r\n") {
+                return Head::Complete;
+            }
+        }
+        Head::Partial { tail: tail & 0x00ff_ffff }
+    }
+}
+
+impl Tracker {
+    /// After a read that returned `Some(new bytes)` (empty at the end of the stream) or `None`
+    /// (an error).
+    fn saw_read(&mut self, read: Option<&[u8]>) {
+        let before = self.first_bytes;
+        self.first_bytes = match read {
+            Some(new) => before.after(new),
+            None => before.after(&[]),
+        };
+        if before != self.first_bytes {
+            self.report_first_bytes(before);
+        }
+        if self.first_bytes != FirstBytes::Http2 {
+            self.head = self.head.after(read.unwrap_or_default());
+        }
+        if !matches!(self.head, Head::Partial { .. }) {
+            self.stall = None;
+        }
+    }
+
+    fn saw_write(&mut self) {
+        self.head = Head::Between;
+        self.stall = None;
+    }
+
+    /// Tells the drain that the first bytes moved from `before` to the current state.
+    fn report_first_bytes(&self, before: FirstBytes) {
+        let was_reading = matches!(before, FirstBytes::Reading { .. });
+        let now_reading = matches!(self.first_bytes, FirstBytes::Reading { .. });
+        let read = was_reading && !now_reading;
+        let http2 = self.first_bytes == FirstBytes::Http2;
+        if read || http2 {
+            self.progress.send_if_modified(|p| {
+                p.unread -= usize::from(read);
+                p.open_http1 -= usize::from(http2);
+                (read && p.unread == 0) || (http2 && p.open_http1 == 0)
+            });
+        }
+    }
+
+    /// While a read waits on an unfinished head: ready with an error once a drain started and
+    /// its head deadline passed.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if self.first_bytes == FirstBytes::Http2 || !matches!(self.head, Head::Partial { .. }) {
+            return Poll::Pending;
+        }
+        loop {
+            let phase = self.progress.borrow().phase;
+            let wake_at = match phase.head_deadline() {
+                None => Instant::now() + STALL_RECHECK,
+                Some(None) => return Poll::Pending,
+                Some(Some(deadline)) if Instant::now() >= deadline => {
+                    tracing::debug!("a request head stalled through the drain's head timeout: cut");
+                    return Poll::Ready(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the request head did not come whole before the drain's request-head timeout",
+                    ));
+                }
+                Some(Some(deadline)) => deadline,
+            };
+            let stall = match &mut self.stall {
+                Some(stall) if stall.deadline() <= wake_at => stall,
+                _ => self.stall.insert(Box::pin(tokio::time::sleep_until(wake_at))),
+            };
+            if stall.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.stall = None;
+        }
+    }
+}
+
+impl Drop for Tracker {
     fn drop(&mut self) {
-        self.report();
+        let read = matches!(self.first_bytes, FirstBytes::Reading { .. });
+        let http1 = self.first_bytes != FirstBytes::Http2;
+        self.progress.send_if_modified(|p| {
+            p.unread -= usize::from(read);
+            p.open_http1 -= usize::from(http1);
+            (read && p.unread == 0) || (http1 && p.open_http1 == 0)
+        });
     }
 }
 
@@ -121,8 +250,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for DrainingStream<S> {
         // A read into a full buffer returns nothing without meaning the end of the stream.
         let has_room = buf.remaining() > 0;
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let (Poll::Ready(read), true) = (&result, has_room) {
-            this.first_bytes.saw(read.as_ref().ok().map(|()| &buf.filled()[before..]));
+        match (&result, has_room) {
+            (Poll::Ready(read), true) => {
+                this.tracker.saw_read(read.as_ref().ok().map(|()| &buf.filled()[before..]));
+            }
+            (Poll::Pending, _) => {
+                if let Poll::Ready(error) = this.tracker.poll_stall(cx) {
+                    return Poll::Ready(Err(error));
+                }
+            }
+            (Poll::Ready(_), false) => {}
         }
         result
     }
@@ -130,7 +267,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for DrainingStream<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for DrainingStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(1..)) = result {
+            self.tracker.saw_write();
+        }
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -146,7 +287,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DrainingStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(1..)) = result {
+            self.tracker.saw_write();
+        }
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -156,18 +301,49 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DrainingStream<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::{FirstBytes, H2_PREFACE};
+    use super::{FirstBytes, Head, H2_PREFACE};
 
     #[test]
     fn the_protocol_is_decided_at_the_first_byte_off_the_preface() {
-        let decided = |reads: &[&[u8]]| {
-            let mut first_bytes = FirstBytes { progress: None, preface_seen: 0 };
-            reads.iter().map(|read| first_bytes.decided(read)).collect::<Vec<_>>()
+        let states = |reads: &[&[u8]]| {
+            let mut state = FirstBytes::Reading { preface_seen: 0 };
+            reads
+                .iter()
+                .map(|read| {
+                    state = state.after(read);
+                    state
+                })
+                .collect::<Vec<_>>()
         };
-        assert_eq!(decided(&[b"GET / HTTP/1.1\r\n"]), [true]);
-        assert_eq!(decided(&[b"P", b"UT / HTTP/1.1\r\n"]), [false, true]);
-        assert_eq!(decided(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"]), [false, true]);
-        assert_eq!(decided(&[H2_PREFACE]), [true]);
-        assert_eq!(decided(&[b"PRI", b""]), [false, true], "the end of the stream decides");
+        let reading = |preface_seen| FirstBytes::Reading { preface_seen };
+        assert_eq!(states(&[b"GET / HTTP/1.1\r\n"]), [FirstBytes::Http1]);
+        assert_eq!(states(&[b"P", b"UT / HTTP/1.1\r\n"]), [reading(1), FirstBytes::Http1]);
+        assert_eq!(states(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"]), [reading(16), FirstBytes::Http2]);
+        assert_eq!(states(&[H2_PREFACE, b"GET"]), [FirstBytes::Http2, FirstBytes::Http2]);
+        assert_eq!(states(&[b"PRI", b""]), [reading(3), FirstBytes::Http1], "the end of the stream decides");
+    }
+
+    #[test]
+    fn a_head_is_complete_at_its_blank_line_wherever_the_reads_split_it() {
+        let after = |reads: &[&[u8]]| reads.iter().fold(Head::Between, |head, read| head.after(read));
+        assert_eq!(after(&[]), Head::Between);
+        assert_eq!(after(&[b""]), Head::Between);
+        assert_eq!(after(&[b"G"]), Head::Partial { tail: u32::from(b'G') });
+        assert_eq!(after(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]), Head::Complete);
+        assert_eq!(after(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"]), Head::Complete);
+        for split in 1..4 {
+            let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+            let (first, second) = head.split_at(head.len() - split);
+            assert_eq!(after(&[first, second]), Head::Complete, "split {split} before the end");
+            assert!(matches!(after(&[first]), Head::Partial { .. }));
+        }
+        for split in 0..4 {
+            let (first, rest) = b"\r\n\r\n".split_at(split);
+            let reads: Vec<&[u8]> =
+                [&b"GET /"[..], first].into_iter().chain(rest.iter().map(std::slice::from_ref)).collect();
+            assert_eq!(after(&reads), Head::Complete, "one byte at a time after {split}");
+        }
+        assert!(matches!(after(&[b"GET / HTTP/1.1\r\n\r"]), Head::Partial { .. }));
+        assert!(matches!(after(&[b"a\r\n", b"\rb"]), Head::Partial { .. }), "\\r\\n\\rb is no blank line");
     }
 }

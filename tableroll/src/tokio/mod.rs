@@ -11,20 +11,30 @@
 //!
 //! One concept a file: `tokio_listener` (the listeners it can wrap), `draining_listener`,
 //! `draining_stream` (a connection, which reports its first bytes), `progress` (what the
-//! listener shares with its streams), `drained` (the future that waits on it), and `axum` (the
-//! `axum::serve::Listener` impl, with the `axum` feature).
+//! listener shares with its streams), `drained` (the future that waits on it), `accept_retry`
+//! (accepting through accept errors), `incoming` (the listener as a `Stream` of connections),
+//! `axum` (the `axum::serve::Listener` impl, with the `axum` feature) and `tonic` (tonic's
+//! `Connected` for the streams, with the `tonic` feature).
 
+mod accept_retry;
 #[cfg(feature = "axum")]
 mod axum;
+#[cfg(feature = "http")]
+mod connection_close;
 mod drained;
 mod draining_listener;
 mod draining_stream;
 mod fds;
+mod incoming;
 mod progress;
 #[cfg(test)]
 mod tests;
 mod tokio_listener;
+#[cfg(feature = "tonic")]
+mod tonic;
 
+#[cfg(feature = "http")]
+pub use connection_close::{ConnectionClose, ConnectionCloseFuture, ConnectionCloseLayer};
 pub use drained::Drained;
 pub use draining_listener::DrainingListener;
 pub use draining_stream::DrainingStream;

@@ -22,7 +22,7 @@ mod sealed {
 ///
 /// [`DrainingListener`]: super::DrainingListener
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub trait TokioListener: sealed::Sealed + Send + 'static {
+pub trait TokioListener: sealed::Sealed + Send + Unpin + 'static {
     /// An accepted connection: [`tokio::net::TcpStream`] or [`tokio::net::UnixStream`].
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// A socket address: [`std::net::SocketAddr`] or [`tokio::net::unix::SocketAddr`].
@@ -42,6 +42,13 @@ pub trait TokioListener: sealed::Sealed + Send + 'static {
     ///
     /// Those of [`getsockname(2)`](https://man7.org/linux/man-pages/man2/getsockname.2.html).
     fn local_addr(&self) -> io::Result<Self::Addr>;
+
+    /// Sets `TCP_NODELAY` on an accepted connection (a TCP one; a Unix one has nothing to set).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`setsockopt(2)`](https://man7.org/linux/man-pages/man2/setsockopt.2.html).
+    fn set_nodelay(stream: &Self::Stream, nodelay: bool) -> io::Result<()>;
 }
 
 impl TokioListener for tokio::net::TcpListener {
@@ -55,6 +62,10 @@ impl TokioListener for tokio::net::TcpListener {
     fn local_addr(&self) -> io::Result<Self::Addr> {
         tokio::net::TcpListener::local_addr(self)
     }
+
+    fn set_nodelay(stream: &Self::Stream, nodelay: bool) -> io::Result<()> {
+        stream.set_nodelay(nodelay)
+    }
 }
 
 impl TokioListener for tokio::net::UnixListener {
@@ -67,5 +78,9 @@ impl TokioListener for tokio::net::UnixListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         tokio::net::UnixListener::local_addr(self)
+    }
+
+    fn set_nodelay(_: &Self::Stream, _: bool) -> io::Result<()> {
+        Ok(())
     }
 }
