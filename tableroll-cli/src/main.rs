@@ -6,17 +6,22 @@
 //! - `tableroll run` gives the same upgrades to any program written for systemd's socket
 //!   activation, in any language.
 //! - `tableroll status` shows what a coordination directory holds, without disturbing it.
+//! - `tableroll man` and `tableroll completions` print the manual pages and the shell
+//!   completions, generated from the definitions below.
 //!
 //! No `unsafe` but in one place: the exec step taking ownership of the descriptors it inherited
 //! (`run::exec`).
 
 #![deny(unsafe_code)]
 
+mod completions;
 mod drill;
 mod duration;
+mod manual;
 mod run;
 mod signal_thread;
 mod status;
+mod stdout;
 mod sys;
 
 use std::process::ExitCode;
@@ -78,6 +83,12 @@ enum Public {
 
     /// Show what a coordination directory holds, without disturbing the group.
     Status(status::StatusArgs),
+
+    /// Print the manual page of tableroll or of one of its subcommands, in roff.
+    Man(manual::ManArgs),
+
+    /// Print the shell completion script for tableroll.
+    Completions(completions::CompletionsArgs),
 }
 
 /// The subcommands `tableroll` starts itself: hidden from `--help`, the man pages and the
@@ -102,7 +113,15 @@ fn main() -> ExitCode {
         }),
         Command::Public(Public::Run(args)) => run::run(args),
         Command::Public(Public::Status(args)) => status::run(&args),
+        Command::Public(Public::Man(args)) => manual::run(&args),
+        Command::Public(Public::Completions(args)) => completions::run(&args),
         Command::Internal(Internal::DrillServer(args)) => drill::server::run(&args),
         Command::Internal(Internal::ExecActivated(args)) => run::exec::run(args),
     }
+}
+
+/// The command as the man pages and the shell completions document it: without the internal
+/// subcommands.
+fn documented_command() -> clap::Command {
+    <Cli<Public> as clap::CommandFactory>::command()
 }
