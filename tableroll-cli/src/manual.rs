@@ -93,11 +93,13 @@ fn page(subcommand: Option<&str>) -> Vec<u8> {
     // version. Without `help`, which clap adds as a subcommand and would otherwise be listed.
     let mut root = crate::documented_command().disable_help_subcommand(true);
     root.build();
+    // The footer names the program, not the subcommand (clap_mangen would say `run 0.1.0`).
+    let source = format!("tableroll {}", root.get_version().unwrap_or_default());
     let subcommand = subcommand.and_then(|name| root.find_subcommand(name)).cloned();
     let is_subcommand = subcommand.is_some();
     let mut page = Vec::new();
     // Writing to a Vec cannot fail (`Roff::render` makes the same assumption).
-    let _ = Man::new(subcommand.unwrap_or(root)).section(SECTION).render(&mut page);
+    let _ = Man::new(subcommand.unwrap_or(root)).section(SECTION).source(source).render(&mut page);
     if is_subcommand {
         // The page of `tableroll` lists the subcommands' pages already.
         let mut see_also = Roff::new();
@@ -128,6 +130,8 @@ mod tests {
             let name = file_name(subcommand);
             let title = format!(".TH {} {SECTION} ", name.trim_end_matches(&format!(".{SECTION}")));
             assert!(page.contains(&title), "{name}: no {title:?} in\n{page}");
+            let source = format!(" \"tableroll {}\"", env!("CARGO_PKG_VERSION"));
+            assert!(page.contains(&source), "{name}: no {source:?} in\n{page}");
         }
         assert_eq!(file_name(Some("run")), "tableroll-run.1");
     }
