@@ -6,17 +6,22 @@
 //! - `tableroll run` gives the same upgrades to any program written for systemd's socket
 //!   activation, in any language.
 //! - `tableroll status` shows what a coordination directory holds, without disturbing it.
+//! - `tableroll man` and `tableroll completions` print the manual pages and the shell
+//!   completions, generated from the definitions below.
 //!
 //! No `unsafe` but in one place: the exec step taking ownership of the descriptors it inherited
 //! (`run::exec`).
 
 #![deny(unsafe_code)]
 
+mod completions;
 mod drill;
 mod duration;
+mod manual;
 mod run;
 mod signal_thread;
 mod status;
+mod stdout;
 mod sys;
 
 use std::process::ExitCode;
@@ -25,11 +30,16 @@ use clap::{Parser, Subcommand};
 
 /// Zero-downtime upgrades: a new version of a server takes the listening sockets over from the
 /// running one, and not one connection is refused.
+//
+// Generic over its subcommands so that the command as documented (the man pages, the shell
+// completions) is the same command without the internal ones: `Cli<Public>`. clap generates
+// completions for hidden subcommands too, and has no way to remove one from a command. (Plain
+// comments: a doc comment here would be part of `--help`.)
 #[derive(Debug, Parser)]
 #[command(name = "tableroll", version, propagate_version = true, after_help = AFTER_HELP)]
-struct Cli {
+struct Cli<C: Subcommand> {
     #[command(subcommand)]
-    command: Command,
+    command: C,
 }
 
 const AFTER_HELP: &str = "\
@@ -41,8 +51,18 @@ run each version under `tableroll run --dir DIR --listen NAME=tcp:HOST:PORT -- P
 the next version the same way while the old one runs. `tableroll status --dir DIR` shows the \
 group. Rust programs can use the tableroll library directly.";
 
+/// Every subcommand: the ones an operator runs, and the ones `tableroll` starts itself.
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Public(Public),
+    #[command(flatten)]
+    Internal(Internal),
+}
+
+/// The subcommands an operator runs: the ones documented.
+#[derive(Debug, Subcommand)]
+enum Public {
     /// Upgrade a demo server again and again under HTTP load, and time every handoff.
     ///
     /// Starts generation 0 of a small HTTP server (this program, as a separate process) with a
@@ -64,6 +84,17 @@ enum Command {
     /// Show what a coordination directory holds, without disturbing the group.
     Status(status::StatusArgs),
 
+    /// Print the manual page of tableroll or of one of its subcommands, in roff.
+    Man(manual::ManArgs),
+
+    /// Print the shell completion script for tableroll.
+    Completions(completions::CompletionsArgs),
+}
+
+/// The subcommands `tableroll` starts itself: hidden from `--help`, the man pages and the
+/// completions.
+#[derive(Debug, Subcommand)]
+enum Internal {
     /// Internal: sets LISTEN_PID to its own pid and executes the program (started by `run`).
     #[command(name = "exec-activated", hide = true)]
     ExecActivated(run::exec::ExecArgs),
@@ -74,15 +105,23 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::<Command>::parse();
     match cli.command {
-        Command::Drill(args) => drill::run(&args).unwrap_or_else(|e| {
+        Command::Public(Public::Drill(args)) => drill::run(&args).unwrap_or_else(|e| {
             eprintln!("tableroll drill: {e:#}");
             ExitCode::FAILURE
         }),
-        Command::DrillServer(args) => drill::server::run(&args),
-        Command::Run(args) => run::run(args),
-        Command::Status(args) => status::run(&args),
-        Command::ExecActivated(args) => run::exec::run(args),
+        Command::Public(Public::Run(args)) => run::run(args),
+        Command::Public(Public::Status(args)) => status::run(&args),
+        Command::Public(Public::Man(args)) => manual::run(&args),
+        Command::Public(Public::Completions(args)) => completions::run(&args),
+        Command::Internal(Internal::DrillServer(args)) => drill::server::run(&args),
+        Command::Internal(Internal::ExecActivated(args)) => run::exec::run(args),
     }
+}
+
+/// The command as the man pages and the shell completions document it: without the internal
+/// subcommands.
+fn documented_command() -> clap::Command {
+    <Cli<Public> as clap::CommandFactory>::command()
 }
