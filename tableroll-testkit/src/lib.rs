@@ -16,6 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod async_load;
 pub mod events;
 pub mod http;
 pub mod load;

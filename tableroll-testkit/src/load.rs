@@ -1,5 +1,6 @@
 //! Closed-loop HTTP load ([`tableroll_load`]): a few client threads, each sending one request at
-//! a time on a new connection, counting answers by the id that gave them and keeping every
+//! a time on a new connection (or, started with [`Load::start_keep_alive`], on a kept one),
+//! counting answers by the id that gave them and keeping every
 //! failure with its kind and the moments its request started and ended, so that a test can tell
 //! the failures it must accept (a request that was in flight when a process was killed) from
 //! the others.
@@ -163,12 +164,26 @@ pub struct Load {
 const BACKOFF_AFTER_FAILURE: Duration = Duration::from_millis(1);
 
 impl Load {
-    /// Starts `clients_per_target` client threads on each of `targets`.
+    /// Starts `clients_per_target` client threads on each of `targets`, each request on a new
+    /// connection.
     pub fn start(targets: Vec<Target>, clients_per_target: usize) -> Load {
+        Load::start_with(targets, clients_per_target, false)
+    }
+
+    /// Starts `clients_per_target` client threads on each of `targets`, each keeping its
+    /// HTTP/1.1 connection for the next request until the server closes it. A kept connection
+    /// found closed before a request is replaced (not a failure); one closed after the request
+    /// was sent is a failure.
+    pub fn start_keep_alive(targets: Vec<Target>, clients_per_target: usize) -> Load {
+        Load::start_with(targets, clients_per_target, true)
+    }
+
+    fn start_with(targets: Vec<Target>, clients_per_target: usize, keep_alive: bool) -> Load {
         let report = Report { ok_by_target: vec![0; targets.len()], ..Report::default() };
         let shared = Arc::new(Shared { report: Mutex::new(report), changed: Condvar::new() });
         let mut config = LoadConfig::new(targets.clone(), clients_per_target, TIMEOUT);
         config.pause_after_failure = BACKOFF_AFTER_FAILURE;
+        config.keep_alive = keep_alive;
         let load = tableroll_load::Load::start(&config, |_| Answers { shared: Arc::clone(&shared) })
             .expect("spawning a load client");
         Load { load, shared, targets }
@@ -212,9 +227,10 @@ impl Load {
         self.shared.wait_until(&format!("{target} requests"), |r| r.sent >= target);
     }
 
-    /// Stops sending new requests and waits until none is under way: then every connection the
-    /// load opened is closed on both sides (each request reads its answer to the end of the
-    /// stream, which comes only once the server closed its side).
+    /// Stops sending new requests and waits until none is under way: then, unless the load
+    /// keeps its connections alive, every connection it opened is closed on both sides (each
+    /// request reads its answer to the end of the stream, which comes only once the server
+    /// closed its side).
     pub fn pause(&self) {
         if !self.load.pause(TIMEOUT) {
             let summary = self.shared.lock().summary();

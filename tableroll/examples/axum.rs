@@ -44,7 +44,6 @@
 //! sent half a request head and stalls is cut 10 s after the drain signal.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +52,12 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::Router;
+use stop_signals::{until_told_to_drain, StopSignals};
+
+#[path = "common/args.rs"]
+mod args;
+#[path = "common/stop_signals.rs"]
+mod stop_signals;
 
 /// The longest `/slow` delay honoured, so a typo cannot keep a generation alive for hours.
 const MAX_SLOW: Duration = Duration::from_secs(300);
@@ -61,7 +66,7 @@ const MAX_UPLOAD: usize = 1 << 20;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (dir, addr) = args()?;
+    let (dir, addr) = args::dir_and_addr("axum")?;
     let app = Arc::new(App { pid: std::process::id(), served: AtomicU64::new(0) });
     let stop = StopSignals::listen()?;
 
@@ -81,72 +86,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("exit pid={} served={}", app.pid, app.served.load(Ordering::SeqCst));
     Ok(())
-}
-
-/// Resolves when this generation should stop accepting and drain: a newer one took over, or
-/// an operator asked it to stop. Polled by the `DrainingListener`, so `draining` is printed when
-/// it stops accepting.
-async fn until_told_to_drain(upgrade_complete: tableroll::UpgradeComplete, stop: StopSignals, pid: u32) {
-    tokio::select! {
-        () = upgrade_complete => {}
-        () = stop.first() => {}
-    }
-    stop.draining();
-    println!("draining pid={pid}");
-}
-
-/// `SIGTERM` and `SIGINT`: the first one starts a drain (if an upgrade did not), one that
-/// comes during a drain ends it at once, as an operator who sends it again expects.
-#[derive(Clone)]
-struct StopSignals {
-    /// How many came so far.
-    received: tokio::sync::watch::Receiver<u32>,
-    /// How many had come when the drain started.
-    drain_started: Arc<tokio::sync::watch::Sender<Option<u32>>>,
-}
-
-impl StopSignals {
-    fn listen() -> std::io::Result<StopSignals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (mut terminate, mut interrupt) =
-            (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
-        let (count, received) = tokio::sync::watch::channel(0);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = interrupt.recv() => {}
-                }
-                count.send_modify(|n| *n += 1);
-            }
-        });
-        Ok(StopSignals { received, drain_started: Arc::new(tokio::sync::watch::Sender::new(None)) })
-    }
-
-    /// The first stop signal.
-    async fn first(&self) {
-        let _ = self.received.clone().wait_for(|&n| n > 0).await;
-    }
-
-    fn draining(&self) {
-        let now = *self.received.borrow();
-        self.drain_started.send_if_modified(|at| {
-            let first = at.is_none();
-            if first {
-                *at = Some(now);
-            }
-            first
-        });
-    }
-
-    /// A stop signal that came after the drain started.
-    async fn second(&self) {
-        let at = match self.drain_started.subscribe().wait_for(Option::is_some).await {
-            Ok(at) => at.unwrap_or_default(),
-            Err(_) => return std::future::pending().await,
-        };
-        let _ = self.received.clone().wait_for(|&n| n > at).await;
-    }
 }
 
 /// What the handlers share.
@@ -185,31 +124,4 @@ async fn upload(State(app): State<Arc<App>>, body: Body) -> Result<String, Strin
     let bytes =
         axum::body::to_bytes(body, MAX_UPLOAD).await.map_err(|e| format!("reading the body: {e}\n"))?;
     Ok(app.answer(format!("received {} bytes; hello from {}\n", bytes.len(), app.pid)))
-}
-
-/// `[DIR] [ADDR]`, with the defaults filled in and the directory created.
-fn args() -> Result<(PathBuf, String), Box<dyn std::error::Error>> {
-    let mut args = std::env::args_os().skip(1);
-    let dir = args.next().map(PathBuf::from).unwrap_or_else(|| default_dir("tableroll-axum"));
-    let addr = match args.next() {
-        Some(addr) => addr.into_string().map_err(|a| format!("the address {a:?} is not UTF-8"))?,
-        None => "127.0.0.1:8080".to_string(),
-    };
-    if let Some(extra) = args.next() {
-        return Err(format!("unexpected argument {extra:?}; usage: axum [DIR] [ADDR]").into());
-    }
-    create_private_dir(&dir)?;
-    Ok((dir, addr))
-}
-
-/// `name` in the user's runtime directory, or else in the temporary directory.
-fn default_dir(name: &str) -> PathBuf {
-    let base = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    base.join(name)
-}
-
-/// The coordination directory is the trust boundary: only this user may enter it.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }

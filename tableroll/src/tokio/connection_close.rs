@@ -42,13 +42,20 @@ impl ConnectionCloseLayer {
     pub(super) fn new(progress: watch::Receiver<Progress>) -> Self {
         ConnectionCloseLayer { progress }
     }
+
+    /// `inner` with `Connection: close` on its HTTP/1 responses once the listener drains: what
+    /// [`Layer::layer`](tower_layer::Layer::layer) gives, without the trait in scope (for a
+    /// hyper `service_fn`, say).
+    pub fn service<S>(&self, inner: S) -> ConnectionClose<S> {
+        ConnectionClose { inner, progress: self.progress.clone() }
+    }
 }
 
 impl<S> tower_layer::Layer<S> for ConnectionCloseLayer {
     type Service = ConnectionClose<S>;
 
     fn layer(&self, inner: S) -> ConnectionClose<S> {
-        ConnectionClose { inner, progress: self.progress.clone() }
+        self.service(inner)
     }
 }
 

@@ -113,13 +113,16 @@ const DEFAULT_KEEP_ALIVE_GRACE: Duration = Duration::from_secs(5);
 /// let (drained, close) = (listener.drained(), listener.connection_close());
 /// let (http, graceful) = (Builder::new(TokioExecutor::new()), GracefulShutdown::new());
 /// while let Some((conn, _peer)) = listener.accept().await? {
-///     let service = close.layer(hyper::service::service_fn(hello)); // tower_layer::Layer
+///     let service = close.service(hyper::service::service_fn(hello));
 ///     let conn = http.serve_connection(TokioIo::new(conn), service);
 ///     tokio::spawn(graceful.watch(conn.into_owned()));
 /// }
 /// drained.await; // nothing unread is cancelled, kept connections were told to close
 /// graceful.shutdown().await;
 /// ```
+///
+/// `tableroll/examples/hyper.rs` is the same loop on the listener as a `Stream` (which never
+/// yields an accept error, and ends once `drained` is due).
 ///
 /// On plain tokio:
 ///

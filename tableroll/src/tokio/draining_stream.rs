@@ -54,12 +54,7 @@ impl<S> DrainingStream<S> {
     /// `io`, just accepted, which reports to `progress` (where it is counted as unread and as
     /// an open HTTP/1 connection).
     pub(super) fn new(io: S, progress: watch::Sender<Progress>) -> Self {
-        let tracker = Tracker {
-            progress,
-            first_bytes: FirstBytes::Reading { preface_seen: 0 },
-            head: Head::Between,
-            stall: None,
-        };
+        let tracker = Tracker { progress, first_bytes: FirstBytes::START, head: Head::Between, stall: None };
         DrainingStream { io, tracker }
     }
 
@@ -97,29 +92,82 @@ struct Tracker {
     stall: Option<Pin<Box<Sleep>>>,
 }
 
-/// Whether the first bytes were read, and what they said.
+/// Whether the connection's first request was read, and in which protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FirstBytes {
-    /// Not yet; `preface_seen` bytes read so far matched the HTTP/2 preface.
-    Reading { preface_seen: usize },
-    /// Read; not HTTP/2 (or the stream ended or failed first).
+    /// Nothing read that tells; `seen` bytes read so far matched the HTTP/2 preface.
+    Preface { seen: usize },
+    /// HTTP/2: the preface came whole, and frames are read up to the first `HEADERS` (the first
+    /// request). `header` holds the `have` bytes read of the current frame's 9-byte header;
+    /// `skip` is what is left of its payload.
+    Http2Frames { header: [u8; 9], have: usize, skip: usize },
+    /// HTTP/1 (or anything but HTTP/2): its first bytes were read (or the stream ended first).
     Http1,
-    /// The HTTP/2 preface came whole.
+    /// HTTP/2: its first `HEADERS` frame was read (or the stream ended first).
     Http2,
 }
 
+/// The frame type of a `HEADERS` frame, which opens a stream: a request.
+const HTTP2_HEADERS: u8 = 0x1;
+
 impl FirstBytes {
-    /// The state after `new` bytes were read (empty at the end of the stream).
+    const START: FirstBytes = FirstBytes::Preface { seen: 0 };
+
+    /// Whether the first request was read, or the stream ended: nothing more to wait for.
+    fn is_read(self) -> bool {
+        matches!(self, FirstBytes::Http1 | FirstBytes::Http2)
+    }
+
+    fn is_http2(self) -> bool {
+        matches!(self, FirstBytes::Http2Frames { .. } | FirstBytes::Http2)
+    }
+
+    /// The state after `new` bytes were read (not empty).
     fn after(self, new: &[u8]) -> FirstBytes {
-        let FirstBytes::Reading { preface_seen } = self else {
-            return self;
-        };
-        let end = preface_seen + new.len();
-        let still_preface = !new.is_empty() && H2_PREFACE.get(preface_seen..end) == Some(new);
-        match (still_preface, end == H2_PREFACE.len()) {
-            (false, _) => FirstBytes::Http1,
-            (true, true) => FirstBytes::Http2,
-            (true, false) => FirstBytes::Reading { preface_seen: end },
+        match self {
+            FirstBytes::Http1 | FirstBytes::Http2 => self,
+            FirstBytes::Preface { seen } => {
+                let n = new.len().min(H2_PREFACE.len() - seen);
+                if H2_PREFACE[seen..seen + n] != new[..n] {
+                    FirstBytes::Http1
+                } else if seen + n < H2_PREFACE.len() {
+                    FirstBytes::Preface { seen: seen + n }
+                } else {
+                    FirstBytes::Http2Frames { header: [0; 9], have: 0, skip: 0 }.after(&new[n..])
+                }
+            }
+            FirstBytes::Http2Frames { mut header, mut have, mut skip } => {
+                let mut rest = new;
+                while !rest.is_empty() {
+                    if skip > 0 {
+                        let n = skip.min(rest.len());
+                        (skip, rest) = (skip - n, &rest[n..]);
+                        continue;
+                    }
+                    let n = (header.len() - have).min(rest.len());
+                    header[have..have + n].copy_from_slice(&rest[..n]);
+                    (have, rest) = (have + n, &rest[n..]);
+                    if have == header.len() {
+                        if header[3] == HTTP2_HEADERS {
+                            return FirstBytes::Http2;
+                        }
+                        skip = usize::from(header[0]) << 16
+                            | usize::from(header[1]) << 8
+                            | usize::from(header[2]);
+                        have = 0;
+                    }
+                }
+                FirstBytes::Http2Frames { header, have, skip }
+            }
+        }
+    }
+
+    /// The state once the stream ended, or a read failed.
+    fn ended(self) -> FirstBytes {
+        if self.is_http2() {
+            FirstBytes::Http2
+        } else {
+            FirstBytes::Http1
         }
     }
 }
@@ -161,13 +209,13 @@ impl Tracker {
     fn saw_read(&mut self, read: Option<&[u8]>) {
         let before = self.first_bytes;
         self.first_bytes = match read {
-            Some(new) => before.after(new),
-            None => before.after(&[]),
+            Some(new) if !new.is_empty() => before.after(new),
+            _ => before.ended(),
         };
         if before != self.first_bytes {
             self.report_first_bytes(before);
         }
-        if self.first_bytes != FirstBytes::Http2 {
+        if !self.first_bytes.is_http2() {
             self.head = self.head.after(read.unwrap_or_default());
         }
         if !matches!(self.head, Head::Partial { .. }) {
@@ -180,12 +228,11 @@ impl Tracker {
         self.stall = None;
     }
 
-    /// Tells the drain that the first bytes moved from `before` to the current state.
+    /// Tells the drain that the first bytes moved from `before` to the current state: the
+    /// first request read, or the connection known to be HTTP/2.
     fn report_first_bytes(&self, before: FirstBytes) {
-        let was_reading = matches!(before, FirstBytes::Reading { .. });
-        let now_reading = matches!(self.first_bytes, FirstBytes::Reading { .. });
-        let read = was_reading && !now_reading;
-        let http2 = self.first_bytes == FirstBytes::Http2;
+        let read = !before.is_read() && self.first_bytes.is_read();
+        let http2 = !before.is_http2() && self.first_bytes.is_http2();
         if read || http2 {
             self.progress.send_if_modified(|p| {
                 p.unread -= usize::from(read);
@@ -198,7 +245,7 @@ impl Tracker {
     /// While a read waits on an unfinished head: ready with an error once a drain started and
     /// its head deadline passed.
     fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        if self.first_bytes == FirstBytes::Http2 || !matches!(self.head, Head::Partial { .. }) {
+        if self.first_bytes.is_http2() || !matches!(self.head, Head::Partial { .. }) {
             return Poll::Pending;
         }
         loop {
@@ -229,8 +276,8 @@ impl Tracker {
 
 impl Drop for Tracker {
     fn drop(&mut self) {
-        let read = matches!(self.first_bytes, FirstBytes::Reading { .. });
-        let http1 = self.first_bytes != FirstBytes::Http2;
+        let read = !self.first_bytes.is_read();
+        let http1 = !self.first_bytes.is_http2();
         self.progress.send_if_modified(|p| {
             p.unread -= usize::from(read);
             p.open_http1 -= usize::from(http1);
@@ -301,26 +348,60 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DrainingStream<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::{FirstBytes, Head, H2_PREFACE};
+    use super::{FirstBytes, Head, H2_PREFACE, HTTP2_HEADERS};
+
+    /// An HTTP/2 frame header: `length`, `kind`, no flags, stream `stream`.
+    fn frame(length: usize, kind: u8, stream: u32) -> Vec<u8> {
+        let mut header = length.to_be_bytes()[5..].to_vec();
+        header.extend([kind, 0]);
+        header.extend(stream.to_be_bytes());
+        header
+    }
 
     #[test]
-    fn the_protocol_is_decided_at_the_first_byte_off_the_preface() {
+    fn the_first_request_is_read_at_the_first_byte_off_the_preface_or_the_first_http2_headers() {
         let states = |reads: &[&[u8]]| {
-            let mut state = FirstBytes::Reading { preface_seen: 0 };
+            let mut state = FirstBytes::START;
             reads
                 .iter()
                 .map(|read| {
-                    state = state.after(read);
+                    state = if read.is_empty() { state.ended() } else { state.after(read) };
                     state
                 })
                 .collect::<Vec<_>>()
         };
-        let reading = |preface_seen| FirstBytes::Reading { preface_seen };
+        let frames = |have, skip| FirstBytes::Http2Frames { header: [0; 9], have, skip };
         assert_eq!(states(&[b"GET / HTTP/1.1\r\n"]), [FirstBytes::Http1]);
-        assert_eq!(states(&[b"P", b"UT / HTTP/1.1\r\n"]), [reading(1), FirstBytes::Http1]);
-        assert_eq!(states(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"]), [reading(16), FirstBytes::Http2]);
-        assert_eq!(states(&[H2_PREFACE, b"GET"]), [FirstBytes::Http2, FirstBytes::Http2]);
-        assert_eq!(states(&[b"PRI", b""]), [reading(3), FirstBytes::Http1], "the end of the stream decides");
+        assert_eq!(
+            states(&[b"P", b"UT / HTTP/1.1\r\n"]),
+            [FirstBytes::Preface { seen: 1 }, FirstBytes::Http1]
+        );
+        assert_eq!(states(&[b"PRI", b""]), [FirstBytes::Preface { seen: 3 }, FirstBytes::Http1], "ended");
+        assert_eq!(states(&[H2_PREFACE]), [frames(0, 0)]);
+        assert_eq!(states(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"])[1], frames(0, 0));
+        assert_eq!(states(&[H2_PREFACE, b""])[1], FirstBytes::Http2, "ended after the preface");
+
+        // Preface, SETTINGS (6 bytes of payload) and WINDOW_UPDATE (4), then HEADERS: in one
+        // read, or split anywhere.
+        let settings = [frame(6, 0x4, 0), vec![0; 6]].concat();
+        let window_update = [frame(4, 0x8, 0), vec![0; 4]].concat();
+        let headers = frame(3, HTTP2_HEADERS, 1);
+        let all = [H2_PREFACE, &settings, &window_update, &headers, &[0x82, 0x86, 0x84]].concat();
+        assert_eq!(states(&[&all]), [FirstBytes::Http2]);
+        let before_headers = H2_PREFACE.len() + settings.len() + window_update.len();
+        for split in 1..all.len() {
+            let (first, second) = all.split_at(split);
+            let got = states(&[first, second]);
+            let expected_first = if split >= before_headers + 9 { FirstBytes::Http2 } else { got[0] };
+            assert_eq!(got[0], expected_first, "split at {split}");
+            assert!(
+                !got[0].is_read() || split >= before_headers + 9,
+                "read before the HEADERS frame, split {split}"
+            );
+            assert_eq!(got[1], FirstBytes::Http2, "split at {split}");
+        }
+        let without_headers = [H2_PREFACE, &settings, &window_update].concat();
+        assert!(matches!(states(&[&without_headers])[0], FirstBytes::Http2Frames { have: 0, skip: 0, .. }));
     }
 
     #[test]

@@ -154,30 +154,40 @@ fn connections_that_close_or_are_dropped_unread_count_as_read_on_a_unix_listener
 }
 
 #[test]
-fn a_stream_starting_with_the_http2_preface_counts_as_read_once_the_preface_is_complete() {
+fn an_http2_connection_counts_as_read_once_its_first_headers_frame_is_read() {
     runtime().block_on(async {
         let tcp = tcp_listener().await;
         let addr = tcp.local_addr().unwrap();
         let (fire, signal) = drain_signal();
         let mut listener =
-            DrainingListener::new(tcp, signal).request_head_timeout(NEVER).keep_alive_grace(Duration::ZERO);
+            DrainingListener::new(tcp, signal).request_head_timeout(NEVER).keep_alive_grace(NEVER);
         let mut drained = listener.drained();
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (mut conn, _) = within("accepting", listener.accept()).await.unwrap().expect("accepted");
         fire.send(()).unwrap();
         assert!(within("seeing the drain", listener.accept()).await.unwrap().is_none());
 
+        // The preface, in two parts, and a SETTINGS frame: no request yet.
         let (start, end) = H2_PREFACE.split_at(16);
-        client.write_all(start).await.unwrap();
-        let mut buf = vec![0u8; start.len()];
-        within("reading the preface's start", conn.read_exact(&mut buf)).await.unwrap();
-        assert!(is_pending(&mut drained), "drained in the middle of the preface");
-        client.write_all(end).await.unwrap();
-        let mut buf = vec![0u8; end.len()];
-        within("reading the preface's end", conn.read_exact(&mut buf)).await.unwrap();
+        let settings = [end, &HTTP2_EMPTY_SETTINGS[..]].concat();
+        for (what, bytes) in [("the preface's start", start), ("its end and SETTINGS", &settings[..])] {
+            client.write_all(bytes).await.unwrap();
+            let mut buf = vec![0u8; bytes.len()];
+            within(what, conn.read_exact(&mut buf)).await.unwrap();
+            assert!(is_pending(&mut drained), "drained after {what}, before any request");
+        }
+        // A HEADERS frame: the first request. HTTP/2 is not waited for after that.
+        client.write_all(&HTTP2_HEADERS_FRAME).await.unwrap();
+        let mut buf = [0u8; HTTP2_HEADERS_FRAME.len()];
+        within("reading the HEADERS frame", conn.read_exact(&mut buf)).await.unwrap();
         within("drained", drained).await;
     });
 }
+
+/// An empty SETTINGS frame, as a client sends after the preface.
+const HTTP2_EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+/// A HEADERS frame on stream 1 with a three-byte header block.
+const HTTP2_HEADERS_FRAME: [u8; 12] = [0, 0, 3, 0x1, 0x4, 0, 0, 0, 1, 0x82, 0x86, 0x84];
 
 /// Without a drain signal: the listener's end starts the drain, request-head timeout included.
 #[test]
@@ -354,9 +364,10 @@ fn an_http2_connection_does_not_hold_drained_for_the_keep_alive_grace() {
         let (fire, signal) = drain_signal();
         let (mut listener, mut client, mut conn) =
             one_connection(signal, |l| l.request_head_timeout(NEVER).keep_alive_grace(NEVER)).await;
-        client.write_all(H2_PREFACE).await.unwrap();
-        let mut preface = vec![0u8; H2_PREFACE.len()];
-        within("reading the preface", conn.read_exact(&mut preface)).await.unwrap();
+        let request = [H2_PREFACE, &HTTP2_EMPTY_SETTINGS, &HTTP2_HEADERS_FRAME].concat();
+        client.write_all(&request).await.unwrap();
+        let mut read = vec![0u8; request.len()];
+        within("reading the preface and a request", conn.read_exact(&mut read)).await.unwrap();
         fire.send(()).unwrap();
         assert!(within("seeing the drain", listener.accept()).await.unwrap().is_none());
         within("drained with the HTTP/2 connection open", listener.drained()).await;

@@ -1,0 +1,72 @@
+//! Stop signals for the examples' servers: the first `SIGTERM` or `SIGINT` starts a drain, one
+//! more during the drain ends it. Shared by the examples through `#[path]`; not an example.
+
+use std::sync::Arc;
+
+/// `SIGTERM` and `SIGINT`: the first one starts a drain (if an upgrade did not), one that
+/// comes during a drain ends it at once, as an operator who sends it again expects.
+#[derive(Clone)]
+pub struct StopSignals {
+    /// How many came so far.
+    received: tokio::sync::watch::Receiver<u32>,
+    /// How many had come when the drain started.
+    drain_started: Arc<tokio::sync::watch::Sender<Option<u32>>>,
+}
+
+impl StopSignals {
+    /// Starts counting the signals (on the current tokio runtime).
+    pub fn listen() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut terminate, mut interrupt) =
+            (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+        let (count, received) = tokio::sync::watch::channel(0);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+                count.send_modify(|n| *n += 1);
+            }
+        });
+        Ok(StopSignals { received, drain_started: Arc::new(tokio::sync::watch::Sender::new(None)) })
+    }
+
+    /// The first stop signal.
+    pub async fn first(&self) {
+        let _ = self.received.clone().wait_for(|&n| n > 0).await;
+    }
+
+    /// Records that the drain started (once; later calls change nothing).
+    pub fn draining(&self) {
+        let now = *self.received.borrow();
+        self.drain_started.send_if_modified(|at| {
+            let first = at.is_none();
+            if first {
+                *at = Some(now);
+            }
+            first
+        });
+    }
+
+    /// A stop signal that came after the drain started.
+    pub async fn second(&self) {
+        let at = match self.drain_started.subscribe().wait_for(Option::is_some).await {
+            Ok(at) => at.unwrap_or_default(),
+            Err(_) => return std::future::pending().await,
+        };
+        let _ = self.received.clone().wait_for(|&n| n > at).await;
+    }
+}
+
+/// Resolves when this generation should stop accepting and drain: a newer one took over
+/// (`upgrade_complete`), or an operator asked it to stop. Prints `draining pid=PID` then; given
+/// to a `DrainingListener` as its drain signal.
+pub async fn until_told_to_drain(upgrade_complete: tableroll::UpgradeComplete, stop: StopSignals, pid: u32) {
+    tokio::select! {
+        () = upgrade_complete => {}
+        () = stop.first() => {}
+    }
+    stop.draining();
+    println!("draining pid={pid}");
+}
