@@ -135,10 +135,12 @@ pub fn args(dir: &Path, rest: &[&str]) -> Vec<OsString> {
 
 /// A `POST /upload` whose body comes in two parts: the server's handler is busy with it, in
 /// flight, from the moment it prints `upload` until [`HeldUpload::finish`] sends the rest.
+#[allow(dead_code)] // not every test that runs examples holds an upload
 pub struct HeldUpload {
     conn: TcpStream,
 }
 
+#[allow(dead_code)]
 impl HeldUpload {
     /// The body's length, of which half is sent at the start and half at the finish.
     pub const LENGTH: usize = 10;
