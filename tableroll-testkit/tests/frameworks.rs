@@ -9,10 +9,13 @@
 mod example_process;
 mod util;
 
+use std::io::Write;
+use std::net::TcpStream;
+
 use example_process::{args, Example};
 use tableroll_testkit::async_load::{AsyncLoad, AsyncReport, Calls};
 use util::load::{Load, Report, Target};
-use util::TestDir;
+use util::{read_response, TestDir, TIMEOUT};
 
 const UPGRADES: usize = 5;
 const CLIENTS: usize = 4;
@@ -166,4 +169,34 @@ fn tonic_grpc_shared_channel_follows_every_upgrade() {
     for failure in &report.failures {
         println!("  {failure}");
     }
+}
+
+/// Out of descriptors, accepting fails (`EMFILE`) with connections waiting: the listener, as a
+/// `Stream`, pauses and goes on rather than ending the server, which serves the waiting
+/// connections once descriptors are free again.
+#[test]
+fn hyper_serves_again_after_running_out_of_descriptors() {
+    /// The server's descriptor limit: far fewer than the connections the test opens.
+    const LIMIT: usize = 64;
+    let dir = TestDir::new();
+    let nofile = format!("--nofile={LIMIT}");
+    let mut server = Example::start_under(
+        &["prlimit", &nofile, "--"],
+        "hyper",
+        &args(&dir.join("coord"), &["127.0.0.1:0"]),
+    );
+    let addr = server.wait_for("ready").get("addr").to_string();
+
+    // More connections than the server can have descriptors: it accepts until `EMFILE`, the
+    // rest wait in the listen queue, the last one among them.
+    let held: Vec<TcpStream> =
+        (0..2 * LIMIT).map(|_| TcpStream::connect(&addr).expect("connecting")).collect();
+    let mut last = TcpStream::connect(&addr).expect("connecting");
+    last.set_read_timeout(Some(TIMEOUT)).unwrap();
+    last.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    drop(held);
+
+    let response = read_response(&mut last).expect("an answer once descriptors are free");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body, format!("hello from {}\n", server.pid()));
 }

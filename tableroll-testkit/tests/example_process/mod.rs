@@ -57,7 +57,22 @@ pub struct Example {
 impl Example {
     /// Starts example `name` (as cargo built it for these tests) with `args`.
     pub fn start(name: &str, args: &[OsString]) -> Example {
-        let mut cmd = Command::new(examples::binary(name));
+        Example::start_under(&[], name, args)
+    }
+
+    /// Starts example `name` with `args` through `wrapper`, a command that executes the rest of
+    /// its arguments in its own process (`prlimit --nofile=64 --`), so that the pid is the
+    /// example's.
+    pub fn start_under(wrapper: &[&str], name: &str, args: &[OsString]) -> Example {
+        let binary = examples::binary(name).as_os_str().to_owned();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(binary);
+                cmd
+            }
+            None => Command::new(binary),
+        };
         cmd.args(args);
         // A test run under systemd must not make the examples report to it.
         cmd.env_remove("NOTIFY_SOCKET");
