@@ -200,3 +200,58 @@ fn hyper_serves_again_after_running_out_of_descriptors() {
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.body, format!("hello from {}\n", server.pid()));
 }
+
+/// A server stream open on the old generation across an upgrade: the tonic example ends it at
+/// the drain (`NOT_SERVING`, then the end of the stream), so the old generation exits instead of
+/// waiting for it, and the client can watch the new one.
+#[test]
+fn tonic_ends_a_watch_stream_at_the_drain_and_the_old_generation_exits() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let mut generations = Generations::start("tonic");
+    // A worker thread drives the client's connection while the test waits for the upgrade (to
+    // answer the server's PING at its graceful shutdown, as any running client does).
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let uri = format!("http://{}", generations.addr);
+    let mut stream = block_within(&runtime, async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(uri).unwrap().connect().await.expect("connecting");
+        let request = HealthCheckRequest { service: String::new() };
+        HealthClient::new(channel).watch(request).await.expect("watching").into_inner()
+    });
+    let mut next_status =
+        || block_within(&runtime, stream.message()).expect("a message or the end").map(|m| m.status);
+    assert_eq!(next_status(), Some(1), "SERVING");
+
+    generations.upgrade();
+    assert_eq!(next_status(), Some(2), "NOT_SERVING from the old generation");
+    assert_eq!(next_status(), None, "the stream ended");
+}
+
+/// Runs `future` on `runtime`, failing the test after [`TIMEOUT`].
+fn block_within<T>(runtime: &tokio::runtime::Runtime, future: impl std::future::Future<Output = T>) -> T {
+    runtime.block_on(async { tokio::time::timeout(TIMEOUT, future).await.expect("timed out") })
+}
+
+/// A client that sent one byte of a request head and stalls holds the old generation's drain
+/// (until the request-head timeout, 10 s); a `SIGTERM` during the drain ends it at once.
+#[test]
+fn a_second_stop_signal_ends_a_drain_held_by_a_stalled_client() {
+    let mut generations = Generations::start("axum");
+    let mut stalled = TcpStream::connect(&generations.addr).expect("connecting");
+    stalled.write_all(b"G").unwrap();
+    // Served before the upgrade, so the byte was read before the drain.
+    assert_eq!(util::http_get(&generations.addr, "/").expect("a request before the upgrade").status, 200);
+
+    let dir_coord = generations.dir.join("coord");
+    let mut next = Example::start("axum", &args(&dir_coord, &["127.0.0.1:0"]));
+    next.wait_for("ready");
+    let old = &mut generations.current;
+    old.wait_for("draining");
+    let pid = rustix::process::Pid::from_raw(old.pid() as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("sending SIGTERM");
+    old.wait_for("drain");
+    old.expect_clean_exit();
+    drop(stalled);
+}
