@@ -23,7 +23,7 @@ use super::progress::Progress;
 /// connection after that answer (hyper does on that header), while the client, told so, sends
 /// its following request on a new connection, to the new owner. Meanwhile
 /// [`Drained`](super::Drained) waits, up to the listener's
-/// [keep-alive grace](DrainingListener::keep_alive_grace), for the HTTP/1 connections to close
+/// [keep-alive grace](super::DrainingListener::keep_alive_grace), for the HTTP/1 connections to close
 /// that way before it starts the server's graceful shutdown, which closes those still idle.
 ///
 /// HTTP/2 responses are left as they are (the header is not allowed there; the graceful

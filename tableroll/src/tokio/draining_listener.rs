@@ -43,7 +43,7 @@ const DEFAULT_KEEP_ALIVE_GRACE: Duration = Duration::from_secs(5);
 ///   so axum, cancels at the graceful shutdown the connections it has not read from yet (it takes
 ///   them for idle ones), but during an upgrade they are clients whose request is on its way;
 /// - then every HTTP/1 connection closed, or the [keep-alive grace](Self::keep_alive_grace)
-///   passed (5 s by default): with [`connection_close`](Self::connection_close) on the service,
+///   passed (5 s by default): with `connection_close()` (feature `http`) on the service,
 ///   a kept-alive connection's next request is answered with `Connection: close` and the
 ///   connection closed after it, instead of being cut between two requests by the graceful
 ///   shutdown while the client sends on it. HTTP/2 connections are not waited for: the graceful
@@ -204,7 +204,7 @@ impl<L: TokioListener> DrainingListener<L> {
 
     /// How long, after the drain signal, [`Drained`] waits at most for HTTP/1 connections to
     /// close before it resolves, so that a kept-alive connection's next request is served (and,
-    /// with [`connection_close`](Self::connection_close), answered with `Connection: close`)
+    /// with `connection_close()` (feature `http`), answered with `Connection: close`)
     /// rather than cut; 5 s by default. When it passes, the server's graceful shutdown closes
     /// those still idle: a client that sends on one just then loses that request (HTTP lets
     /// it retry, not every client does). A longer grace makes that rarer and the old process
