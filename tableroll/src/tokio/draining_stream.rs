@@ -33,7 +33,9 @@ const STALL_RECHECK: Duration = Duration::from_secs(1);
 /// read since the stream's last write, without the blank line that ends an HTTP/1 head) fails
 /// with [`io::ErrorKind::TimedOut`] when the listener's
 /// [request-head timeout](super::DrainingListener::request_head_timeout) passes, and the server
-/// drops the connection. A client that sent half a request and stalls would otherwise keep the
+/// drops the connection. Only bytes that begin like a request line (a method in capitals) are
+/// taken for a head: a WebSocket or other upgraded connection that receives frames is left
+/// alone. A client that sent half a request and stalls would otherwise keep the
 /// old process draining for as long as it stays.
 ///
 /// A stream whose first bytes match the beginning of the HTTP/2 connection preface counts as
@@ -177,21 +179,23 @@ impl FirstBytes {
 enum Head {
     /// Nothing read since the last write (or since the connection opened).
     Between,
-    /// Bytes read since the last write, without the blank line that ends a head; `tail` holds
-    /// the last (up to) three of them, as the low bytes.
+    /// Bytes read since the last write that begin like a request line (a method, in capitals),
+    /// without the blank line that ends a head; `tail` holds the last (up to) three of them, as
+    /// the low bytes.
     Partial { tail: u32 },
-    /// A whole head was read since the last write (a body may follow; not looked at).
+    /// A whole head was read since the last write (a body may follow; not looked at), or what
+    /// was read does not begin like a request line (a WebSocket frame, say).
     Complete,
 }
 
 impl Head {
     /// The state after `new` bytes were read.
     fn after(self, new: &[u8]) -> Head {
-        let mut tail = match self {
-            Head::Complete => return Head::Complete,
-            Head::Between if new.is_empty() => return Head::Between,
-            Head::Between => 0,
-            Head::Partial { tail } => tail,
+        let mut tail = match (self, new.first()) {
+            (Head::Complete, _) | (Head::Between, None) => return self,
+            (Head::Between, Some(first)) if !first.is_ascii_uppercase() => return Head::Complete,
+            (Head::Between, Some(_)) => 0,
+            (Head::Partial { tail }, _) => tail,
         };
         for &byte in new {
             tail = tail << 8 | u32::from(byte);
@@ -425,6 +429,8 @@ mod tests {
             assert_eq!(after(&reads), Head::Complete, "one byte at a time after {split}");
         }
         assert!(matches!(after(&[b"GET / HTTP/1.1\r\n\r"]), Head::Partial { .. }));
-        assert!(matches!(after(&[b"a\r\n", b"\rb"]), Head::Partial { .. }), "\\r\\n\\rb is no blank line");
+        assert!(matches!(after(&[b"A\r\n", b"\rb"]), Head::Partial { .. }), "\\r\\n\\rb is no blank line");
+        assert_eq!(after(&[&[0x81, 0x85, 1, 2]]), Head::Complete, "a WebSocket frame is no request head");
+        assert_eq!(after(&[b"hello"]), Head::Complete, "nor a line in small letters");
     }
 }
