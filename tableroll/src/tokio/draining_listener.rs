@@ -38,7 +38,8 @@ const DEFAULT_KEEP_ALIVE_GRACE: Duration = Duration::from_secs(5);
 ///
 /// [`drained`](Self::drained) gives the future to start the server's graceful shutdown with. It
 /// resolves once the listener stopped and
-/// - every connection accepted delivered its first bytes (or closed), or the
+/// - every connection accepted delivered its first request (its first bytes; for HTTP/2, its
+///   first `HEADERS` frame) or closed, or the
 ///   [request-head timeout](Self::request_head_timeout) passed (10 s by default): hyper-util, and
 ///   so axum, cancels at the graceful shutdown the connections it has not read from yet (it takes
 ///   them for idle ones), but during an upgrade they are clients whose request is on its way;
@@ -193,7 +194,7 @@ impl<L: TokioListener> DrainingListener<L> {
     }
 
     /// How long, after the drain signal, the connections accepted before it may take to deliver
-    /// a request head; 10 s by default. [`Drained`] waits for the first bytes of each that long
+    /// a request head; 10 s by default. [`Drained`] waits for the first request of each that long
     /// at most (then the server's graceful shutdown drops the silent ones), and a read waiting
     /// on the rest of an unfinished head fails once it passed (see [`DrainingStream`]). A
     /// request head that started before the signal gets the same time.
@@ -215,7 +216,7 @@ impl<L: TokioListener> DrainingListener<L> {
     }
 
     /// A future that resolves once this listener stopped accepting, every connection it
-    /// accepted delivered its first bytes or closed (or the
+    /// accepted delivered its first request or closed (or the
     /// [request-head timeout](Self::request_head_timeout) passed), and every HTTP/1 connection
     /// closed (or the [keep-alive grace](Self::keep_alive_grace) passed): the signal for the
     /// server's graceful shutdown. Each call gives a future of its own; all resolve together.

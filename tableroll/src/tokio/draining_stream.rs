@@ -25,7 +25,7 @@ pub(super) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const STALL_RECHECK: Duration = Duration::from_secs(1);
 
 /// A connection accepted by a [`DrainingListener`]: the tokio stream, which tells the listener's
-/// [`Drained`] futures when its first bytes were read (or it ended, failed or was dropped),
+/// [`Drained`] futures when its first request was read (or it ended, failed or was dropped),
 /// whether it speaks HTTP/2, and when it closes.
 ///
 /// Reads and writes go straight to the stream inside, with one exception that bounds a drain:
@@ -38,10 +38,12 @@ const STALL_RECHECK: Duration = Duration::from_secs(1);
 /// alone. A client that sent half a request and stalls would otherwise keep the
 /// old process draining for as long as it stays.
 ///
-/// A stream whose first bytes match the beginning of the HTTP/2 connection preface counts as
-/// read once the whole preface was read, or a byte departed from it: hyper-util reads that far
-/// before it serves anything. An HTTP/2 stream is not bound by the request-head timeout (its
-/// frames are not HTTP/1 heads; the server's graceful shutdown sends it `GOAWAY`).
+/// A stream whose first bytes are the HTTP/2 connection preface counts as read once its first
+/// `HEADERS` frame (its first request) was read: a `GOAWAY` from the server's graceful shutdown
+/// between the preface and that frame would cancel the request, as hyper's client and tonic's
+/// `Channel` report. A stream that departs from the preface counts as read at its first bytes.
+/// An HTTP/2 stream is not bound by the request-head timeout (its frames are not HTTP/1 heads;
+/// the graceful shutdown's `GOAWAY` ends it).
 ///
 /// [`DrainingListener`]: super::DrainingListener
 /// [`Drained`]: super::Drained
