@@ -94,7 +94,11 @@ program was already told to drain; check such a program with cmd: instead, for e
 through a private --listen health=unix:PATH of its own.
 
 SIGTERM, SIGINT and SIGHUP sent to this supervisor are passed on to the program; after SIGTERM \
-or SIGINT it is given the drain timeout, then killed. If the supervisor itself dies (SIGKILL, a \
+or SIGINT it is given the drain timeout, then killed. When the program exits, whatever it left \
+running gets the stop signal, and SIGKILL after the drain timeout, and the supervisor exits \
+only once none is left: its workers, in its process group or out of it. The supervisor is the \
+subreaper of the program's tree, so even a process that daemonized out of the group (setsid \
+and a double fork) is reparented to it and ended, as long as the supervisor lives. If the supervisor itself dies (SIGKILL, a \
 crash), the program gets SIGTERM. Under systemd (Type=notify) the \
 supervisor reports READY=1 and MAINPID once it owns the sockets, and STOPPING=1 when it drains.
 

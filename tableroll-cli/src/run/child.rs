@@ -36,7 +36,10 @@ impl Child {
     /// long as the supervisor, which is what the death signal follows). The program
     /// runs in a process group of its own, so a Ctrl-C at a terminal reaches it once, through
     /// the supervisor, and a kill after the drain timeout reaches its helpers too.
+    ///
+    /// The supervisor becomes the reaper of the program's orphans first (see `leftovers`).
     pub fn spawn(launch: &Launch<'_>) -> io::Result<Child> {
+        super::leftovers::adopt_orphans()?;
         let me = std::env::current_exe()?;
         // Inheritable copies, only for as long as the spawn takes: the supervisor starts
         // nothing else meanwhile (readiness commands run later, from this same thread).
