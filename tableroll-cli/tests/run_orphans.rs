@@ -190,3 +190,18 @@ fn a_worker_that_ignores_the_stop_signal_is_killed_after_the_drain_timeout() {
     );
     assert_eq!(code, 128 + 9);
 }
+
+#[test]
+fn a_program_whose_supervisor_is_killed_gets_the_stop_signal_and_is_killed_after_the_drain_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--listen", "web=tcp:127.0.0.1:0", "--stop-signal", "INT", "--drain-timeout", "300ms"];
+    let mut owner = Instance::start("gen-0", dir.path(), &flags, &["--ignore-stop-signals"]);
+    let program = Watched::from_line(&owner.program("started"));
+    owner.log("owner");
+    owner.kill();
+    // The parent-death signal is the stop signal; the program ignores it and is killed when
+    // the drain timeout ran out, with no supervisor left to do it.
+    let signal = owner.program("signal");
+    assert_eq!(signal["signal"], 2, "the program got {signal} instead of SIGINT");
+    assert!(program.exited_within(Some(TIMEOUT)), "the program {} outlived its supervisor", program.pid);
+}

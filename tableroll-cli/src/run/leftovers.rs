@@ -153,6 +153,16 @@ fn parent_in_stat(stat: &str) -> Option<i32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Whether the `/proc/PID/stat` line is of a process in `group` that has not exited (not a
+/// zombie).
+pub fn live_in_group(stat: &str, group: i32) -> bool {
+    let Some(close) = stat.rfind(')') else { return false };
+    let mut fields = stat[close + 1..].split_whitespace();
+    let state = fields.next();
+    let group_field = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+    !matches!(state, Some("Z" | "X") | None) && group_field == Some(group)
+}
+
 fn signal_name(signal: Signal) -> String {
     super::args::Signal(signal.as_raw()).name()
 }
@@ -166,6 +176,14 @@ mod tests {
         assert_eq!(parent_in_stat("42 (sh) S 7 42 42 0 -1"), Some(7));
         assert_eq!(parent_in_stat("42 (a) b) (c) Z 9 1 1"), Some(9));
         assert_eq!(parent_in_stat("42 (sh"), None);
+    }
+
+    #[test]
+    fn a_live_member_of_a_group_is_not_a_zombie() {
+        assert!(live_in_group("42 (a) b) S 7 40 40 0", 40));
+        assert!(!live_in_group("42 (sh) Z 7 40 40 0", 40));
+        assert!(!live_in_group("42 (sh) S 7 41 41 0", 40));
+        assert!(!live_in_group("42 (sh", 40));
     }
 
     #[test]

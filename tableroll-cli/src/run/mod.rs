@@ -13,6 +13,7 @@
 //! - `notify`: the `NOTIFY_SOCKET` the program reports readiness to.
 //! - `signals`: the supervisor's own signals, as bytes to poll.
 //! - `supervisor`: the loop: start, readiness, serving, restarts, draining.
+//! - `watchdog`: the hidden `drain-watchdog` step that bounds the drain if the supervisor dies.
 //! - `leftovers`: what the program left running when it exited, stopped and reaped.
 //! - `log`: the log lines.
 
@@ -25,6 +26,7 @@ mod log;
 mod notify;
 mod signals;
 mod supervisor;
+pub mod watchdog;
 
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
