@@ -26,11 +26,13 @@
 //! `sighup` line.
 //!
 //! `--ignore-stop-signals`: SIGTERM, SIGINT, SIGQUIT, SIGUSR1 and SIGUSR2 are caught, each
-//! printed as a `signal` line, and otherwise ignored. `--fork-worker group` (or `detached`):
+//! printed as a `signal` line, and otherwise ignored. `--fork-worker group|detached|daemon`:
 //! once ready, it starts a worker, a copy of itself that accepts on the first stream listener
-//! too, in the server's process group (or in a group of its own), prints a `worker` line with
-//! the worker's pid and answers `hello from gen-<N> worker`; the server does not wait for it on
-//! exit. The worker stops on SIGTERM unless `--ignore-sigterm` is given too.
+//! too and answers `hello from gen-<N> worker`, and prints a `worker` line with its pid. The
+//! worker runs in the server's process group, in a group of its own, or in a group of its own
+//! started through a go-between that exits at once (a double fork: the worker is orphaned).
+//! The server does not wait for it on exit. The worker stops on SIGTERM unless
+//! `--ignore-sigterm` is given too.
 
 use std::io::{self, Write};
 use std::net::TcpListener;
@@ -54,6 +56,8 @@ struct Opts {
     fork_worker: Option<Fork>,
     /// Set in a worker: the listener's descriptor, passed by the server that started it.
     worker_fd: Option<RawFd>,
+    /// Set in the go-between of `--fork-worker daemon`: start the worker, then exit.
+    daemonize: bool,
 }
 
 /// Where a forked worker runs.
@@ -63,6 +67,9 @@ enum Fork {
     Group,
     /// In a process group of its own, as a daemon that left its parent's group.
     Detached,
+    /// In a process group of its own, started through a process that exits at once (a double
+    /// fork): the worker is nobody's child any more.
+    Daemon,
 }
 
 enum Ready {
@@ -80,6 +87,7 @@ fn main() {
         }
     };
     let served = match opts.worker_fd {
+        Some(fd) if opts.daemonize => start_worker(&opts, fd, Fork::Detached).map(drop),
         Some(fd) => work(&opts, fd),
         None => serve(&opts),
     };
@@ -98,6 +106,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
         slow: Duration::ZERO,
         fork_worker: None,
         worker_fd: None,
+        daemonize: false,
     };
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -112,9 +121,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
                 opts.fork_worker = match value()?.as_str() {
                     "group" => Some(Fork::Group),
                     "detached" => Some(Fork::Detached),
-                    v => return Err(format!("--fork-worker {v:?}: expected group or detached")),
+                    "daemon" => Some(Fork::Daemon),
+                    v => return Err(format!("--fork-worker {v:?}: expected group, detached or daemon")),
                 }
             }
+            "--daemonize" => opts.daemonize = true,
             "--worker-fd" => {
                 opts.worker_fd = Some(value()?.parse().map_err(|e| format!("--worker-fd: {e}"))?)
             }
@@ -328,19 +339,38 @@ fn fork_worker(opts: &Opts, listener: &Listener, fork: Fork) -> Result<(), Strin
     let copy =
         rustix::io::fcntl_dupfd_cloexec(listener.as_fd(), FIRST_FD).map_err(|e| format!("dup: {e}"))?;
     fcntl_setfd(&copy, FdFlags::empty()).map_err(|e| format!("fcntl: {e}"))?;
+    let mut started = start_worker(opts, copy.as_raw_fd(), fork)?;
+    if let Fork::Daemon = fork {
+        // The go-between, which exits as soon as the worker started.
+        started.wait().map_err(|e| format!("waiting for the go-between: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Starts a worker on the inheritable descriptor `fd` (or, for `Fork::Daemon`, the go-between
+/// that starts it); prints the worker's pid.
+fn start_worker(opts: &Opts, fd: RawFd, fork: Fork) -> Result<std::process::Child, String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["--generation", &opts.generation.to_string(), "--worker-fd", &copy.as_raw_fd().to_string()]);
+    cmd.args(["--generation", &opts.generation.to_string(), "--worker-fd", &fd.to_string()]);
     if opts.ignore_sigterm {
         cmd.arg("--ignore-sigterm");
     }
-    if let Fork::Detached = fork {
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    match fork {
+        Fork::Group => {}
+        Fork::Detached => {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
+        Fork::Daemon => {
+            cmd.arg("--daemonize");
+        }
     }
-    let worker =
+    let started =
         cmd.stdin(std::process::Stdio::null()).spawn().map_err(|e| format!("starting a worker: {e}"))?;
-    println!("{}", json!({ "event": "worker", "generation": opts.generation, "pid": worker.id() }));
-    Ok(())
+    if !matches!(fork, Fork::Daemon) {
+        println!("{}", json!({ "event": "worker", "generation": opts.generation, "pid": started.id() }));
+    }
+    Ok(started)
 }
 
 /// A worker's life: accepts on the listener its server passed until SIGTERM.

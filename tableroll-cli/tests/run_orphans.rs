@@ -205,3 +205,26 @@ fn a_program_whose_supervisor_is_killed_gets_the_stop_signal_and_is_killed_after
     assert_eq!(signal["signal"], 2, "the program got {signal} instead of SIGINT");
     assert!(program.exited_within(Some(TIMEOUT)), "the program {} outlived its supervisor", program.pid);
 }
+
+#[test]
+fn a_daemonized_worker_is_stopped_when_the_program_exits() {
+    assert_eq!(a_forked_worker_is_gone_when_its_supervisor_exits("daemon", &[], &[]), 0);
+}
+
+#[test]
+fn an_orphan_that_exits_while_the_program_runs_is_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--listen", "web=tcp:127.0.0.1:0"];
+    let mut owner = Instance::start("gen-0", dir.path(), &flags, &["--fork-worker", "daemon"]);
+    let _program = Watched::from_line(&owner.program("started"));
+    let worker = Watched::from_line(&owner.program("worker"));
+    owner.log("owner");
+    pidfd_send_signal(&worker.pidfd, Signal::TERM).unwrap();
+    let exited = owner.log("orphan_exited");
+    assert_eq!(exited["orphan_pid"], worker.pid, "{exited}");
+    // Reaped: no longer a child of the supervisor, zombie or not.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", worker.pid)).unwrap_or_default();
+    let parent = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1));
+    assert_ne!(parent, Some(owner.process.pid().to_string().as_str()), "{stat}");
+    owner.kill();
+}

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use rustix::io::{fcntl_dupfd_cloexec, fcntl_setfd, FdFlags};
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
+use super::leftovers::{reaped_own, spawn_own};
+
 /// A running program and the means to watch it.
 pub struct Child {
     child: std::process::Child,
@@ -44,10 +46,7 @@ impl Child {
     /// the supervisor, and a kill after the drain timeout reaches its helpers too. A drain
     /// watchdog joins that group (see `watchdog`): it kills the group after the drain timeout
     /// if the supervisor dies.
-    ///
-    /// The supervisor becomes the reaper of the program's orphans first (see `leftovers`).
     pub fn spawn(launch: &Launch<'_>) -> io::Result<Child> {
-        super::leftovers::adopt_orphans()?;
         let me = std::env::current_exe()?;
         // Inheritable copies, only for as long as the spawn takes: the supervisor starts
         // nothing else meanwhile (readiness commands run later, from this same thread).
@@ -78,7 +77,7 @@ impl Child {
         };
         cmd.stdin(Stdio::null()).process_group(0);
         let started = Instant::now();
-        let child = cmd.spawn();
+        let child = spawn_own(|| cmd.spawn());
         drop(passed);
         let child = child?;
         let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| io::Error::other("the child has pid 0"))?;
@@ -90,6 +89,7 @@ impl Child {
             Err(e) => {
                 child.kill_group();
                 child.child.wait().ok();
+                reaped_own(child.child.id());
                 return Err(io::Error::new(e.kind(), format!("starting the drain watchdog: {e}")));
             }
         }
@@ -109,6 +109,7 @@ impl Child {
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         let status = self.child.try_wait()?;
         if status.is_some() {
+            reaped_own(self.child.id());
             self.stop_watchdog();
         }
         Ok(status)
@@ -118,7 +119,9 @@ impl Child {
     fn stop_watchdog(&mut self) {
         if let Some(mut watchdog) = self.watchdog.take() {
             watchdog.kill().ok();
-            watchdog.wait().ok();
+            if watchdog.wait().is_ok() {
+                reaped_own(watchdog.id());
+            }
         }
     }
 
@@ -153,7 +156,7 @@ fn start_watchdog(group: Pid, launch: &Launch<'_>) -> io::Result<std::process::C
     cmd.arg("drain-watchdog").arg("--stop-signal").arg(launch.stop_signal.0.to_string());
     cmd.arg("--drain-timeout-ms").arg(launch.drain_timeout.as_millis().to_string());
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).process_group(group.as_raw_pid());
-    cmd.spawn()
+    spawn_own(|| cmd.spawn())
 }
 
 /// The exit code that stands for `status`: its code, or 128 + the signal that killed it.

@@ -14,9 +14,16 @@
 //! (systemd's `Delegate=`), and under systemd the unit's cgroup already ends every process when
 //! the service stops. A child of the supervisor cannot be reaped by anyone else, so its pid
 //! cannot be reused while it is signalled, nor its process group while it is a member.
+//!
+//! Being the subreaper, the supervisor must also reap the orphans that exit while the program
+//! runs, or they stay zombies: the [`Reaper`] thread does, on each SIGCHLD. It leaves alone the
+//! children the supervisor waits for by pid: the programs and their watchdogs, recorded as they
+//! are spawned ([`spawn_own`]), and the readiness commands, which run in the supervisor's own
+//! process group (no orphan of the program does, unless it moved there).
 
 use std::collections::BTreeSet;
 use std::io;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, WaitOptions};
@@ -25,17 +32,82 @@ use signal_hook::consts::SIGCHLD;
 
 use super::log::{ms, Log};
 use super::signals::SignalPipe;
+use crate::signal_thread::SignalThread;
 use crate::sys::wait_readable;
 
-/// Makes this process the reaper of the orphans among its descendants. Idempotent.
-pub fn adopt_orphans() -> io::Result<()> {
-    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).map_err(Into::into)
+/// The supervisor's children that it waits for by pid (the programs and their watchdogs),
+/// until they are reaped. The reaper takes the lock to look, and a spawn holds it until the new
+/// child is recorded, so the reaper never takes one for an orphan.
+static OWN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn own() -> MutexGuard<'static, BTreeSet<i32>> {
+    OWN.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Ends what is left of the programs this supervisor ran, once the last one exited and was
-/// reaped: each process left gets `stop`, and SIGKILL if it is still there after `timeout`.
-/// Returns when no child of the supervisor is left (all reaped).
-pub fn end(stop: Signal, timeout: Duration, log: &Log) -> io::Result<()> {
+/// Runs `spawn` and records the child it started as one the supervisor waits for by pid.
+pub fn spawn_own(spawn: impl FnOnce() -> io::Result<std::process::Child>) -> io::Result<std::process::Child> {
+    let mut own = own();
+    let child = spawn()?;
+    own.insert(child.id() as i32);
+    Ok(child)
+}
+
+/// Forgets a child recorded by [`spawn_own`], once it was reaped.
+pub fn reaped_own(pid: u32) {
+    own().remove(&(pid as i32));
+}
+
+/// Reaps, on a thread of its own, the orphans that exit while the supervisor runs. Its reason
+/// to exist is that the supervisor is their subreaper; it stops, and is joined, in [`Reaper::end`].
+pub struct Reaper {
+    thread: SignalThread,
+}
+
+impl Reaper {
+    /// Makes the supervisor the reaper of the orphans among its descendants and starts reaping
+    /// them as they exit, each logged to `log`. Before the first program starts.
+    pub fn start(log: Log) -> io::Result<Reaper> {
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+        let thread = SignalThread::spawn(&[SIGCHLD], move |_| {
+            if let Err(e) = reap_orphans(&log) {
+                log.event("reaper", &format!("cannot reap the program's orphans: {e}"), json!({}));
+            }
+            true
+        })?;
+        Ok(Reaper { thread })
+    }
+
+    /// Ends what is left of the programs this supervisor ran, once the last one exited and
+    /// was reaped: each process left gets `stop`, and SIGKILL if it is still there after
+    /// `timeout`. Returns when no child of the supervisor is left (all reaped).
+    pub fn end(self, stop: Signal, timeout: Duration, log: &Log) -> io::Result<()> {
+        // From here on every child is reaped here: none is waited for by pid any more.
+        drop(self.thread);
+        end(stop, timeout, log)
+    }
+}
+
+/// Reaps every child that exited and is neither one of the supervisor's own nor in its process
+/// group.
+fn reap_orphans(log: &Log) -> io::Result<()> {
+    let own = own();
+    let own_group = rustix::process::getpgrp();
+    for (pid, stat) in children_of(rustix::process::getpid().as_raw_pid())? {
+        let Some(child) = Pid::from_raw(pid) else { continue };
+        if stat.state != "Z" || own.contains(&pid) || stat.group == own_group.as_raw_pid() {
+            continue;
+        }
+        // A zombie child of this process: only this process can reap it.
+        if let Ok(Some((_, status))) = rustix::process::waitpid(Some(child), WaitOptions::NOHANG) {
+            let fields = json!({ "orphan_pid": pid, "code": status.exit_status(),
+                                 "signal": status.terminating_signal() });
+            log.event("orphan_exited", "a process the program left running exited", fields);
+        }
+    }
+    Ok(())
+}
+
+fn end(stop: Signal, timeout: Duration, log: &Log) -> io::Result<()> {
     // Caught before the first look, so that no exit is missed between a look and a wait.
     let exits = SignalPipe::catch(&[SIGCHLD])?;
     reap_exited()?;
@@ -90,7 +162,7 @@ impl Sweep {
     }
 
     fn children(&self) -> io::Result<Vec<i32>> {
-        children_of(rustix::process::getpid().as_raw_pid())
+        Ok(children_of(rustix::process::getpid().as_raw_pid())?.into_iter().map(|(pid, _)| pid).collect())
     }
 
     /// Sends the signal to the children not reached yet (to each one's process group, unless
@@ -131,36 +203,50 @@ fn reap_exited() -> io::Result<()> {
 }
 
 /// The processes whose parent is `parent`, as `/proc` lists them (zombies included).
-fn children_of(parent: i32) -> io::Result<Vec<i32>> {
+fn children_of(parent: i32) -> io::Result<Vec<(i32, Stat)>> {
     let mut children = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
         let Some(pid) = entry?.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
             continue;
         };
         // Gone meanwhile, or not readable: not a child of ours (a child stays until reaped).
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        if parent_in_stat(&stat) == Some(parent) {
-            children.push(pid);
+        let Some(stat) = Stat::of(pid) else { continue };
+        if stat.parent == parent {
+            children.push((pid, stat));
         }
     }
     Ok(children)
 }
 
-/// The parent pid in a `/proc/PID/stat` line: the second field after the command name, which
-/// is in parentheses and may itself contain spaces and parentheses.
-fn parent_in_stat(stat: &str) -> Option<i32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+/// What `/proc/PID/stat` says of a process.
+#[derive(Debug, PartialEq)]
+pub struct Stat {
+    /// `R`, `S`, `Z` (exited, not reaped), ...
+    pub state: String,
+    pub parent: i32,
+    pub group: i32,
 }
 
-/// Whether the `/proc/PID/stat` line is of a process in `group` that has not exited (not a
-/// zombie).
-pub fn live_in_group(stat: &str, group: i32) -> bool {
-    let Some(close) = stat.rfind(')') else { return false };
-    let mut fields = stat[close + 1..].split_whitespace();
-    let state = fields.next();
-    let group_field = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
-    !matches!(state, Some("Z" | "X") | None) && group_field == Some(group)
+impl Stat {
+    /// The stat of process `pid`, if it can be read.
+    pub fn of(pid: i32) -> Option<Stat> {
+        Stat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    /// The fields after the command name, which is in parentheses and may itself contain
+    /// spaces and parentheses.
+    fn parse(stat: &str) -> Option<Stat> {
+        let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+        let state = fields.next()?.to_string();
+        let parent = fields.next()?.parse().ok()?;
+        let group = fields.next()?.parse().ok()?;
+        Some(Stat { state, parent, group })
+    }
+
+    /// Whether it is a live (not exited) member of `group`.
+    pub fn live_in(&self, group: i32) -> bool {
+        self.group == group && self.state != "Z" && self.state != "X"
+    }
 }
 
 fn signal_name(signal: Signal) -> String {
@@ -172,26 +258,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_parent_is_read_after_the_command_name() {
-        assert_eq!(parent_in_stat("42 (sh) S 7 42 42 0 -1"), Some(7));
-        assert_eq!(parent_in_stat("42 (a) b) (c) Z 9 1 1"), Some(9));
-        assert_eq!(parent_in_stat("42 (sh"), None);
+    fn the_fields_are_read_after_the_command_name() {
+        let stat = |state: &str, parent, group| Some(Stat { state: state.into(), parent, group });
+        assert_eq!(Stat::parse("42 (sh) S 7 42 42 0 -1"), stat("S", 7, 42));
+        assert_eq!(Stat::parse("42 (a) b) (c) Z 9 1 1"), stat("Z", 9, 1));
+        assert_eq!(Stat::parse("42 (sh"), None);
+        assert_eq!(Stat::parse("42 (sh) S 7"), None);
     }
 
     #[test]
     fn a_live_member_of_a_group_is_not_a_zombie() {
-        assert!(live_in_group("42 (a) b) S 7 40 40 0", 40));
-        assert!(!live_in_group("42 (sh) Z 7 40 40 0", 40));
-        assert!(!live_in_group("42 (sh) S 7 41 41 0", 40));
-        assert!(!live_in_group("42 (sh", 40));
+        assert!(Stat::parse("42 (a) b) S 7 40 40 0").unwrap().live_in(40));
+        assert!(!Stat::parse("42 (sh) Z 7 40 40 0").unwrap().live_in(40));
+        assert!(!Stat::parse("42 (sh) S 7 41 41 0").unwrap().live_in(40));
     }
 
     #[test]
     fn a_child_is_listed_until_it_is_reaped() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let me = std::process::id() as i32;
-        assert!(children_of(me).unwrap().contains(&(child.id() as i32)));
+        let listed = |pid: u32| children_of(me).unwrap().iter().any(|(p, _)| *p == pid as i32);
+        assert!(listed(child.id()));
         child.wait().unwrap();
-        assert!(!children_of(me).unwrap().contains(&(child.id() as i32)));
+        assert!(!listed(child.id()));
     }
 }

@@ -87,9 +87,11 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
                 "inherited": upgrader.inherited_ids(), "join_ms": ms(started.elapsed()) }),
     );
     let listeners = open_listeners(&upgrader, &args.listens, log)?;
-    let code = supervisor::Supervisor::new(args, &upgrader, listeners, generation, log)?.run();
+    let reaper =
+        leftovers::Reaper::start(log.clone()).context("becoming the reaper of the program's orphans")?;
+    let code = supervisor::Supervisor::new(args, &upgrader, listeners, generation, log).and_then(|s| s.run());
     // Whatever the program left running ends with it, however the supervisor's loop ended.
-    let ended = leftovers::end(args.stop_signal.to_rustix(), args.drain_timeout, log);
+    let ended = reaper.end(args.stop_signal.to_rustix(), args.drain_timeout, log);
     let code = code?;
     ended.context("ending what the program left running")?;
     Ok(code)

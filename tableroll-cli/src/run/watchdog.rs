@@ -121,8 +121,7 @@ fn others_in_group(group: Pid) -> io::Result<bool> {
         if pid == me {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        if super::leftovers::live_in_group(&stat, group.as_raw_pid()) {
+        if super::leftovers::Stat::of(pid).is_some_and(|stat| stat.live_in(group.as_raw_pid())) {
             return Ok(true);
         }
     }
