@@ -24,10 +24,19 @@
 //! (exits with CODE instead of reporting ready); `--ignore-sigterm`; `--slow-ms N` (every
 //! answer takes N ms). `GET /crash` makes it exit with status 3 at once; each SIGHUP prints a
 //! `sighup` line.
+//!
+//! `--ignore-stop-signals`: SIGTERM, SIGINT, SIGQUIT, SIGUSR1 and SIGUSR2 are caught, each
+//! printed as a `signal` line, and otherwise ignored. `--fork-worker group|detached|daemon`:
+//! once ready, it starts a worker, a copy of itself that accepts on the first stream listener
+//! too and answers `hello from gen-<N> worker`, and prints a `worker` line with its pid. The
+//! worker runs in the server's process group, in a group of its own, or in a group of its own
+//! started through a go-between that exits at once (a double fork: the worker is orphaned).
+//! The server does not wait for it on exit. The worker stops on SIGTERM unless
+//! `--ignore-sigterm` is given too.
 
 use std::io::{self, Write};
 use std::net::TcpListener;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::thread;
 use std::time::Duration;
@@ -42,7 +51,25 @@ struct Opts {
     generation: u32,
     ready: Ready,
     ignore_sigterm: bool,
+    ignore_stop_signals: bool,
     slow: Duration,
+    fork_worker: Option<Fork>,
+    /// Set in a worker: the listener's descriptor, passed by the server that started it.
+    worker_fd: Option<RawFd>,
+    /// Set in the go-between of `--fork-worker daemon`: start the worker, then exit.
+    daemonize: bool,
+}
+
+/// Where a forked worker runs.
+#[derive(Clone, Copy)]
+enum Fork {
+    /// In the server's process group.
+    Group,
+    /// In a process group of its own, as a daemon that left its parent's group.
+    Detached,
+    /// In a process group of its own, started through a process that exits at once (a double
+    /// fork): the worker is nobody's child any more.
+    Daemon,
 }
 
 enum Ready {
@@ -59,14 +86,28 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = serve(&opts) {
+    let served = match opts.worker_fd {
+        Some(fd) if opts.daemonize => start_worker(&opts, fd, Fork::Detached).map(drop),
+        Some(fd) => work(&opts, fd),
+        None => serve(&opts),
+    };
+    if let Err(e) = served {
         eprintln!("activated_server gen-{}: {e}", opts.generation);
         std::process::exit(1);
     }
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
-    let mut opts = Opts { generation: 0, ready: Ready::Now, ignore_sigterm: false, slow: Duration::ZERO };
+    let mut opts = Opts {
+        generation: 0,
+        ready: Ready::Now,
+        ignore_sigterm: false,
+        ignore_stop_signals: false,
+        slow: Duration::ZERO,
+        fork_worker: None,
+        worker_fd: None,
+        daemonize: false,
+    };
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
@@ -75,6 +116,19 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
                 opts.slow = Duration::from_millis(value()?.parse().map_err(|e| format!("--slow-ms: {e}"))?)
             }
             "--ignore-sigterm" => opts.ignore_sigterm = true,
+            "--ignore-stop-signals" => opts.ignore_stop_signals = true,
+            "--fork-worker" => {
+                opts.fork_worker = match value()?.as_str() {
+                    "group" => Some(Fork::Group),
+                    "detached" => Some(Fork::Detached),
+                    "daemon" => Some(Fork::Daemon),
+                    v => return Err(format!("--fork-worker {v:?}: expected group, detached or daemon")),
+                }
+            }
+            "--daemonize" => opts.daemonize = true,
+            "--worker-fd" => {
+                opts.worker_fd = Some(value()?.parse().map_err(|e| format!("--worker-fd: {e}"))?)
+            }
             "--ready" => {
                 let v = value()?;
                 opts.ready = match v.as_str() {
@@ -212,16 +266,7 @@ fn serve(opts: &Opts) -> Result<(), String> {
     if listeners.is_empty() {
         return Err("no stream listener among the passed descriptors".into());
     }
-    let (stop_read, stop_write) = UnixStream::pair().map_err(|e| e.to_string())?;
-    if opts.ignore_sigterm {
-        // Caught and never acted on: the process lives on after SIGTERM.
-        let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        signal_hook::flag::register(signal_hook::consts::SIGTERM, ignored)
-            .map_err(|e| format!("catching SIGTERM: {e}"))?;
-    } else {
-        signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, stop_write)
-            .map_err(|e| format!("catching SIGTERM: {e}"))?;
-    }
+    let (stop, _never_written) = catch_stop_signals(opts)?;
     report_sighup(opts.generation).map_err(|e| format!("catching SIGHUP: {e}"))?;
     for listener in &listeners {
         listener.set_nonblocking().map_err(|e| format!("O_NONBLOCK: {e}"))?;
@@ -231,13 +276,118 @@ fn serve(opts: &Opts) -> Result<(), String> {
         Ready::Never => {}
         Ready::Exit(code) => std::process::exit(code.into()),
     }
-    let in_flight = accept_until_stopped(opts, &listeners, stop_read.as_fd())?;
+    if let Some(fork) = opts.fork_worker {
+        fork_worker(opts, &listeners[0], fork)?;
+    }
+    let label = format!("gen-{}", opts.generation);
+    accept_and_exit(opts, &label, listeners, stop.as_fd())
+}
+
+/// Accepts until stopped, finishes the requests in flight, prints `exiting`.
+fn accept_and_exit(
+    opts: &Opts,
+    label: &str,
+    listeners: Vec<Listener>,
+    stop: BorrowedFd<'_>,
+) -> Result<(), String> {
+    let in_flight = accept_until_stopped(opts, label, &listeners, stop)?;
     drop(listeners);
     for request in in_flight {
         let _ = request.join();
     }
     println!("{}", json!({ "event": "exiting", "generation": opts.generation, "pid": std::process::id() }));
     Ok(())
+}
+
+/// The read end of a pair that becomes readable once the process is told to stop (SIGTERM),
+/// unless the flags say to ignore it; and the write end, kept while nothing writes to it.
+fn catch_stop_signals(opts: &Opts) -> Result<(UnixStream, Option<UnixStream>), String> {
+    let (stop_read, stop_write) = UnixStream::pair().map_err(|e| e.to_string())?;
+    if opts.ignore_stop_signals {
+        report_stop_signals(opts.generation).map_err(|e| format!("catching the stop signals: {e}"))?;
+    } else if opts.ignore_sigterm {
+        // Caught and never acted on: the process lives on after SIGTERM.
+        let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGTERM, ignored)
+            .map_err(|e| format!("catching SIGTERM: {e}"))?;
+    } else {
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, stop_write)
+            .map_err(|e| format!("catching SIGTERM: {e}"))?;
+        return Ok((stop_read, None));
+    }
+    // Not closed: a closed write end would read as a stop.
+    Ok((stop_read, Some(stop_write)))
+}
+
+/// Prints a `signal` line for each stop signal, and otherwise ignores it.
+fn report_stop_signals(generation: u32) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2])?;
+    thread::spawn(move || {
+        for signal in signals.forever() {
+            let event = json!({ "event": "signal", "generation": generation, "pid": std::process::id(),
+                                "signal": signal });
+            println!("{event}");
+        }
+    });
+    Ok(())
+}
+
+/// Starts a worker: this program again, accepting on `listener` too. It is not waited for.
+fn fork_worker(opts: &Opts, listener: &Listener, fork: Fork) -> Result<(), String> {
+    // An inheritable copy, for as long as the spawn takes (no other thread starts processes).
+    let copy =
+        rustix::io::fcntl_dupfd_cloexec(listener.as_fd(), FIRST_FD).map_err(|e| format!("dup: {e}"))?;
+    fcntl_setfd(&copy, FdFlags::empty()).map_err(|e| format!("fcntl: {e}"))?;
+    let mut started = start_worker(opts, copy.as_raw_fd(), fork)?;
+    if let Fork::Daemon = fork {
+        // The go-between, which exits as soon as the worker started.
+        started.wait().map_err(|e| format!("waiting for the go-between: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Starts a worker on the inheritable descriptor `fd` (or, for `Fork::Daemon`, the go-between
+/// that starts it); prints the worker's pid.
+fn start_worker(opts: &Opts, fd: RawFd, fork: Fork) -> Result<std::process::Child, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--generation", &opts.generation.to_string(), "--worker-fd", &fd.to_string()]);
+    if opts.ignore_sigterm {
+        cmd.arg("--ignore-sigterm");
+    }
+    match fork {
+        Fork::Group => {}
+        Fork::Detached => {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
+        Fork::Daemon => {
+            cmd.arg("--daemonize");
+        }
+    }
+    let started =
+        cmd.stdin(std::process::Stdio::null()).spawn().map_err(|e| format!("starting a worker: {e}"))?;
+    if !matches!(fork, Fork::Daemon) {
+        println!("{}", json!({ "event": "worker", "generation": opts.generation, "pid": started.id() }));
+    }
+    Ok(started)
+}
+
+/// A worker's life: accepts on the listener its server passed until SIGTERM.
+fn work(opts: &Opts, fd: RawFd) -> Result<(), String> {
+    if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+        return Err(format!("--worker-fd {fd} is not open"));
+    }
+    // SAFETY: `fd` is open, and the server that started this worker passed it (`fork_worker`):
+    // it is this process's to own. Nothing else here owns it: this runs before the worker opens
+    // anything, once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    fcntl_setfd(&owned, FdFlags::CLOEXEC).map_err(|e| format!("fcntl: {e}"))?;
+    let listener = listener_of(owned).ok_or("--worker-fd is not a stream listener")?;
+    listener.set_nonblocking().map_err(|e| format!("O_NONBLOCK: {e}"))?;
+    let (stop, _never_written) = catch_stop_signals(opts)?;
+    let label = format!("gen-{} worker", opts.generation);
+    accept_and_exit(opts, &label, vec![listener], stop.as_fd())
 }
 
 fn report_startup(opts: &Opts, fds: &[OwnedFd]) {
@@ -327,6 +477,7 @@ fn accept_next(listener: &Listener) -> io::Result<Option<Conn>> {
 /// Accepts on every listener until SIGTERM; returns the threads still answering.
 fn accept_until_stopped(
     opts: &Opts,
+    label: &str,
     listeners: &[Listener],
     stop: BorrowedFd<'_>,
 ) -> Result<Vec<thread::JoinHandle<()>>, String> {
@@ -344,15 +495,15 @@ fn accept_until_stopped(
         }
         for listener in listeners {
             while let Some(conn) = accept_next(listener).map_err(|e| format!("accept: {e}"))? {
-                let (generation, slow) = (opts.generation, opts.slow);
-                in_flight.push(thread::spawn(move || answer(conn, generation, slow)));
+                let (label, slow) = (label.to_string(), opts.slow);
+                in_flight.push(thread::spawn(move || answer(conn, &label, slow)));
             }
         }
         in_flight.retain(|t| !t.is_finished());
     }
 }
 
-fn answer(mut conn: Conn, generation: u32, slow: Duration) {
+fn answer(mut conn: Conn, label: &str, slow: Duration) {
     let mut head = Vec::new();
     if tableroll_load::http::read_head(&mut conn, &mut head).is_err() {
         return;
@@ -363,7 +514,7 @@ fn answer(mut conn: Conn, generation: u32, slow: Duration) {
     if !slow.is_zero() {
         thread::sleep(slow);
     }
-    let body = format!("hello from gen-{generation}\n");
+    let body = format!("hello from {label}\n");
     let response =
         format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     let _ = conn.write_all(response.as_bytes());

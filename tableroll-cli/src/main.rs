@@ -99,6 +99,11 @@ enum Internal {
     #[command(name = "exec-activated", hide = true)]
     ExecActivated(run::exec::ExecArgs),
 
+    /// Internal: kills the program's group after the drain timeout if the supervisor dies
+    /// (started by `run`).
+    #[command(name = "drain-watchdog", hide = true)]
+    DrainWatchdog(run::watchdog::WatchdogArgs),
+
     /// One generation of the drill's demo server (started by `tableroll drill`).
     #[command(name = "drill-server", hide = true)]
     DrillServer(drill::server::ServerArgs),
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
         Command::Public(Public::Completions(args)) => completions::run(&args),
         Command::Internal(Internal::DrillServer(args)) => drill::server::run(&args),
         Command::Internal(Internal::ExecActivated(args)) => run::exec::run(args),
+        Command::Internal(Internal::DrainWatchdog(args)) => run::watchdog::run(args),
     }
 }
 

@@ -94,8 +94,22 @@ program was already told to drain; check such a program with cmd: instead, for e
 through a private --listen health=unix:PATH of its own.
 
 SIGTERM, SIGINT and SIGHUP sent to this supervisor are passed on to the program; after SIGTERM \
-or SIGINT it is given the drain timeout, then killed. If the supervisor itself dies (SIGKILL, a \
-crash), the program gets SIGTERM. Under systemd (Type=notify) the \
+or SIGINT it is given the drain timeout, then killed. When the program exits, whatever it left \
+running gets the stop signal, and SIGKILL after the drain timeout, and the supervisor exits \
+only once none is left: its workers, in its process group or out of it. The supervisor is the \
+subreaper of the program's tree, so even a process that daemonized out of the group (setsid \
+and a double fork) is reparented to it and ended, as long as the supervisor lives.
+
+If the supervisor itself dies (SIGKILL, a crash), the program gets the stop signal (its \
+parent-death signal), and a watchdog the supervisor started in the program's process group \
+gives it the drain timeout: once the program exited the rest of its group gets the stop signal, \
+and when the timeout is up the whole group is killed. What remains possible then: a process \
+that left the program's process group (setsid, a double fork) runs on under init; so does \
+what the program left running if the supervisor dies after the program exited, while ending \
+it (the watchdog ends with the program); and nothing is bounded if the watchdog is killed \
+too. Under systemd, KillMode=mixed still ends every process of the unit when it stops.
+
+Under systemd (Type=notify) the \
 supervisor reports READY=1 and MAINPID once it owns the sockets, and STOPPING=1 when it drains.
 
 Exit status: the program's (128+N if killed by signal N, but 0 if the signal was the one sent \

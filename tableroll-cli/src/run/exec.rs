@@ -28,9 +28,12 @@ pub const FIRST_FD: RawFd = 3;
 /// Arguments of the hidden `exec-activated` command.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
-    /// The supervisor's pid: if it dies, the program gets SIGTERM.
+    /// The supervisor's pid: if it dies, the program gets the stop signal.
     #[arg(long)]
     pub parent: i32,
+    /// The program's stop signal (a number), its parent-death signal.
+    #[arg(long, default_value_t = 15)]
+    pub stop_signal: i32,
     /// A descriptor to pass, in order (it becomes 3, the next 4, ...).
     #[arg(long = "fd")]
     pub fds: Vec<RawFd>,
@@ -49,7 +52,7 @@ pub fn run(args: ExecArgs) -> ExitCode {
             return ExitCode::from(127);
         }
     };
-    if let Err(e) = stop_with_parent(args.parent) {
+    if let Err(e) = stop_with_parent(args.parent, args.stop_signal) {
         say(&format!("tableroll: {e}; not starting {}", program.to_string_lossy()));
         return ExitCode::from(127);
     }
@@ -60,11 +63,14 @@ pub fn run(args: ExecArgs) -> ExitCode {
     ExitCode::from(if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 })
 }
 
-/// Arranges for SIGTERM when the supervisor dies (the death signal survives `exec`), so an
-/// orphaned program does not go on holding the listeners, and a crashed supervisor's program
-/// drains as under systemd. A supervisor already gone by then is an error.
-fn stop_with_parent(parent: i32) -> io::Result<()> {
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+/// Arranges for the stop signal when the supervisor dies (the death signal survives `exec`),
+/// so an orphaned program does not go on holding the listeners, and a crashed supervisor's
+/// program drains as under systemd (the drain watchdog bounds that drain). A supervisor already
+/// gone by then is an error.
+fn stop_with_parent(parent: i32, stop_signal: i32) -> io::Result<()> {
+    let signal = rustix::process::Signal::from_named_raw(stop_signal)
+        .ok_or_else(|| io::Error::other(format!("{stop_signal} is not a signal")))?;
+    rustix::process::set_parent_process_death_signal(Some(signal))?;
     match rustix::process::getppid() {
         Some(pid) if pid.as_raw_pid() == parent => Ok(()),
         _ => Err(io::Error::other("the supervisor exited before the program started")),

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::args::LogFormat;
 
+#[derive(Clone)]
 pub struct Log {
     format: LogFormat,
     id: String,

@@ -13,16 +13,20 @@
 //! - `notify`: the `NOTIFY_SOCKET` the program reports readiness to.
 //! - `signals`: the supervisor's own signals, as bytes to poll.
 //! - `supervisor`: the loop: start, readiness, serving, restarts, draining.
+//! - `watchdog`: the hidden `drain-watchdog` step that bounds the drain if the supervisor dies.
+//! - `leftovers`: what the program left running when it exited, stopped and reaped.
 //! - `log`: the log lines.
 
 pub mod args;
 mod child;
 pub mod exec;
 mod generation;
+mod leftovers;
 mod log;
 mod notify;
 mod signals;
 mod supervisor;
+pub mod watchdog;
 
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
@@ -83,7 +87,14 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
                 "inherited": upgrader.inherited_ids(), "join_ms": ms(started.elapsed()) }),
     );
     let listeners = open_listeners(&upgrader, &args.listens, log)?;
-    supervisor::Supervisor::new(args, &upgrader, listeners, generation, log)?.run()
+    let reaper =
+        leftovers::Reaper::start(log.clone()).context("becoming the reaper of the program's orphans")?;
+    let code = supervisor::Supervisor::new(args, &upgrader, listeners, generation, log).and_then(|s| s.run());
+    // Whatever the program left running ends with it, however the supervisor's loop ended.
+    let ended = reaper.end(args.stop_signal.to_rustix(), args.drain_timeout, log);
+    let code = code?;
+    ended.context("ending what the program left running")?;
+    Ok(code)
 }
 
 /// The error and its causes on one line, each said once: a cause whose text a message before it

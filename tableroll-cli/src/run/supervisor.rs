@@ -138,6 +138,8 @@ impl<'a> Supervisor<'a> {
             listeners: &listeners,
             notify_socket: self.notify.as_ref().map(NotifySocket::path),
             generation: self.generation,
+            stop_signal: self.args.stop_signal,
+            drain_timeout: self.args.drain_timeout,
         };
         let child = Child::spawn(&launch)
             .with_context(|| format!("starting {}", self.args.command[0].to_string_lossy()))?;
