@@ -94,14 +94,17 @@ program was already told to drain; check such a program with cmd: instead, for e
 through a private --listen health=unix:PATH of its own.
 
 SIGTERM, SIGINT and SIGHUP sent to this supervisor are passed on to the program; after SIGTERM \
-or SIGINT it is given the drain timeout, then killed. If the supervisor itself dies (SIGKILL, a \
+or SIGINT it is given the drain timeout, then killed. SIGTERM or SIGINT before this instance \
+took over (while it waits for the program to be ready) cancel the upgrade: it \
+never takes over, whatever readiness comes later, and the running instance keeps serving. If the supervisor itself dies (SIGKILL, a \
 crash), the program gets SIGTERM. Under systemd (Type=notify) the \
 supervisor reports READY=1 and MAINPID once it owns the sockets, and STOPPING=1 when it drains.
 
 Exit status: the program's (128+N if killed by signal N, but 0 if the signal was the one sent \
 to stop it, as systemd counts a clean stop); 1 when the program failed before it \
-was ready, readiness timed out, the running instance refused the handoff, or the group could \
-not be joined (a missing directory, say); 2 on bad usage.
+was ready, readiness timed out, the running instance refused the handoff, the group could \
+not be joined (a missing directory, say), or SIGTERM or SIGINT cancelled the upgrade; 2 on \
+bad usage.
 
 Example:
   tableroll run --dir /run/myapp --listen http=tcp:0.0.0.0:8080 -- ./server --flag";
