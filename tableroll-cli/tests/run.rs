@@ -340,4 +340,3 @@ fn a_program_whose_supervisor_dies_is_told_to_stop() {
     owner.program("exiting");
     let _ = owner.wait_exit_by_signal();
 }
-

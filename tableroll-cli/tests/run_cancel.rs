@@ -1,15 +1,19 @@
-//! `tableroll run` told to stop before it took over: wherever the stop lands (the program
-//! starting, under each readiness mode), the newcomer gives up and exits 1, and the running
-//! generation stays the owner and keeps serving. Every wait is for a line, a
+//! `tableroll run` told to stop before it took over: wherever the stop lands (waiting for the
+//! lock, or the program starting under each readiness mode), the newcomer gives up and exits 1,
+//! and the running generation stays the owner and keeps serving. Every wait is for a line, a
 //! file or a process exit, bounded by [`TIMEOUT`] only to fail a hung test.
 
 mod util;
 
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
+use serde_json::Value;
 use tableroll_testkit::http::http_get;
+use tableroll_testkit::TIMEOUT;
 use util::instance::Instance;
 
 /// The exit status of a supervisor that gave up before taking over.
@@ -104,5 +108,57 @@ fn sigterm_while_waiting_for_readiness_by_command_gives_up() {
     // The check would succeed from now on: the supervisor must not act on it.
     std::fs::write(&marker, b"").unwrap();
     assert_gave_up(&mut new);
+    assert_old_serves(dir.path(), &mut old, &old_id, &addr);
+}
+
+/// A library newcomer that joined (and holds the lock) but is not ready, built on a thread of
+/// its own as a separate process would be.
+fn lock_holder(dir: &Path) -> tableroll::Upgrader {
+    let dir = dir.to_owned();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(tableroll::Upgrader::builder(dir).id("holder").connect_timeout(TIMEOUT).build());
+    });
+    rx.recv_timeout(TIMEOUT).expect("the holder joined in time").expect("the holder joined")
+}
+
+/// The upgrade socket files in `dir` whose name starts with `prefix`.
+fn sockets_named(dir: &Path, prefix: &str) -> Vec<String> {
+    let entries = std::fs::read_dir(dir).expect("listing the directory");
+    let names = entries.map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned());
+    names.filter(|name| name.starts_with(prefix) && name.ends_with(".sock")).collect()
+}
+
+/// Waits until `dir` holds an upgrade socket named with `prefix` (bounded by [`TIMEOUT`]):
+/// the process bound it and is waiting for the lock. A file appearing is the event; the pause
+/// between looks only paces them.
+fn wait_for_socket(dir: &Path, prefix: &str, new: &mut Instance) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(name) = sockets_named(dir, prefix).pop() {
+            return name;
+        }
+        if Instant::now() > deadline || !new.process.is_running() {
+            new.fail(&format!("no upgrade socket {prefix}* appeared"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sigterm_while_waiting_for_the_lock_gives_up_and_leaves_no_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut old, old_id, addr) = serving_owner(dir.path());
+    let holder = lock_holder(dir.path());
+    let mut new = newcomer(dir.path(), &addr, &[], &[]);
+    let prefix = format!("g2-{}-", new.pid());
+    let socket = wait_for_socket(dir.path(), &prefix, &mut new);
+    new.signal(Signal::TERM);
+    assert_gave_up(&mut new);
+    assert_eq!(sockets_named(dir.path(), &prefix), Vec::<String>::new(), "{socket} remains");
+    let events: Vec<Value> = new.pending().map(|(_, v)| v["event"].clone()).collect();
+    assert!(!events.contains(&Value::from("joined")), "{events:?}");
+    // The other newcomer gives up too: the lock is free, and the owner still serves.
+    drop(holder);
     assert_old_serves(dir.path(), &mut old, &old_id, &addr);
 }

@@ -95,7 +95,7 @@ through a private --listen health=unix:PATH of its own.
 
 SIGTERM, SIGINT and SIGHUP sent to this supervisor are passed on to the program; after SIGTERM \
 or SIGINT it is given the drain timeout, then killed. SIGTERM or SIGINT before this instance \
-took over (while it waits for the program to be ready) cancel the upgrade: it \
+took over (while it waits for the lock, or for the program to be ready) cancel the upgrade: it \
 never takes over, whatever readiness comes later, and the running instance keeps serving. If the supervisor itself dies (SIGKILL, a \
 crash), the program gets SIGTERM. Under systemd (Type=notify) the \
 supervisor reports READY=1 and MAINPID once it owns the sockets, and STOPPING=1 when it drains.

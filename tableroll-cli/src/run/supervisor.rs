@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::args::{Readiness, RestartPolicy, RunArgs, Signal};
 use super::child::{describe, exit_code, Child, Launch};
@@ -71,8 +71,8 @@ impl<'a> Supervisor<'a> {
         listeners: Vec<(String, OwnedFd)>,
         generation: Option<u64>,
         log: &'a Log,
+        signals: SignalPipe,
     ) -> anyhow::Result<Supervisor<'a>> {
-        let signals = SignalPipe::catch(&[SIGTERM, SIGINT, SIGHUP]).context("catching signals")?;
         let notify = match args.ready {
             Readiness::Notify => Some(NotifySocket::bind().context("creating the notification socket")?),
             _ => None,
