@@ -91,7 +91,11 @@ fn the_program_gets_exactly_the_activation_environment_and_descriptors() {
     assert_eq!(started["kinds"], serde_json::json!(["tcp-listener", "udp", "unix-listener"]));
     // stdin, stdout, stderr and the three listeners: nothing else of the supervisor's.
     assert_eq!(started["open_fds"], serde_json::json!([0, 1, 2, 3, 4, 5]), "{started}");
-    assert!(started["notify_socket"].as_str().is_some_and(|p| p.starts_with('/')), "{started}");
+    // An abstract address: nothing on disk to leave behind.
+    assert!(
+        started["notify_socket"].as_str().is_some_and(|p| p.starts_with("@tableroll-notify-")),
+        "{started}"
+    );
     assert_eq!(first.log("started")["child_pid"], pid);
     assert_eq!(first.log("owner")["closed_unclaimed"], serde_json::json!([]));
 
@@ -339,4 +343,22 @@ fn a_program_whose_supervisor_dies_is_told_to_stop() {
     // (the parent-death signal), drains and exits.
     owner.program("exiting");
     let _ = owner.wait_exit_by_signal();
+}
+
+#[test]
+fn a_supervisor_killed_by_sigkill_leaves_no_notification_socket_behind() {
+    let dir = test_dir();
+    // The supervisor's $TMPDIR is the test's directory (see `Instance`): anything it left in a
+    // temporary directory would be found here.
+    let (mut owner, _addr, _) = serving_owner(dir.path(), &[], &[]);
+    let started = owner.program("started");
+    owner.signal(rustix::process::Signal::KILL);
+    owner.program("exiting");
+    let _ = owner.wait_exit_by_signal();
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("tableroll-notify-"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "left behind; the program had {started}");
 }

@@ -31,7 +31,8 @@ pub struct RunArgs {
     pub listens: Vec<Listen>,
 
     /// How to know the program is ready to serve: `notify` (it sends READY=1 to the
-    /// NOTIFY_SOCKET it is given, as under systemd's Type=notify), `delay:DURATION` (ready
+    /// NOTIFY_SOCKET it is given, as under systemd's Type=notify: an abstract address,
+    /// @tableroll-notify-..., as sd_notify(3) accepts), `delay:DURATION` (ready
     /// that long after it started), or `cmd:COMMAND` (a shell command run until it exits 0).
     /// Only then does this instance take over and the previous one drain.
     #[arg(long, value_name = "MODE", default_value = "notify", value_parser = parse_ready)]

@@ -62,8 +62,8 @@ impl Instance {
             Some(path) => cmd.env("NOTIFY_SOCKET", path),
             None => cmd.env_remove("NOTIFY_SOCKET"),
         };
-        // The supervisor's private NOTIFY_SOCKET directory goes with the test's directory,
-        // also when the test ends by killing the supervisor.
+        // Anything the supervisor would put in a temporary directory goes with the test's
+        // directory, also when the test ends by killing the supervisor (and can be found there).
         cmd.env("TMPDIR", dir);
         let (tx, lines) = Events::channel();
         let program_pids = Arc::new(Mutex::new(BTreeSet::new()));
