@@ -23,7 +23,9 @@ pub struct StatusArgs {
     /// invalid; `id`, `alive`, `pid`, `problem`), `lock` (`held`: yes, no or unknown;
     /// `holder_pid`, `problem`), `handover` (`id`, `pid` of the process taking over, or null),
     /// `sockets` (`id`, `state`: live or stale, `pid`, `owner`),
-    /// `unexpected` (`name`, `kind`), `dir` and `verdict`.
+    /// `unexpected` (`name`, `kind`), `dir` and `verdict`. An id or name that is not UTF-8 is
+    /// shown lossily, with its exact bytes next to it in `id_raw` or `name_raw` (printable
+    /// ASCII as is, `\\`, `\n` and the like, other bytes as `\xHH`).
     #[arg(long)]
     pub json: bool,
 }

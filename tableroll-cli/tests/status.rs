@@ -327,3 +327,25 @@ fn help_says_what_status_reads_and_how_it_exits() {
         assert!(text.contains(needle), "{needle:?} missing\n{}", help.describe());
     }
 }
+
+#[test]
+fn names_that_are_not_utf8_are_kept_exact_in_json() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::write(dir.join("pid"), b"g1-\xff").unwrap();
+    drop(UnixListener::bind(dir.join(OsStr::from_bytes(b"w\xfe.sock"))).unwrap());
+    stale_socket(dir, "plain");
+    fs::write(dir.join(OsStr::from_bytes(b"odd\xfd\n")), b"").unwrap();
+    let (json, report) = status_json(dir);
+    let context = json.describe();
+    // The display form is lossy; the exact bytes come escaped next to it.
+    assert_eq!(report["owner"]["id"], "g1-\u{fffd}", "{context}");
+    assert_eq!(report["owner"]["id_raw"], "g1-\\xff", "{context}");
+    assert_eq!(json_socket(&report, "w\u{fffd}")["id_raw"], "w\\xfe", "{context}");
+    assert_eq!(report["unexpected"][0]["name"], "odd\u{fffd}\n", "{context}");
+    assert_eq!(report["unexpected"][0]["name_raw"], "odd\\xfd\\n", "{context}");
+    // A UTF-8 name is exact as it is: no second form.
+    assert_eq!(json_socket(&report, "plain").get("id_raw"), None, "{context}");
+}
