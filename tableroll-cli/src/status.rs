@@ -36,6 +36,10 @@ Shows the owner named in DIR/pid and whether it is alive, whether an upgrade is 
 socket DIR/<id>.sock as live or stale with the pid of the process holding it, and anything \
 else found in DIR.
 
+DIR/pid is read as every process of the group reads it: its bytes are the owner's id, \
+exactly; nothing is trimmed. A file written with a trailing newline (echo ID > DIR/pid) names \
+an id that ends in a newline, whose socket does not exist: there is no live owner.
+
 It never connects to a socket in DIR (a connection to the owner's socket would start a \
 handoff), never takes the lock, and creates or removes nothing. It reads the kernel's tables \
 instead: /proc/net/unix (which sockets are open), /proc/locks (who holds the lock) and \
