@@ -84,3 +84,39 @@ fn own_default_sockets(dir: &Path) -> Vec<PathBuf> {
         .map(|name| dir.join(name))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    #[test]
+    fn only_this_process_upgrade_socket_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let sockets =
+            [format!("{me}-00c0ffee.sock"), format!("{}-00c0ffee.sock", me + 1), "g2-1-ab.sock".into()];
+        for name in &sockets {
+            drop(UnixListener::bind(dir.path().join(name)).unwrap());
+        }
+        // Not a socket: never removed, whatever its name.
+        std::fs::write(dir.path().join(format!("{me}-0bad.sock")), b"").unwrap();
+        let names = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        remove_socket(dir.path(), None);
+        let mut expected =
+            vec![format!("{}-00c0ffee.sock", me + 1), format!("{me}-0bad.sock"), "g2-1-ab.sock".into()];
+        expected.sort();
+        assert_eq!(names(), expected);
+        remove_socket(dir.path(), Some("g2-1-ab"));
+        expected.retain(|name| name != "g2-1-ab.sock");
+        assert_eq!(names(), expected);
+    }
+}
