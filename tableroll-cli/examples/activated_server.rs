@@ -37,7 +37,7 @@
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::thread;
 use std::time::Duration;
 
@@ -448,10 +448,9 @@ fn report_sighup(generation: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Sends READY=1 to `$NOTIFY_SOCKET`, a path or an `@` abstract name, as `sd_notify(3)` does.
 fn notify_ready() -> Result<(), String> {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return Ok(()) };
-    let socket = UnixDatagram::unbound().map_err(|e| e.to_string())?;
-    socket.send_to(b"READY=1\nSTATUS=serving", &path).map_err(|e| format!("notifying readiness: {e}"))?;
+    tableroll::systemd::notify("READY=1\nSTATUS=serving").map_err(|e| format!("notifying readiness: {e}"))?;
     Ok(())
 }
 

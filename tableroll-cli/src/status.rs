@@ -23,7 +23,9 @@ pub struct StatusArgs {
     /// invalid; `id`, `alive`, `pid`, `problem`), `lock` (`held`: yes, no or unknown;
     /// `holder_pid`, `problem`), `handover` (`id`, `pid` of the process taking over, or null),
     /// `sockets` (`id`, `state`: live or stale, `pid`, `owner`),
-    /// `unexpected` (`name`, `kind`), `dir` and `verdict`.
+    /// `unexpected` (`name`, `kind`), `dir` and `verdict`. An id or name that is not UTF-8 is
+    /// shown lossily, with its exact bytes next to it in `id_raw` or `name_raw` (printable
+    /// ASCII as is, `\\`, `\n` and the like, other bytes as `\xHH`).
     #[arg(long)]
     pub json: bool,
 }
@@ -33,6 +35,10 @@ Shows the owner named in DIR/pid and whether it is alive, whether an upgrade is 
 (a newcomer holds the flock(2) lock on DIR/pid) and which process holds it, every upgrade \
 socket DIR/<id>.sock as live or stale with the pid of the process holding it, and anything \
 else found in DIR.
+
+DIR/pid is read as every process of the group reads it: its bytes are the owner's id, \
+exactly; nothing is trimmed. A file written with a trailing newline (echo ID > DIR/pid) names \
+an id that ends in a newline, whose socket does not exist: there is no live owner.
 
 It never connects to a socket in DIR (a connection to the owner's socket would start a \
 handoff), never takes the lock, and creates or removes nothing. It reads the kernel's tables \

@@ -4,176 +4,14 @@
 
 mod util;
 
-use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, ExitStatus};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::process::Command;
 
 use serde_json::Value;
-use tableroll_testkit::events::{Events, Missed};
 use tableroll_testkit::http::http_get;
 use tableroll_testkit::load::{self, Load, Target};
-use tableroll_testkit::process::Process;
 use tableroll_testkit::TIMEOUT;
-
-/// The test server, built by cargo for these tests (a binary target of this package).
-fn activated_server() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_activated_server"))
-}
-
-/// Where a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// The supervisor's JSON log (stderr).
-    Supervisor,
-    /// The program's stdout (the supervisor passes its own stdout on).
-    Program,
-}
-
-/// One `tableroll run` process: its JSON lines, from both streams, waited on. On drop every
-/// program it reported is killed by pid, then the supervisor.
-struct Instance {
-    /// First, so that it is killed (and its output printed) while `lines` still has a
-    /// receiver: the reading threads log the output until then.
-    process: Process,
-    label: String,
-    /// The pids of the programs the supervisor reported starting, noted as the lines are read.
-    program_pids: Arc<Mutex<BTreeSet<u32>>>,
-    lines: Events<(Source, Value)>,
-}
-
-impl Instance {
-    /// Starts `tableroll run --dir DIR --log-format json FLAGS -- activated_server SERVER_ARGS`.
-    fn start(label: &str, dir: &Path, flags: &[&str], server_args: &[&str]) -> Instance {
-        let server = activated_server().to_str().expect("a UTF-8 path");
-        Instance::start_command(label, dir, flags, &[&[server], server_args].concat(), None)
-    }
-
-    /// Starts `tableroll run --dir DIR --log-format json FLAGS -- PROGRAM...`, with
-    /// `NOTIFY_SOCKET` set to `notify_socket` (as systemd would) or unset.
-    fn start_command(
-        label: &str,
-        dir: &Path,
-        flags: &[&str],
-        program: &[&str],
-        notify_socket: Option<&Path>,
-    ) -> Instance {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tableroll"));
-        cmd.arg("run").arg("--dir").arg(dir).args(["--log-format", "json"]).args(flags);
-        cmd.arg("--").args(program);
-        match notify_socket {
-            Some(path) => cmd.env("NOTIFY_SOCKET", path),
-            None => cmd.env_remove("NOTIFY_SOCKET"),
-        };
-        // The supervisor's private NOTIFY_SOCKET directory goes with the test's directory,
-        // also when the test ends by killing the supervisor.
-        cmd.env("TMPDIR", dir);
-        let (tx, lines) = Events::channel();
-        let program_pids = Arc::new(Mutex::new(BTreeSet::new()));
-        let (log_tx, pids) = (tx.clone(), program_pids.clone());
-        let mut process = Process::spawn_reading_stderr(&mut cmd, move |at, line| {
-            let Ok(value) = serde_json::from_str::<Value>(&line) else { return true };
-            if value["event"] == "started" {
-                pids.lock().unwrap().insert(value["child_pid"].as_u64().unwrap() as u32);
-            }
-            log_tx.send((at, (Source::Supervisor, value))).is_ok()
-        });
-        process.read_stdout(move |at, line| match serde_json::from_str::<Value>(&line) {
-            Ok(value) => tx.send((at, (Source::Program, value))).is_ok(),
-            Err(_) => true,
-        });
-        process.set_heading(format!("{label} (pid {})", process.pid()));
-        Instance { process, label: label.to_string(), program_pids, lines }
-    }
-
-    fn fail(&self, message: &str) -> ! {
-        self.process.fail(&format!("{}: {message}", self.label))
-    }
-
-    /// The first line from `source` with `"event": event` not consumed yet.
-    fn wait_for(&mut self, source: Source, event: &str) -> Value {
-        let deadline = Instant::now() + TIMEOUT;
-        match self.lines.wait(deadline, |(s, v)| *s == source && v["event"] == event, |_| false) {
-            Ok((_, (_, value))) => value,
-            Err(Missed::TimedOut) => self.fail(&format!("no {source:?} event {event:?}")),
-            Err(Missed::Ended | Missed::Stopped(..)) => {
-                self.fail(&format!("output ended before {source:?} event {event:?}"))
-            }
-        }
-    }
-
-    /// The lines received and not consumed yet.
-    fn pending(&self) -> impl Iterator<Item = &(Source, Value)> {
-        self.lines.pending()
-    }
-
-    fn log(&mut self, event: &str) -> Value {
-        self.wait_for(Source::Supervisor, event)
-    }
-
-    fn program(&mut self, event: &str) -> Value {
-        self.wait_for(Source::Program, event)
-    }
-
-    /// The address of listener `name`, from the supervisor's log.
-    fn address(&mut self, name: &str) -> String {
-        loop {
-            let listener = self.log("listener");
-            if listener["name"] == name {
-                return listener["address"].as_str().unwrap().to_string();
-            }
-        }
-    }
-
-    /// Waits for the supervisor to exit; its exit code.
-    fn wait_exit(&mut self) -> i32 {
-        let deadline = Instant::now() + TIMEOUT;
-        // The exit is what is awaited; nothing to wait for it on but the lines, so this blocks
-        // on them (the end of the output comes with the exit) and checks the pid as they come.
-        let status = loop {
-            if !self.process.is_running() {
-                break self.process.wait();
-            }
-            match self.lines.receive_pending(deadline) {
-                Ok(()) => {}
-                Err(Missed::Ended) => break self.process.wait(),
-                Err(_) if self.process.is_running() => self.fail("did not exit"),
-                Err(_) => {}
-            }
-        };
-        status.code().unwrap_or_else(|| self.fail(&format!("ended by {status}")))
-    }
-
-    /// Waits for the supervisor to end (it was killed); its status.
-    fn wait_exit_by_signal(&mut self) -> ExitStatus {
-        self.process.wait()
-    }
-
-    fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
-    fn signal(&self, signal: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_raw(self.pid() as i32).unwrap();
-        rustix::process::kill_process(pid, signal).unwrap();
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if !self.process.is_running() {
-            return;
-        }
-        // The programs first, while the supervisor (their parent) keeps their pids from being
-        // reused; the supervisor is killed when `process` is dropped.
-        for pid in self.program_pids.lock().unwrap().iter() {
-            if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
-    }
-}
+use util::instance::{activated_server, Instance};
 
 fn test_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
@@ -253,7 +91,11 @@ fn the_program_gets_exactly_the_activation_environment_and_descriptors() {
     assert_eq!(started["kinds"], serde_json::json!(["tcp-listener", "udp", "unix-listener"]));
     // stdin, stdout, stderr and the three listeners: nothing else of the supervisor's.
     assert_eq!(started["open_fds"], serde_json::json!([0, 1, 2, 3, 4, 5]), "{started}");
-    assert!(started["notify_socket"].as_str().is_some_and(|p| p.starts_with('/')), "{started}");
+    // An abstract address: nothing on disk to leave behind.
+    assert!(
+        started["notify_socket"].as_str().is_some_and(|p| p.starts_with("@tableroll-notify-")),
+        "{started}"
+    );
     assert_eq!(first.log("started")["child_pid"], pid);
     assert_eq!(first.log("owner")["closed_unclaimed"], serde_json::json!([]));
 
@@ -501,4 +343,22 @@ fn a_program_whose_supervisor_dies_is_told_to_stop() {
     // (the parent-death signal), drains and exits.
     owner.program("exiting");
     let _ = owner.wait_exit_by_signal();
+}
+
+#[test]
+fn a_supervisor_killed_by_sigkill_leaves_no_notification_socket_behind() {
+    let dir = test_dir();
+    // The supervisor's $TMPDIR is the test's directory (see `Instance`): anything it left in a
+    // temporary directory would be found here.
+    let (mut owner, _addr, _) = serving_owner(dir.path(), &[], &[]);
+    let started = owner.program("started");
+    owner.signal(rustix::process::Signal::KILL);
+    owner.program("exiting");
+    let _ = owner.wait_exit_by_signal();
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("tableroll-notify-"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "left behind; the program had {started}");
 }

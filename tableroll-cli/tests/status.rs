@@ -327,3 +327,54 @@ fn help_says_what_status_reads_and_how_it_exits() {
         assert!(text.contains(needle), "{needle:?} missing\n{}", help.describe());
     }
 }
+
+#[test]
+fn names_that_are_not_utf8_are_kept_exact_in_json() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::write(dir.join("pid"), b"g1-\xff").unwrap();
+    drop(UnixListener::bind(dir.join(OsStr::from_bytes(b"w\xfe.sock"))).unwrap());
+    stale_socket(dir, "plain");
+    fs::write(dir.join(OsStr::from_bytes(b"odd\xfd\n")), b"").unwrap();
+    let (json, report) = status_json(dir);
+    let context = json.describe();
+    // The display form is lossy; the exact bytes come escaped next to it.
+    assert_eq!(report["owner"]["id"], "g1-\u{fffd}", "{context}");
+    assert_eq!(report["owner"]["id_raw"], "g1-\\xff", "{context}");
+    assert_eq!(json_socket(&report, "w\u{fffd}")["id_raw"], "w\\xfe", "{context}");
+    assert_eq!(report["unexpected"][0]["name"], "odd\u{fffd}\n", "{context}");
+    assert_eq!(report["unexpected"][0]["name_raw"], "odd\\xfd\\n", "{context}");
+    // A UTF-8 name is exact as it is: no second form.
+    assert_eq!(json_socket(&report, "plain").get("id_raw"), None, "{context}");
+}
+
+#[test]
+fn an_owner_file_is_read_byte_for_byte_by_status_and_run() {
+    // The library's rule: the file's bytes are the id, nothing trimmed. `echo g1-x > pid` names
+    // the owner "g1-x\n", whose socket "g1-x\n.sock" does not exist, even with a live g1-x.sock.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::write(dir.join("pid"), b"g1-x\n").unwrap();
+    let _not_the_owner = UnixListener::bind(dir.join("g1-x.sock")).unwrap();
+    let (json, report) = status_json(dir);
+    assert_eq!(report["owner"]["id"], "g1-x\n", "{}", json.describe());
+    assert_eq!(report["owner"]["alive"], false, "{}", json.describe());
+    assert_eq!(json.code(), Some(1), "{}", json.describe());
+    let text = status(dir);
+    assert_eq!(labelled(&text, "owner"), "owner       g1-x\\n: dead (it has no upgrade socket g1-x\\n.sock)");
+
+    // `tableroll run` reads it the same way: no owner to take over from (it would wait on
+    // g1-x.sock otherwise), and the id's generation is 1.
+    let mut new = util::instance::Instance::start("gen-2", dir, &["--listen", "web=tcp:127.0.0.1:0"], &[]);
+    let joined = new.log("joined");
+    assert_eq!(
+        (joined["inherited"].clone(), joined["generation"].clone()),
+        (Value::from(Vec::<String>::new()), Value::from(2))
+    );
+    new.log("owner");
+    let (json, report) = status_json(dir);
+    assert_eq!(report["owner"]["id"], joined["id"], "{}", json.describe());
+    assert_eq!(report["owner"]["alive"], true, "{}", json.describe());
+}

@@ -31,7 +31,8 @@ pub struct RunArgs {
     pub listens: Vec<Listen>,
 
     /// How to know the program is ready to serve: `notify` (it sends READY=1 to the
-    /// NOTIFY_SOCKET it is given, as under systemd's Type=notify), `delay:DURATION` (ready
+    /// NOTIFY_SOCKET it is given, as under systemd's Type=notify: an abstract address,
+    /// @tableroll-notify-..., as sd_notify(3) accepts), `delay:DURATION` (ready
     /// that long after it started), or `cmd:COMMAND` (a shell command run until it exits 0).
     /// Only then does this instance take over and the previous one drain.
     #[arg(long, value_name = "MODE", default_value = "notify", value_parser = parse_ready)]
@@ -94,7 +95,10 @@ program was already told to drain; check such a program with cmd: instead, for e
 through a private --listen health=unix:PATH of its own.
 
 SIGTERM, SIGINT and SIGHUP sent to this supervisor are passed on to the program; after SIGTERM \
-or SIGINT it is given the drain timeout, then killed. When the program exits, whatever it left \
+or SIGINT it is given the drain timeout, then killed. SIGTERM or SIGINT before this instance \
+took over (while it waits for the lock, or for the program to be ready) cancel the upgrade: it \
+never takes over, whatever readiness comes later, and the running instance keeps serving. When \
+the program exits, whatever it left \
 running gets the stop signal, and SIGKILL after the drain timeout, and the supervisor exits \
 only once none is left: its workers, in its process group or out of it. The supervisor is the \
 subreaper of the program's tree, so even a process that daemonized out of the group (setsid \
@@ -114,8 +118,9 @@ supervisor reports READY=1 and MAINPID once it owns the sockets, and STOPPING=1 
 
 Exit status: the program's (128+N if killed by signal N, but 0 if the signal was the one sent \
 to stop it, as systemd counts a clean stop); 1 when the program failed before it \
-was ready, readiness timed out, the running instance refused the handoff, or the group could \
-not be joined (a missing directory, say); 2 on bad usage.
+was ready, readiness timed out, the running instance refused the handoff, the group could \
+not be joined (a missing directory, say), or SIGTERM or SIGINT cancelled the upgrade; 2 on \
+bad usage.
 
 Example:
   tableroll run --dir /run/myapp --listen http=tcp:0.0.0.0:8080 -- ./server --flag";

@@ -1,7 +1,8 @@
 //! Generation numbers: each instance is one more than the owner it follows. The number travels
 //! in the default id, `g<N>-<pid>-<random>`, which the owner file holds, so the next instance
 //! reads it there without asking anyone. A group whose owner has another kind of id (set with
-//! `--id`, or a library user) has no known generation.
+//! `--id`, or a library user) has no known generation. The owner file is read by the library's
+//! rule, as `tableroll status` reads it: its bytes exactly, nothing trimmed.
 
 use std::path::Path;
 

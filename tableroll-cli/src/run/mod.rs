@@ -9,6 +9,7 @@
 //!
 //! - `args`: the command line.
 //! - `exec`: the hidden `exec-activated` step that runs in the program's process.
+//! - `join`: joining the group (which may wait for the lock) while answering a stop.
 //! - `child`: starting, signalling and reaping the program.
 //! - `notify`: the `NOTIFY_SOCKET` the program reports readiness to.
 //! - `signals`: the supervisor's own signals, as bytes to poll.
@@ -21,6 +22,7 @@ pub mod args;
 mod child;
 pub mod exec;
 mod generation;
+mod join;
 mod leftovers;
 mod log;
 mod notify;
@@ -34,9 +36,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use args::{Listen, RunArgs, SocketSpec};
 use log::{ms, Log};
+use signals::SignalPipe;
 
 /// How much longer than the readiness timeout an owner waits for a newcomer's handoff: the
 /// newcomer's own timeout should end it first, with a clear message, not the owner's.
@@ -63,18 +67,29 @@ pub fn run(args: RunArgs) -> ExitCode {
 
 fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
     let started = Instant::now();
+    // Caught before anything can block: a stop while waiting for the lock is answered too.
+    let signals = SignalPipe::catch(&[SIGTERM, SIGINT, SIGHUP]).context("catching signals")?;
     let upgrade_timeout = args.ready_timeout.saturating_add(UPGRADE_MARGIN);
     let mut builder = tableroll::Upgrader::builder(&args.dir).upgrade_timeout(upgrade_timeout);
     let generation = generation::next(&args.dir);
-    match (&args.id, generation) {
-        (Some(id), _) => builder = builder.id(id.clone()),
-        (None, Some(n)) if fits(&args.dir, &generation::id_for(n)) => {
-            builder = builder.id(generation::id_for(n));
-        }
+    let id = match (&args.id, generation) {
+        (Some(id), _) => Some(id.clone()),
+        (None, Some(n)) => Some(generation::id_for(n)).filter(|id| fits(&args.dir, id)),
         // The library's default id: it shortens itself to fit a long directory.
-        (None, _) => {}
+        (None, _) => None,
+    };
+    if let Some(id) = &id {
+        builder = builder.id(id.clone());
     }
-    let upgrader = builder.build().with_context(|| format!("joining the group in {}", args.dir.display()))?;
+    let upgrader = match join::join(builder, &args.dir, id.as_deref(), &signals)
+        .with_context(|| format!("joining the group in {}", args.dir.display()))?
+    {
+        Some(upgrader) => upgrader,
+        None => {
+            log.event("cancelled", "told to stop while joining the group; giving up", json!({}));
+            return Ok(1);
+        }
+    };
     log.set_identity(upgrader.id(), generation);
     log.event(
         "joined",
@@ -89,7 +104,8 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
     let listeners = open_listeners(&upgrader, &args.listens, log)?;
     let reaper =
         leftovers::Reaper::start(log.clone()).context("becoming the reaper of the program's orphans")?;
-    let code = supervisor::Supervisor::new(args, &upgrader, listeners, generation, log).and_then(|s| s.run());
+    let code = supervisor::Supervisor::new(args, &upgrader, listeners, generation, log, signals)
+        .and_then(|s| s.run());
     // Whatever the program left running ends with it, however the supervisor's loop ended.
     let ended = reaper.end(args.stop_signal.to_rustix(), args.drain_timeout, log);
     let code = code?;

@@ -1,11 +1,21 @@
 //! The notification socket the program reports to, as it would report to systemd
-//! (`sd_notify(3)`): a datagram socket in a private temporary directory.
+//! (`sd_notify(3)`): a datagram socket with an abstract address (`@tableroll-notify-…`), which
+//! the kernel removes with the last descriptor, so even a supervisor killed by SIGKILL leaves
+//! no file behind. An abstract address has no permissions: a datagram is read only if its
+//! sender runs as this user (or root), as the kernel vouches (`SO_PASSCRED`).
 
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
+use std::io::{self, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketAddrUnix, SocketFlags,
+    SocketType,
+};
+
+/// How many random names are tried before binding gives up (a taken name is a coincidence).
+const BIND_ATTEMPTS: usize = 8;
 
 /// One datagram from the program, its `KEY=VALUE` lines read.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -32,25 +42,31 @@ impl Notification {
     }
 }
 
-/// The socket, and the directory that keeps other users away from it.
+/// The socket, and its address as `NOTIFY_SOCKET` spells it (`@` and the abstract name).
 pub struct NotifySocket {
-    socket: UnixDatagram,
+    socket: OwnedFd,
     path: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl NotifySocket {
-    /// Binds a new socket in a new directory of mode 0700 under `$TMPDIR` or `/tmp`.
+    /// Binds a new socket to a fresh abstract name, `@tableroll-notify-<pid>-<random>`.
     pub fn bind() -> io::Result<NotifySocket> {
-        let dir = tempfile::Builder::new().prefix("tableroll-notify-").tempdir()?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
-        let path = dir.path().join("notify");
-        let socket = UnixDatagram::bind(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("binding {}: {e}", path.display())))?;
-        socket.set_nonblocking(true)?;
-        Ok(NotifySocket { socket, path, _dir: dir })
+        let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
+        let socket = rustix::net::socket_with(AddressFamily::UNIX, SocketType::DGRAM, flags, None)?;
+        rustix::net::sockopt::set_socket_passcred(&socket, true)?;
+        let mut last = io::Error::other("no name tried");
+        for _ in 0..BIND_ATTEMPTS {
+            let name = format!("tableroll-notify-{}-{:016x}", std::process::id(), random());
+            match rustix::net::bind(&socket, &SocketAddrUnix::new_abstract_name(name.as_bytes())?) {
+                Ok(()) => return Ok(NotifySocket { socket, path: PathBuf::from(format!("@{name}")) }),
+                Err(rustix::io::Errno::ADDRINUSE) => last = io::Error::from(rustix::io::Errno::ADDRINUSE),
+                Err(e) => return Err(io::Error::new(e.kind(), format!("binding @{name}: {e}"))),
+            }
+        }
+        Err(last)
     }
 
+    /// The address for `NOTIFY_SOCKET`: `@` and the abstract name.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -60,17 +76,46 @@ impl NotifySocket {
         self.socket.as_fd()
     }
 
-    /// Every notification waiting, oldest first.
+    /// Every notification waiting from a sender allowed to send, oldest first.
     pub fn receive(&self) -> io::Result<Vec<Notification>> {
         let mut received = Vec::new();
         let mut buf = vec![0u8; 4096];
         loop {
-            match self.socket.recv(&mut buf) {
-                Ok(n) => received.push(Notification::parse(&buf[..n])),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(received),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            match rustix::net::recvmsg(&self.socket, &mut iov, &mut control, RecvFlags::empty()) {
+                Ok(msg) => {
+                    let allowed = control.drain().any(|message| match message {
+                        RecvAncillaryMessage::ScmCredentials(sender) => may_notify(sender.uid),
+                        _ => false,
+                    });
+                    if allowed {
+                        received.push(Notification::parse(&buf[..msg.bytes.min(buf.len())]));
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN) => return Ok(received),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
             }
+        }
+    }
+}
+
+/// Whether a process running as `uid` may report for the program: this user or root.
+fn may_notify(uid: rustix::process::Uid) -> bool {
+    uid == rustix::process::geteuid() || uid.is_root()
+}
+
+/// 64 random bits, or a mix of the pid and the clock if the kernel gives none.
+fn random() -> u64 {
+    let mut bytes = [0u8; 8];
+    match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        Ok(8) => u64::from_ne_bytes(bytes),
+        _ => {
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            u64::from(std::process::id()).rotate_left(32) ^ nanos.as_nanos() as u64
         }
     }
 }
@@ -92,17 +137,34 @@ mod tests {
     }
 
     #[test]
-    fn receives_what_is_sent_to_its_path() {
+    fn receives_what_is_sent_to_its_abstract_address() {
         let socket = NotifySocket::bind().unwrap();
+        let address = socket.path().to_str().unwrap().to_owned();
+        assert!(address.starts_with("@tableroll-notify-"), "{address}");
         assert_eq!(socket.receive().unwrap(), vec![]);
-        let sender = UnixDatagram::unbound().unwrap();
-        sender.send_to(b"STATUS=starting", socket.path()).unwrap();
-        sender.send_to(b"READY=1", socket.path()).unwrap();
+        // As a program sends it: through sd_notify's reading of NOTIFY_SOCKET.
+        tableroll::systemd::notify_to(address.as_ref(), "STATUS=starting").unwrap();
+        tableroll::systemd::notify_to(address.as_ref(), "READY=1").unwrap();
         let got = socket.receive().unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].status.as_deref(), Some("starting"));
         assert!(got[1].ready);
-        let mode = std::fs::metadata(socket.path().parent().unwrap()).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn the_address_goes_with_the_socket() {
+        let socket = NotifySocket::bind().unwrap();
+        let address = socket.path().to_owned();
+        drop(socket);
+        let sent = tableroll::systemd::notify_to(address.as_os_str(), "READY=1");
+        assert!(sent.is_err(), "{address:?} is still bound");
+    }
+
+    #[test]
+    fn only_this_user_or_root_may_notify() {
+        assert!(may_notify(rustix::process::geteuid()));
+        assert!(may_notify(rustix::process::Uid::ROOT));
+        let other = rustix::process::Uid::from_raw(rustix::process::geteuid().as_raw().wrapping_add(1));
+        assert!(other.is_root() || !may_notify(other));
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::args::{Readiness, RestartPolicy, RunArgs, Signal};
 use super::child::{describe, exit_code, Child, Launch};
@@ -39,6 +39,8 @@ enum Wake {
 enum Startup {
     Ready,
     Failed(String),
+    /// Told to stop (SIGTERM or SIGINT) before taking over: the program was stopped.
+    Cancelled,
 }
 
 pub struct Supervisor<'a> {
@@ -69,8 +71,8 @@ impl<'a> Supervisor<'a> {
         listeners: Vec<(String, OwnedFd)>,
         generation: Option<u64>,
         log: &'a Log,
+        signals: SignalPipe,
     ) -> anyhow::Result<Supervisor<'a>> {
-        let signals = SignalPipe::catch(&[SIGTERM, SIGINT, SIGHUP]).context("catching signals")?;
         let notify = match args.ready {
             Readiness::Notify => Some(NotifySocket::bind().context("creating the notification socket")?),
             _ => None,
@@ -93,14 +95,19 @@ impl<'a> Supervisor<'a> {
     /// Runs until the program exits for good; returns the exit code for the supervisor.
     pub fn run(mut self) -> anyhow::Result<u8> {
         let mut child = self.start_child()?;
-        if let Startup::Failed(reason) = self.wait_until_ready(&mut child)? {
-            self.log.event(
-                "failed",
-                &format!("{reason}; giving up (a running instance, if any, keeps serving)"),
-                json!({}),
-            );
-            return Ok(1);
+        match self.wait_until_ready(&mut child)? {
+            Startup::Ready => {}
+            Startup::Failed(reason) => {
+                self.log.event(
+                    "failed",
+                    &format!("{reason}; giving up (a running instance, if any, keeps serving)"),
+                    json!({}),
+                );
+                return Ok(1);
+            }
+            Startup::Cancelled => return Ok(1),
         }
+        // From here on this instance takes over: a stop that comes now is an owner's stop.
         let ready_started = Instant::now();
         if let Err(e) = self.upgrader.ready() {
             self.log.event(
@@ -153,7 +160,8 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Waits for the readiness the command line asked for, the program's exit, or the
-    /// readiness timeout. Signals received meanwhile are passed on to the program.
+    /// readiness timeout. Signals received meanwhile are passed on to the program; after
+    /// SIGTERM or SIGINT the attempt is given up, whatever readiness comes later.
     fn wait_until_ready(&mut self, child: &mut Child) -> anyhow::Result<Startup> {
         let deadline = later(child.started, self.args.ready_timeout)?;
         let ready_at = match self.args.ready {
@@ -174,11 +182,15 @@ impl<'a> Supervisor<'a> {
                         describe(status)
                     )))
                 }
-                Wake::Signals(signals) => self.forward(child, &signals)?,
+                Wake::Signals(signals) => {
+                    self.forward(child, &signals)?;
+                    if self.stopping {
+                        return self.give_up(child);
+                    }
+                }
                 Wake::Notified => {
                     if self.notifications_say_ready()? {
-                        self.log_ready(child, "it sent READY=1");
-                        return Ok(Startup::Ready);
+                        return self.ready_unless_stopped(child, "it sent READY=1");
                     }
                 }
                 Wake::TakenOver => {}
@@ -190,13 +202,11 @@ impl<'a> Supervisor<'a> {
                 }
                 Wake::Deadline => match &self.args.ready {
                     Readiness::Delay(_) => {
-                        self.log_ready(child, "the readiness delay passed");
-                        return Ok(Startup::Ready);
+                        return self.ready_unless_stopped(child, "the readiness delay passed");
                     }
                     Readiness::Command(command) => {
                         if self.check_command(command, child, deadline)? {
-                            self.log_ready(child, "the readiness command succeeded");
-                            return Ok(Startup::Ready);
+                            return self.ready_unless_stopped(child, "the readiness command succeeded");
                         }
                         checks_failed += 1;
                         if checks_failed == 1 {
@@ -213,12 +223,32 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    fn log_ready(&self, child: &Child, why: &str) {
+    /// The program is ready: takes over, unless a stop came meanwhile (a signal that came
+    /// during a readiness check, or with the readiness). The last look before `ready()`.
+    fn ready_unless_stopped(&mut self, child: &mut Child, why: &str) -> anyhow::Result<Startup> {
+        let signals = self.signals.take();
+        self.forward(child, &signals)?;
+        if self.stopping {
+            return self.give_up(child);
+        }
         self.log.event(
             "child_ready",
             &format!("program ready: {why}"),
             json!({ "child_pid": child.pid(), "start_to_ready_ms": ms(child.started.elapsed()) }),
         );
+        Ok(Startup::Ready)
+    }
+
+    /// Gives the attempt up after a stop: never takes over; waits for the program, which got
+    /// the signal, for up to the drain timeout, then kills it.
+    fn give_up(&mut self, child: &mut Child) -> anyhow::Result<Startup> {
+        self.log.event(
+            "cancelled",
+            "told to stop before taking over; giving up (a running instance, if any, keeps serving)",
+            json!({ "child_pid": child.pid() }),
+        );
+        self.drain(child, None)?;
+        Ok(Startup::Cancelled)
     }
 
     /// Reads every waiting notification; logs what the program says about itself.
@@ -248,9 +278,10 @@ impl<'a> Supervisor<'a> {
         let pid = rustix::process::Pid::from_raw(check.id() as i32).context("the command has pid 0")?;
         let exited = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
         let left = deadline.saturating_duration_since(Instant::now());
-        let woke = wait_readable(&[exited.as_fd(), child.exit_fd()], Some(left))?;
+        let woke = wait_readable(&[exited.as_fd(), child.exit_fd(), self.signals.fd()], Some(left))?;
         if !woke[0] {
-            // Timed out, or the program died: the check is moot either way.
+            // Timed out, the program died, or a signal came (read by the caller's next wait):
+            // the check is moot.
             check.kill().ok();
         }
         Ok(check.wait()?.success())

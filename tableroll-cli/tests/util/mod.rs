@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod instance;
+
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;

@@ -1,7 +1,7 @@
 //! The directory's entries, sorted into the owner file, upgrade sockets and the rest.
 
 use super::sockets::SocketFile;
-use super::status::{EntryKind, UnexpectedEntry};
+use super::status::{EntryKind, RawName, UnexpectedEntry};
 use crate::coordination::{entry, Directory, Entry};
 use crate::error::{Error, Result};
 use std::ffi::OsString;
@@ -54,6 +54,10 @@ impl Listing {
             }
             _ => {}
         }
-        self.unexpected.push(UnexpectedEntry { name: String::from_utf8_lossy(name).into_owned(), kind });
+        self.unexpected.push(UnexpectedEntry {
+            name: String::from_utf8_lossy(name).into_owned(),
+            name_raw: RawName::if_lossy(name),
+            kind,
+        });
     }
 }

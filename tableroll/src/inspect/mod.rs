@@ -27,7 +27,7 @@ mod tests;
 use std::path::Path;
 
 pub use status::{
-    DirectoryStatus, EntryKind, Handover, LockHeld, LockStatus, OwnerFile, OwnerStatus, SocketState,
+    DirectoryStatus, EntryKind, Handover, LockHeld, LockStatus, OwnerFile, OwnerStatus, RawName, SocketState,
     SocketStatus, UnexpectedEntry,
 };
 

@@ -5,7 +5,7 @@ use super::lock::lock_status;
 use super::owner_file::{owner_file_bytes, read_owner_file};
 use super::sockets::socket_statuses;
 use super::status::{
-    DirectoryStatus, Handover, LockHeld, LockStatus, OwnerStatus, SocketState, SocketStatus,
+    DirectoryStatus, Handover, LockHeld, LockStatus, OwnerStatus, RawName, SocketState, SocketStatus,
 };
 use crate::coordination::Directory;
 use crate::error::Result;
@@ -38,7 +38,8 @@ impl Picture {
         let owner_socket = sockets.iter().find(|s| s.owner);
         let owner = OwnerStatus {
             file: read.file,
-            id: read.id.map(|id| String::from_utf8_lossy(&id).into_owned()),
+            id: read.id.as_ref().map(|id| String::from_utf8_lossy(id).into_owned()),
+            id_raw: read.id.as_deref().and_then(RawName::if_lossy),
             alive: owner_socket.is_some_and(|s| s.state == SocketState::Live),
             pid: owner_socket.and_then(|s| s.pid),
             problem: read.problem,
@@ -65,5 +66,5 @@ fn handover(lock: &LockStatus, sockets: &[SocketStatus]) -> Option<Handover> {
     let holder = lock.holder_pid.filter(|_| lock.held == LockHeld::Yes)?;
     let socket =
         sockets.iter().find(|s| s.state == SocketState::Live && s.pid == Some(holder) && !s.owner)?;
-    Some(Handover { id: socket.id.clone(), pid: holder })
+    Some(Handover { id: socket.id.clone(), id_raw: socket.id_raw.clone(), pid: holder })
 }

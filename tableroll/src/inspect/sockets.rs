@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::status::{SocketState, SocketStatus};
+use super::status::{RawName, SocketState, SocketStatus};
 use crate::coordination::socket_file_name;
 use crate::error::{Error, Result};
 use crate::sys::socket_table::{self, UnconnectedSocket};
@@ -35,6 +35,7 @@ pub(super) fn socket_statuses(files: &[SocketFile], owner: Option<&[u8]>) -> Res
         .zip(inodes)
         .map(|(file, inode)| SocketStatus {
             id: String::from_utf8_lossy(&file.id).into_owned(),
+            id_raw: RawName::if_lossy(&file.id),
             state: if inode.is_some() { SocketState::Live } else { SocketState::Stale },
             pid: inode.and_then(|inode| holders.get(&inode).copied()),
             owner: owner == Some(file.id.as_slice()),

@@ -32,8 +32,12 @@ pub struct DirectoryStatus {
 pub struct OwnerStatus {
     /// What the owner file holds.
     pub file: OwnerFile,
-    /// The owner's id when the file holds a valid one (lossily decoded if not UTF-8).
+    /// The owner's id when the file holds a valid one: the file's bytes exactly, nothing
+    /// trimmed (a trailing newline is part of the id), lossily decoded if not UTF-8.
     pub id: Option<String>,
+    /// The id's exact bytes when they are not UTF-8 (`id` is lossy then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_raw: Option<RawName>,
     /// Whether the owner's upgrade socket is live: the owner is serving and can be upgraded.
     pub alive: bool,
     /// The pid of the process holding the owner's upgrade socket, when alive and visible.
@@ -80,6 +84,9 @@ pub struct LockStatus {
 pub struct Handover {
     /// The id of the newcomer's upgrade socket (lossily decoded if not UTF-8).
     pub id: String,
+    /// The id's exact bytes when they are not UTF-8 (`id` is lossy then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_raw: Option<RawName>,
     /// The newcomer's pid.
     pub pid: u32,
 }
@@ -103,6 +110,9 @@ pub enum LockHeld {
 pub struct SocketStatus {
     /// The process id the socket is named after (lossily decoded if not UTF-8).
     pub id: String,
+    /// The id's exact bytes when they are not UTF-8 (`id` is lossy then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_raw: Option<RawName>,
     /// Whether its process is still there.
     pub state: SocketState,
     /// The pid of the process holding the socket, when live and visible.
@@ -128,6 +138,9 @@ pub enum SocketState {
 pub struct UnexpectedEntry {
     /// The file name (lossily decoded if not UTF-8).
     pub name: String,
+    /// The name's exact bytes when they are not UTF-8 (`name` is lossy then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_raw: Option<RawName>,
     /// What it is.
     pub kind: EntryKind,
 }
@@ -188,6 +201,30 @@ impl EntryKind {
             EntryKind::CharDevice => "a character device",
             EntryKind::Unknown => "of an unknown kind",
         }
+    }
+}
+
+/// A name's exact bytes, kept next to its lossy display form when it is not UTF-8. Serialized
+/// as a string escaped as [`<[u8]>::escape_ascii`] escapes: printable ASCII as itself, `\\`,
+/// `\'`, `\"`, `\t`, `\r`, `\n`, and every other byte as `\xHH`; the escaping can be undone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawName(pub Vec<u8>);
+
+impl RawName {
+    /// The bytes of `name` if they are not UTF-8: only then is the lossy form not exact.
+    pub(super) fn if_lossy(name: &[u8]) -> Option<RawName> {
+        std::str::from_utf8(name).is_err().then(|| RawName(name.to_vec()))
+    }
+
+    /// The escaped form (see [`RawName`]).
+    pub fn escaped(&self) -> String {
+        self.0.escape_ascii().to_string()
+    }
+}
+
+impl Serialize for RawName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.escaped())
     }
 }
 

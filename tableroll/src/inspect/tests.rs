@@ -203,3 +203,12 @@ fn owner_id_reads_the_owner_file_alone() {
     fs::create_dir(tmp.path().join(OWNER_FILE)).unwrap();
     assert!(super::owner_id(tmp.path()).is_err(), "a directory is no owner file");
 }
+
+#[test]
+fn a_name_that_is_not_utf8_keeps_its_bytes() {
+    assert_eq!(RawName::if_lossy(b"plain"), None);
+    let raw = RawName::if_lossy(b"a\xff\n\\").unwrap();
+    assert_eq!(raw.0, b"a\xff\n\\");
+    assert_eq!(raw.escaped(), "a\\xff\\n\\\\");
+    assert_eq!(serde_json::to_string(&raw).unwrap(), r#""a\\xff\\n\\\\""#);
+}
