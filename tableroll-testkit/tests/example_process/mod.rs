@@ -173,8 +173,13 @@ impl HeldUpload {
     }
 
     /// Sends the rest of the body and reads the response.
-    pub fn finish(mut self) -> Response {
-        self.conn.write_all(b"after").expect("sending the rest of the upload");
-        read_response(&mut self.conn).expect("the upload's response")
+    pub fn finish(self) -> Response {
+        self.try_finish().expect("sending the rest of the upload and reading the response")
+    }
+
+    /// Sends the rest of the body and reads the response, or says why it could not.
+    pub fn try_finish(mut self) -> std::io::Result<Response> {
+        self.conn.write_all(b"after")?;
+        read_response(&mut self.conn)
     }
 }

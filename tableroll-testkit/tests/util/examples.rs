@@ -4,7 +4,8 @@
 use std::path::Path;
 
 /// The binary of test server `name` (an example of the library: `peer`, `std_http`, `axum`,
-/// `hyper`, `tonic`, `unix_socket`, `connection_handover`), which cargo builds before it runs these tests.
+/// `hyper`, `tonic`, `actix`, `unix_socket`, `connection_handover`), which cargo builds before it
+/// runs these tests.
 pub fn binary(name: &str) -> &'static Path {
     let path = match name {
         "peer" => env!("CARGO_BIN_EXE_peer"),
@@ -12,6 +13,7 @@ pub fn binary(name: &str) -> &'static Path {
         "axum" => env!("CARGO_BIN_EXE_axum"),
         "hyper" => env!("CARGO_BIN_EXE_hyper"),
         "tonic" => env!("CARGO_BIN_EXE_tonic"),
+        "actix" => env!("CARGO_BIN_EXE_actix"),
         "unix_socket" => env!("CARGO_BIN_EXE_unix_socket"),
         "connection_handover" => env!("CARGO_BIN_EXE_connection_handover"),
         _ => panic!("{name:?} is not a test server of this package"),

@@ -1,0 +1,177 @@
+//! The actix-web example (`examples/actix.rs`) upgraded as a real process under closed-loop
+//! HTTP load: with a new connection per request no request fails; with kept-alive connections
+//! every upgrade completes and any failure is a connection closed under a request during a
+//! drain. Also: a request in flight on the old generation is answered by it after the new one
+//! took over, and a second `SIGTERM` cuts a drain short.
+
+mod example_process;
+mod util;
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use example_process::{args, Example, HeldUpload};
+use rustix::process::{kill_process, Pid, Signal};
+use util::load::{FailureKind, Load, Report, Target};
+use util::{assert_hello, http_get, TestDir};
+
+const UPGRADES: usize = 5;
+const CLIENTS: usize = 4;
+/// Answers each generation gives before the next one starts, so every handoff happens under
+/// load that has been running for a while.
+const ANSWERS_PER_GENERATION: u64 = 50;
+
+/// Held by a test while it runs load: the two load tests take turns, so that neither starves the
+/// other's servers of the machine's cores (a worker thread that does not run for longer than the
+/// example's grace loses the connections queued to it; see the example's docs).
+static LOAD: Mutex<()> = Mutex::new(());
+
+/// Starts a generation of the actix server coordinated in `dir`/coord.
+fn start(dir: &TestDir) -> Example {
+    Example::start("actix", &args(&dir.join("coord"), &["127.0.0.1:0"]))
+}
+
+/// What [`upgrade_under_load`] saw.
+struct Run {
+    report: Report,
+    /// For each upgrade, from just before the new generation started to just after the old
+    /// one exited.
+    drains: Vec<(Instant, Instant)>,
+    started: Instant,
+}
+
+impl Run {
+    /// Every failure, one a line, then the drains, with times from the start.
+    fn failures(&self) -> String {
+        let ms = |t: Instant| t.saturating_duration_since(self.started).as_secs_f64() * 1e3;
+        let failures = self.report.failures.iter().map(|f| f.describe(self.started));
+        let drains = self
+            .drains
+            .iter()
+            .map(|&(from, to)| format!("drain from {:.3} ms to {:.3} ms", ms(from), ms(to)));
+        failures.chain(drains).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Runs [`UPGRADES`] upgrades of the actix example under load from [`CLIENTS`] clients that keep
+/// their connections alive or not. Checks that each upgrade completes (the new generation
+/// inherits the socket, the old one drains and exits 0) and that each old generation answered
+/// no more than it says it served (exactly as many when `exact`).
+fn upgrade_under_load(keep_alive: bool, exact: bool) -> Run {
+    let _turn = LOAD.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = TestDir::new();
+    let started = Instant::now();
+    let mut current = start(&dir);
+    let addr = current.wait_for("ready").get("addr").to_string();
+    let targets = vec![Target::Tcp(addr.clone())];
+    let load =
+        if keep_alive { Load::start_keep_alive(targets, CLIENTS) } else { Load::start(targets, CLIENTS) };
+
+    let mut drains = Vec::new();
+    for _ in 0..UPGRADES {
+        load.wait_served_by(&current.pid().to_string(), ANSWERS_PER_GENERATION);
+        let from = Instant::now();
+        let mut next = start(&dir);
+        assert_eq!(next.wait_for("ready").get("addr"), addr, "the new generation inherits the socket");
+        current.wait_for("draining");
+        let served: u64 = current.expect_clean_exit().get("served").parse().expect("served=N");
+        drains.push((from, Instant::now()));
+        let answered = load.served_by(&current.pid().to_string());
+        if exact {
+            assert_eq!(
+                served,
+                answered,
+                "generation {} served {served}, the load got {answered}",
+                current.pid()
+            );
+        } else {
+            assert!(
+                answered <= served,
+                "generation {} served {served}, the load got {answered}",
+                current.pid()
+            );
+        }
+        current = next;
+    }
+    load.wait_served_by(&current.pid().to_string(), ANSWERS_PER_GENERATION);
+
+    let report = load.stop();
+    assert_eq!(report.served_by.len(), UPGRADES + 1, "answers by pid: {:?}", report.served_by);
+    Run { report, drains, started }
+}
+
+#[test]
+fn upgrades_under_load_with_a_connection_per_request_answer_every_request() {
+    let run = upgrade_under_load(false, true);
+    println!("{UPGRADES} upgrades, a connection per request: {}", run.report.summary());
+    assert!(
+        run.report.failures.is_empty(),
+        "{} of {} requests failed over {UPGRADES} upgrades:\n{}",
+        run.report.failures.len(),
+        run.report.sent,
+        run.failures()
+    );
+}
+
+/// Actix closes a kept-alive connection that is idle when its graceful stop begins, so a
+/// request sent on it at that moment fails: such a failure is allowed, nothing else is.
+#[test]
+fn upgrades_under_load_with_kept_alive_connections_fail_only_by_a_close_during_a_drain() {
+    let run = upgrade_under_load(true, false);
+    println!("{UPGRADES} upgrades, kept-alive connections: {}", run.report.summary());
+    for failure in &run.report.failures {
+        let closed = matches!(failure.kind, FailureKind::Closed | FailureKind::Reset);
+        let in_drain = run.drains.iter().any(|&(from, to)| failure.overlaps(from, to));
+        assert!(
+            closed && in_drain,
+            "a failure that is not a connection closed during a drain: {}\nall failures:\n{}",
+            failure.describe(run.started),
+            run.failures()
+        );
+    }
+}
+
+/// The request is slow because its body comes late: the test holds it in flight on the old
+/// generation for exactly as long as it needs, rather than guessing a duration.
+#[test]
+fn a_slow_request_in_flight_on_the_old_generation_is_answered_after_the_upgrade() {
+    let dir = TestDir::new();
+    let mut old = start(&dir);
+    let addr = old.wait_for("ready").get("addr").to_string();
+    let slow = HeldUpload::start(&addr);
+    old.wait_for("upload");
+
+    let mut new = start(&dir);
+    assert_eq!(new.wait_for("ready").get("addr"), addr);
+    // Not a check that new requests go to the new generation yet: `draining` comes once actix
+    // was asked to pause, and its acceptor thread may still take a connection waiting then.
+    old.wait_for("draining");
+
+    let response = slow.finish();
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body, format!("received {} bytes; hello from {}\n", HeldUpload::LENGTH, old.pid()));
+    assert_eq!(old.expect_clean_exit().get("served"), "1");
+    assert_hello(http_get(&addr, "/"), &new.pid().to_string());
+}
+
+#[test]
+fn a_second_sigterm_cuts_the_drain_short() {
+    let dir = TestDir::new();
+    let mut server = start(&dir);
+    let addr = server.wait_for("ready").get("addr").to_string();
+    let held = HeldUpload::start(&addr);
+    server.wait_for("upload");
+
+    terminate(&server);
+    server.wait_for("draining");
+    terminate(&server);
+    server.wait_for("forced");
+    assert_eq!(server.expect_clean_exit().get("served"), "0");
+    let outcome = held.try_finish();
+    assert!(outcome.is_err(), "the held upload was answered after a forced stop: {outcome:?}");
+}
+
+fn terminate(example: &Example) {
+    let pid = Pid::from_raw(example.pid() as i32).expect("a pid");
+    kill_process(pid, Signal::TERM).expect("sending SIGTERM");
+}
