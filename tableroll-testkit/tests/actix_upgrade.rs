@@ -131,8 +131,8 @@ fn a_slow_request_in_flight_on_the_old_generation_is_answered_after_the_upgrade(
 
     let mut new = start(&dir);
     assert_eq!(new.wait_for("ready").get("addr"), addr);
-    // Not a check that new requests go to the new generation yet: `draining` comes once actix
-    // was asked to pause, and its acceptor thread may still take a connection waiting then.
+    // Not a check that new requests go to the new generation yet: `draining` comes when the
+    // old one is told to drain, before actix's accepting thread has stopped.
     old.wait_for("draining");
 
     let response = slow.finish();

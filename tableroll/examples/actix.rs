@@ -7,20 +7,20 @@
 //!
 //! `DIR` is the coordination directory every generation shares (default: `tableroll-actix` in
 //! `$XDG_RUNTIME_DIR`, else in the temporary directory; created if missing). `ADDR` is the
-//! address to listen on (default `127.0.0.1:8082`); a later generation given the same address
+//! address to listen on (default `127.0.0.1:8080`); a later generation given the same address
 //! (or a port 0 one) inherits the socket, while one given another address binds that one and
 //! the old socket closes when it becomes the owner.
 //!
 //! Try it by hand, in two terminals:
 //!
 //! ```text
-//! terminal 1$ cargo run --example actix         # ready pid=1001 addr=127.0.0.1:8082
-//! terminal 2$ curl localhost:8082/              # hello from 1001
-//! terminal 2$ curl 'localhost:8082/slow?ms=10000' &
-//! terminal 2$ cargo run --example actix         # ready pid=1002 addr=127.0.0.1:8082
+//! terminal 1$ cargo run --example actix         # ready pid=1001 addr=127.0.0.1:8080
+//! terminal 2$ curl localhost:8080/              # hello from 1001
+//! terminal 2$ curl 'localhost:8080/slow?ms=10000' &
+//! terminal 2$ cargo run --example actix         # ready pid=1002 addr=127.0.0.1:8080
 //!                                               # terminal 1: draining pid=1001, then, once the
 //!                                               # slow request got its answer, exit pid=1001 …
-//! terminal 2$ curl localhost:8082/              # hello from 1002
+//! terminal 2$ curl localhost:8080/              # hello from 1002
 //! ```
 //!
 //! Endpoints: `GET /` answers `hello from PID`; `GET /slow?ms=N` answers the same after `N`
@@ -29,9 +29,9 @@
 //! flight by sending the body late.
 //!
 //! One line on stdout for each step, for scripts and tests: `ready pid=PID addr=ADDR` once
-//! serving, `draining pid=PID` once told to stop (a newer generation took over, or `SIGINT` /
-//! `SIGTERM`) and actix was asked to stop accepting, `forced pid=PID` if a second `SIGINT` /
-//! `SIGTERM` cut the drain short, and `exit pid=PID served=N` at the end.
+//! serving, `draining pid=PID` when told to stop (a newer generation took over, or `SIGINT` /
+//! `SIGTERM`), `forced pid=PID` if a second `SIGINT` / `SIGTERM` cut the drain short, and
+//! `exit pid=PID served=N` at the end.
 //!
 //! The lines marked `// tableroll` are all the library needs. The rest of the drain is actix's,
 //! and its order matters. Actix accepts on a thread of its own, which hands each connection to
@@ -74,7 +74,6 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -83,7 +82,12 @@ use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::ConnectionType;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpServer};
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use stop_signals::{until_told_to_drain, StopSignals};
+
+#[path = "common/args.rs"]
+mod args;
+#[path = "common/stop_signals.rs"]
+mod stop_signals;
 
 /// The longest `/slow` delay honoured, so a typo cannot keep a generation alive for hours.
 const MAX_SLOW: Duration = Duration::from_secs(300);
@@ -96,7 +100,7 @@ const GRACE: Duration = Duration::from_millis(300);
 const SHUTDOWN_TIMEOUT: u64 = 30;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (dir, addr) = args()?;
+    let (dir, addr) = args::dir_and_addr("actix")?;
     let grace = grace()?;
     let app = web::Data::new(App { pid: std::process::id(), ..App::default() });
 
@@ -133,18 +137,17 @@ async fn serve(
     .run();
     let handle = server.handle();
     let mut running = actix_web::rt::spawn(server);
-    let mut stop_signals = StopSignals::new()?;
+    let stop = StopSignals::listen()?;
     upgrader.ready()?; // tableroll
     println!("ready pid={} addr={addr}", app.pid);
 
     tokio::select! {
         result = &mut running => return Ok(result??), // a server that ends by itself
-        () = upgrader.upgrade_complete() => {} // tableroll
-        () = stop_signals.recv() => {}
+        () = until_told_to_drain(upgrader.upgrade_complete(), stop.clone(), app.pid) => {} // tableroll
     }
     let forced = tokio::select! {
         () = drain(&handle, &app, grace) => false,
-        () = stop_signals.recv() => true,
+        () = stop.second() => true,
     };
     if forced {
         // Dropping actix's server future stops its workers at once, closing every connection;
@@ -164,7 +167,6 @@ async fn serve(
 async fn drain(handle: &ServerHandle, app: &App, grace: Duration) {
     app.draining.store(true, Ordering::SeqCst);
     handle.pause().await;
-    println!("draining pid={}", app.pid);
     actix_web::rt::time::sleep(grace).await;
     handle.stop(true).await;
 }
@@ -181,29 +183,6 @@ async fn close_when_draining(
         res.response_mut().head_mut().set_connection_type(ConnectionType::Close);
     }
     Ok(res)
-}
-
-/// `SIGTERM` and `SIGINT`, handled by this program from the start (actix's own handlers are
-/// disabled): the first one drains, a second one cuts the drain short.
-struct StopSignals {
-    terminate: Signal,
-    interrupt: Signal,
-}
-
-impl StopSignals {
-    fn new() -> std::io::Result<StopSignals> {
-        Ok(StopSignals {
-            terminate: signal(SignalKind::terminate())?,
-            interrupt: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.terminate.recv() => {}
-            _ = self.interrupt.recv() => {}
-        }
-    }
 }
 
 /// What the handlers share.
@@ -247,31 +226,4 @@ fn grace() -> Result<Duration, String> {
         Err(std::env::VarError::NotPresent) => Ok(GRACE),
         Err(e) => Err(format!("TABLEROLL_ACTIX_GRACE_MS: {e}")),
     }
-}
-
-/// `[DIR] [ADDR]`, with the defaults filled in and the directory created.
-fn args() -> Result<(PathBuf, String), Box<dyn std::error::Error>> {
-    let mut args = std::env::args_os().skip(1);
-    let dir = args.next().map(PathBuf::from).unwrap_or_else(|| default_dir("tableroll-actix"));
-    let addr = match args.next() {
-        Some(addr) => addr.into_string().map_err(|a| format!("the address {a:?} is not UTF-8"))?,
-        None => "127.0.0.1:8082".to_string(),
-    };
-    if let Some(extra) = args.next() {
-        return Err(format!("unexpected argument {extra:?}; usage: actix [DIR] [ADDR]").into());
-    }
-    create_private_dir(&dir)?;
-    Ok((dir, addr))
-}
-
-/// `name` in the user's runtime directory, or else in the temporary directory.
-fn default_dir(name: &str) -> PathBuf {
-    let base = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    base.join(name)
-}
-
-/// The coordination directory is the trust boundary: only this user may enter it.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
