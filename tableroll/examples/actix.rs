@@ -40,7 +40,7 @@
 //! request has not started, even if its bytes have arrived. During an upgrade those are
 //! clients whose request is on its way: stopping at once lost requests in 2 of 5 test runs of 5
 //! upgrades with a new connection per request, and in 4 of 5 with kept-alive connections
-//! (`docs/frameworks-actix.md` has the figures). So the drain
+//! (`docs/frameworks.md` has the figures). So the drain
 //!
 //! 1. marks every response from now on `Connection: close`, so that each kept-alive client
 //!    finishes its request here and sends the next one on a new connection, to the new
