@@ -10,7 +10,7 @@
 //! graceful shutdown with, only once every connection it accepted has been read from.
 //!
 //! One concept a file: `tokio_listener` (the listeners it can wrap), `draining_listener`,
-//! `draining_stream` (a connection, which reports its first bytes), `progress` (what the
+//! `draining_stream` (a connection, which reports its first request), `progress` (what the
 //! listener shares with its streams), `drained` (the future that waits on it), `accept_retry`
 //! (accepting through accept errors), `incoming` (the listener as a `Stream` of connections),
 //! `axum` (the `axum::serve::Listener` impl, with the `axum` feature) and `tonic` (tonic's
