@@ -49,13 +49,24 @@ impl StopSignals {
         });
     }
 
-    /// A stop signal that came after the drain started.
+    /// A stop signal that came after the drain started, or a second one in any case (should
+    /// the drain never have been seen to start: a server that no longer polls its listener).
     pub async fn second(&self) {
-        let at = match self.drain_started.subscribe().wait_for(Option::is_some).await {
-            Ok(at) => at.unwrap_or_default(),
-            Err(_) => return std::future::pending().await,
-        };
-        let _ = self.received.clone().wait_for(|&n| n > at).await;
+        let (mut received, mut started) = (self.received.clone(), self.drain_started.subscribe());
+        loop {
+            let (n, at) = (*received.borrow_and_update(), *started.borrow_and_update());
+            if n >= 2 || at.is_some_and(|at| n > at) {
+                return;
+            }
+            let changed = tokio::select! {
+                changed = received.changed() => changed,
+                changed = started.changed() => changed,
+            };
+            if changed.is_err() {
+                // The counting task is gone (the runtime shuts down): no signal will come.
+                return std::future::pending().await;
+            }
+        }
     }
 }
 
