@@ -4,96 +4,16 @@
 //! known to be alive; every wait is for a line, an exit or a pidfd, bounded by [`TIMEOUT`] only
 //! to fail a hung test.
 
+mod util;
+
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 use serde_json::Value;
-use tableroll_testkit::events::{Events, Missed};
 use tableroll_testkit::http::http_get;
-use tableroll_testkit::process::Process;
 use tableroll_testkit::TIMEOUT;
-
-/// Where a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// The supervisor's JSON log (stderr).
-    Supervisor,
-    /// The program's stdout, and its workers'.
-    Program,
-}
-
-/// One `tableroll run --log-format json` running `activated_server`, its lines waited on.
-struct Instance {
-    process: Process,
-    lines: Events<(Source, Value)>,
-}
-
-impl Instance {
-    fn start(label: &str, dir: &Path, flags: &[&str], server_args: &[&str]) -> Instance {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tableroll"));
-        cmd.arg("run").arg("--dir").arg(dir).args(["--log-format", "json"]).args(flags);
-        cmd.arg("--").arg(env!("CARGO_BIN_EXE_activated_server")).args(server_args);
-        cmd.env_remove("NOTIFY_SOCKET").env("TMPDIR", dir);
-        let (tx, lines) = Events::channel();
-        let log_tx = tx.clone();
-        let mut process = Process::spawn_reading_stderr(&mut cmd, move |at, line| {
-            let Ok(value) = serde_json::from_str::<Value>(&line) else { return true };
-            log_tx.send((at, (Source::Supervisor, value))).is_ok()
-        });
-        process.read_stdout(move |at, line| match serde_json::from_str::<Value>(&line) {
-            Ok(value) => tx.send((at, (Source::Program, value))).is_ok(),
-            Err(_) => true,
-        });
-        process.set_heading(format!("{label} (pid {})", process.pid()));
-        Instance { process, lines }
-    }
-
-    fn wait_for(&mut self, source: Source, event: &str) -> Value {
-        let deadline = Instant::now() + TIMEOUT;
-        match self.lines.wait(deadline, |(s, v)| *s == source && v["event"] == event, |_| false) {
-            Ok((_, (_, value))) => value,
-            Err(e) => self.process.fail(&format!("no {source:?} event {event:?}: {e:?}")),
-        }
-    }
-
-    fn log(&mut self, event: &str) -> Value {
-        self.wait_for(Source::Supervisor, event)
-    }
-
-    fn program(&mut self, event: &str) -> Value {
-        self.wait_for(Source::Program, event)
-    }
-
-    /// The address of the listener, from the supervisor's log.
-    fn address(&mut self) -> String {
-        self.log("listener")["address"].as_str().unwrap().to_string()
-    }
-
-    /// Waits for the supervisor to exit; its exit code.
-    fn wait_exit(&mut self) -> i32 {
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            if !self.process.is_running() {
-                break self.process.wait();
-            }
-            match self.lines.receive_pending(deadline) {
-                Ok(()) => {}
-                Err(Missed::Ended) => break self.process.wait(),
-                Err(_) if self.process.is_running() => self.process.fail("did not exit"),
-                Err(_) => {}
-            }
-        };
-        status.code().unwrap_or_else(|| self.process.fail(&format!("ended by {status}")))
-    }
-
-    fn kill(&mut self) {
-        self.process.kill();
-    }
-}
+use util::instance::Instance;
 
 /// A process of the test's, watched through a pidfd opened while it was known to be alive, and
 /// killed through it when dropped (a pidfd cannot reach a reused pid).
@@ -149,7 +69,7 @@ fn a_forked_worker_is_gone_when_its_supervisor_exits(
     let args = [&["--listen", "web=tcp:127.0.0.1:0"], flags].concat();
     let server_args = [&["--generation", "0", "--fork-worker", fork], server_args].concat();
     let mut old = Instance::start("gen-0", dir.path(), &args, &server_args);
-    let addr = old.address();
+    let addr = old.address("web");
     let program = Watched::from_line(&old.program("started"));
     let worker = Watched::from_line(&old.program("worker"));
     old.log("owner");
@@ -165,7 +85,7 @@ fn a_forked_worker_is_gone_when_its_supervisor_exits(
         assert_eq!(body_of(&addr), "hello from gen-1\n");
     }
     drop(new_program);
-    new.kill();
+    new.process.kill();
     code
 }
 
@@ -198,7 +118,7 @@ fn a_program_whose_supervisor_is_killed_gets_the_stop_signal_and_is_killed_after
     let mut owner = Instance::start("gen-0", dir.path(), &flags, &["--ignore-stop-signals"]);
     let program = Watched::from_line(&owner.program("started"));
     owner.log("owner");
-    owner.kill();
+    owner.process.kill();
     // The parent-death signal is the stop signal; the program ignores it and is killed when
     // the drain timeout ran out, with no supervisor left to do it.
     let signal = owner.program("signal");
@@ -226,5 +146,5 @@ fn an_orphan_that_exits_while_the_program_runs_is_reaped() {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", worker.pid)).unwrap_or_default();
     let parent = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1));
     assert_ne!(parent, Some(owner.process.pid().to_string().as_str()), "{stat}");
-    owner.kill();
+    owner.process.kill();
 }
