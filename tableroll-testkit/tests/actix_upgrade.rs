@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use example_process::{args, Example, HeldUpload};
+use example_process::{args, expect_upload_answered_by, upgrade_with_upload_in_flight, Example, HeldUpload};
 use rustix::process::{kill_process, Pid, Signal};
 use util::load::{Load, Report, Target};
 use util::{assert_hello, http_get, TestDir};
@@ -126,19 +126,11 @@ fn a_slow_request_in_flight_on_the_old_generation_is_answered_after_the_upgrade(
     let dir = TestDir::new();
     let mut old = start(&dir);
     let addr = old.wait_for("ready").get("addr").to_string();
-    let slow = HeldUpload::start(&addr);
-    old.wait_for("upload");
-
-    let mut new = start(&dir);
-    assert_eq!(new.wait_for("ready").get("addr"), addr);
+    let (new, slow) = upgrade_with_upload_in_flight(&mut old, &addr, || start(&dir));
     // Not a check that new requests go to the new generation yet: `draining` comes when the
     // old one is told to drain, before actix's accepting thread has stopped.
-    old.wait_for("draining");
 
-    let response = slow.finish();
-    assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(response.body, format!("received {} bytes; hello from {}\n", HeldUpload::LENGTH, old.pid()));
-    assert_eq!(old.expect_clean_exit().get("served"), "1");
+    expect_upload_answered_by(slow, &mut old, "1");
     assert_hello(http_get(&addr, "/"), &new.pid().to_string());
 }
 

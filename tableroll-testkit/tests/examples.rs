@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 
-use example_process::{args, Example, HeldUpload};
+use example_process::{args, expect_upload_answered_by, upgrade_with_upload_in_flight, Example};
 use util::{assert_hello, http_get, http_get_unix, TestDir, TIMEOUT};
 
 #[test]
@@ -21,18 +21,12 @@ fn std_http_hands_over_and_drains_a_request_in_flight() {
     let mut old = Example::start("std_http", &args(&coord, &["127.0.0.1:0"]));
     let addr = old.wait_for("ready").get("addr").to_string();
     assert_hello(http_get(&addr, "/"), &old.pid().to_string());
-    let upload = HeldUpload::start(&addr);
-    old.wait_for("upload");
-
-    let mut new = Example::start("std_http", &args(&coord, &["127.0.0.1:0"]));
-    assert_eq!(new.wait_for("ready").get("addr"), addr, "the new generation inherits the socket");
-    old.wait_for("draining");
+    let (new, upload) = upgrade_with_upload_in_flight(&mut old, &addr, || {
+        Example::start("std_http", &args(&coord, &["127.0.0.1:0"]))
+    });
     assert_hello(http_get(&addr, "/"), &new.pid().to_string());
 
-    let response = upload.finish();
-    assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(response.body, format!("received {} bytes; hello from {}\n", HeldUpload::LENGTH, old.pid()));
-    assert_eq!(old.expect_clean_exit().get("served"), "2");
+    expect_upload_answered_by(upload, &mut old, "2");
     assert_hello(http_get(&addr, "/"), &new.pid().to_string());
 }
 

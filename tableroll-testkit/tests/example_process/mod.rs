@@ -183,3 +183,31 @@ impl HeldUpload {
         read_response(&mut self.conn)
     }
 }
+
+/// An upgrade with a request in flight: holds an upload on `old` (ready, listening on `addr`),
+/// starts the next generation with `start_new`, checks that it inherits `addr`, and waits until
+/// `old` drains. Returns the new generation and the upload, still held.
+#[allow(dead_code)] // not every test that runs examples holds an upload
+pub fn upgrade_with_upload_in_flight(
+    old: &mut Example,
+    addr: &str,
+    start_new: impl FnOnce() -> Example,
+) -> (Example, HeldUpload) {
+    let upload = HeldUpload::start(addr);
+    // The old generation's handler is reading the body.
+    old.wait_for("upload");
+    let mut new = start_new();
+    assert_eq!(new.wait_for("ready").get("addr"), addr, "the new generation inherits the socket");
+    old.wait_for("draining");
+    (new, upload)
+}
+
+/// Sends the rest of `upload` and checks that `old`, which held it, answered it and exited 0
+/// saying it served `served` requests.
+#[allow(dead_code)]
+pub fn expect_upload_answered_by(upload: HeldUpload, old: &mut Example, served: &str) {
+    let response = upload.finish();
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body, format!("received {} bytes; hello from {}\n", HeldUpload::LENGTH, old.pid()));
+    assert_eq!(old.expect_clean_exit().get("served"), served);
+}
