@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -20,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+use crate::shared_report::{SharedReport, Summary};
 use crate::TIMEOUT;
 
 /// What the clients send, and over which connections.
@@ -53,16 +54,15 @@ impl AsyncReport {
     }
 }
 
-struct Shared {
-    report: Mutex<AsyncReport>,
-    changed: Condvar,
-    stop: AtomicBool,
+impl Summary for AsyncReport {
+    fn summary(&self) -> String {
+        AsyncReport::summary(self)
+    }
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, AsyncReport> {
-        self.report.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+struct Shared {
+    report: SharedReport<AsyncReport>,
+    stop: AtomicBool,
 }
 
 /// Running load; [`AsyncLoad::stop`] ends it and returns the report.
@@ -81,8 +81,7 @@ impl AsyncLoad {
             .build()
             .expect("a tokio runtime for the load");
         let shared = Arc::new(Shared {
-            report: Mutex::new(AsyncReport::default()),
-            changed: Condvar::new(),
+            report: SharedReport::new(AsyncReport::default()),
             stop: AtomicBool::new(false),
         });
         let uri: hyper::Uri = format!("http://{addr}/").parse().expect("an HTTP URI");
@@ -102,30 +101,19 @@ impl AsyncLoad {
     }
 
     pub fn report(&self) -> AsyncReport {
-        self.shared.lock().clone()
+        self.shared.report.lock().clone()
     }
 
     /// Waits until `n` more calls than now were answered.
     pub fn wait_more_ok(&self, n: u64) {
-        let target = self.shared.lock().ok + n;
-        let report = self.shared.lock();
-        let (report, timeout) = self
-            .shared
-            .changed
-            .wait_timeout_while(report, TIMEOUT, |r| r.ok < target)
-            .unwrap_or_else(PoisonError::into_inner);
-        assert!(!timeout.timed_out(), "timed out waiting for {target} answers: {}", report.summary());
+        let target = self.shared.report.lock().ok + n;
+        self.shared.report.wait_until(&format!("{target} answers"), |r| r.ok >= target);
     }
 
     /// Waits until the server `id` answered `n` calls in all.
     pub fn wait_served_by(&self, id: &str, n: u64) {
-        let report = self.shared.lock();
-        let (report, timeout) = self
-            .shared
-            .changed
-            .wait_timeout_while(report, TIMEOUT, |r| r.served_by.get(id).copied().unwrap_or(0) < n)
-            .unwrap_or_else(PoisonError::into_inner);
-        assert!(!timeout.timed_out(), "timed out waiting for {n} answers by {id}: {}", report.summary());
+        let what = format!("{n} answers by {id}");
+        self.shared.report.wait_until(&what, |r| r.served_by.get(id).copied().unwrap_or(0) >= n);
     }
 
     /// Stops the clients after their call under way, and returns the report.
@@ -135,7 +123,7 @@ impl AsyncLoad {
             let ended = self.runtime.block_on(async { tokio::time::timeout(TIMEOUT, client).await });
             assert!(matches!(ended, Ok(Ok(()))), "a load client did not stop: {ended:?}");
         }
-        self.shared.lock().clone()
+        self.shared.report.lock().clone()
     }
 }
 
@@ -151,22 +139,19 @@ impl Caller {
     async fn run(self, shared: Arc<Shared>) {
         while !shared.stop.load(Ordering::SeqCst) {
             let seq = {
-                let mut report = shared.lock();
+                let mut report = shared.report.lock();
                 report.sent += 1;
                 report.sent
             };
             let outcome =
                 tokio::time::timeout(TIMEOUT, self.call()).await.unwrap_or_else(|_| Err("timed out".into()));
-            let mut report = shared.lock();
-            match outcome {
+            shared.report.record(|report| match outcome {
                 Ok(id) => {
                     report.ok += 1;
                     *report.served_by.entry(id).or_insert(0) += 1;
                 }
                 Err(error) => report.failures.push(format!("call {seq}: {error}")),
-            }
-            drop(report);
-            shared.changed.notify_all();
+            });
         }
     }
 

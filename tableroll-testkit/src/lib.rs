@@ -21,6 +21,7 @@ pub mod events;
 pub mod http;
 pub mod load;
 pub mod process;
+mod shared_report;
 
 /// How long anything may take before the test is declared hung.
 pub const TIMEOUT: Duration = Duration::from_secs(30);

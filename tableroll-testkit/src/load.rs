@@ -6,12 +6,13 @@
 //! the others.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use tableroll_load::{FailureKind, Target};
 use tableroll_load::{LoadConfig, Outcome, Recorder};
 
+use crate::shared_report::{SharedReport, Summary};
 use crate::TIMEOUT;
 
 /// One failed request.
@@ -66,6 +67,12 @@ pub struct Report {
     pub failures: Vec<Failure>,
 }
 
+impl Summary for Report {
+    fn summary(&self) -> String {
+        Report::summary(self)
+    }
+}
+
 impl Report {
     /// The number of failures of each kind.
     pub fn failures_by_kind(&self) -> BTreeMap<FailureKind, usize> {
@@ -88,35 +95,9 @@ impl Report {
     }
 }
 
-struct Shared {
-    report: Mutex<Report>,
-    changed: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Report> {
-        self.report.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Waits (at most [`TIMEOUT`]) until `done` holds; panics with `what` and the report so far.
-    fn wait_until(&self, what: &str, done: impl Fn(&Report) -> bool) {
-        let deadline = Instant::now() + TIMEOUT;
-        let mut report = self.lock();
-        while !done(&report) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let summary = report.summary();
-                drop(report);
-                panic!("load: timed out after {TIMEOUT:?} waiting for {what} ({summary})");
-            }
-            report = self.changed.wait_timeout(report, left).unwrap_or_else(PoisonError::into_inner).0;
-        }
-    }
-}
-
 /// A client's recorder: every request into the shared report, an answer by the id that gave it.
 struct Answers {
-    shared: Arc<Shared>,
+    shared: Arc<SharedReport<Report>>,
 }
 
 impl Recorder for Answers {
@@ -133,21 +114,20 @@ impl Recorder for Answers {
 
     fn record(&mut self, outcome: Outcome<String>) {
         let Outcome { seq, target, started, ended, result, .. } = outcome;
-        let mut report = self.shared.lock();
-        report.sent += 1;
-        match result {
-            Ok(id) => {
-                report.ok += 1;
-                report.ok_by_target[target] += 1;
-                *report.served_by.entry(id).or_insert(0) += 1;
+        self.shared.record(|report| {
+            report.sent += 1;
+            match result {
+                Ok(id) => {
+                    report.ok += 1;
+                    report.ok_by_target[target] += 1;
+                    *report.served_by.entry(id).or_insert(0) += 1;
+                }
+                Err(failure) => {
+                    let (kind, detail) = (failure.kind, failure.message);
+                    report.failures.push(Failure { seq, target, kind, started, ended, detail });
+                }
             }
-            Err(failure) => {
-                let (kind, detail) = (failure.kind, failure.message);
-                report.failures.push(Failure { seq, target, kind, started, ended, detail });
-            }
-        }
-        drop(report);
-        self.shared.changed.notify_all();
+        });
     }
 }
 
@@ -155,7 +135,7 @@ impl Recorder for Answers {
 /// stops its clients too.
 pub struct Load {
     load: tableroll_load::Load<Answers>,
-    shared: Arc<Shared>,
+    shared: Arc<SharedReport<Report>>,
     pub targets: Vec<Target>,
 }
 
@@ -180,7 +160,7 @@ impl Load {
 
     fn start_with(targets: Vec<Target>, clients_per_target: usize, keep_alive: bool) -> Load {
         let report = Report { ok_by_target: vec![0; targets.len()], ..Report::default() };
-        let shared = Arc::new(Shared { report: Mutex::new(report), changed: Condvar::new() });
+        let shared = Arc::new(SharedReport::new(report));
         let mut config = LoadConfig::new(targets.clone(), clients_per_target, TIMEOUT);
         config.pause_after_failure = BACKOFF_AFTER_FAILURE;
         config.keep_alive = keep_alive;
