@@ -149,6 +149,7 @@ mod handoff;
 mod id;
 pub mod inspect;
 mod peer_policy;
+mod probation;
 mod protocol;
 mod server;
 mod signal;
@@ -172,6 +173,7 @@ pub use descriptor::{Descriptor, Kind, Shareable};
 pub use error::{Error, ErrorKind, Result};
 pub use fds::Fds;
 pub use peer_policy::PeerPolicy;
+pub use probation::Rollback;
 pub use signal::UpgradeComplete;
 pub use upgrader::{Builder, Upgrader};
 

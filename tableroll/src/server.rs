@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use crate::fds::{self, Shared};
 use crate::handoff::owner::{Group, Outcome, OwnerSession, FALLBACK_IDLE};
 use crate::handoff::wire_entries;
 use crate::peer_policy::PeerPolicy;
+use crate::probation::Rollbacks;
 use crate::signal::UpgradeComplete;
 use crate::sys::poll::{self, Interest};
 use crate::systemd::Reporter;
@@ -43,6 +44,9 @@ pub(crate) struct ServerConfig {
     pub(crate) upgrade_timeout: Duration,
     pub(crate) peer_policy: PeerPolicy,
     pub(crate) reporter: Reporter,
+    /// How long a stepped-down process stays a backup (zero: none).
+    pub(crate) probation: Duration,
+    pub(crate) rollbacks: Arc<Rollbacks>,
     /// The read end of the upgrader's stop pipe: readable (end of file) once stopped.
     pub(crate) stop: OwnedFd,
 }

@@ -16,6 +16,7 @@ use crate::handoff::newcomer::Newcomer;
 use crate::handoff::wire_entries;
 use crate::id;
 use crate::peer_policy::PeerPolicy;
+use crate::probation::{Rollback, RollbackHook, Rollbacks};
 use crate::server::{ServerConfig, UpgradeServer};
 use crate::signal::UpgradeComplete;
 use crate::state::State;
@@ -33,6 +34,8 @@ pub struct Builder {
     peer_policy: PeerPolicy,
     systemd_notify: bool,
     create_dir: bool,
+    probation: Duration,
+    on_rollback: Option<RollbackHook>,
 }
 
 impl Builder {
@@ -81,6 +84,32 @@ impl Builder {
     /// second, separate group. Under systemd, `RuntimeDirectory=` creates it instead.
     pub fn create_dir(mut self, create: bool) -> Self {
         self.create_dir = create;
+        self
+    }
+
+    /// How long this process stays a live backup after a newcomer took over from it. Default
+    /// zero: no probation.
+    ///
+    /// During its probation the process is no longer the owner (the owner file names the
+    /// newcomer), but it keeps its listeners, its store and its upgrade socket, and
+    /// [`upgrade_complete`](Upgrader::upgrade_complete) has not fired: the application serves
+    /// on as before. If the new owner dies (or stops serving) while the owner file still names
+    /// it, this process takes the lock, records itself as the owner again and goes on as the
+    /// owner: a *rollback*, told through [`on_rollback`](Self::on_rollback),
+    /// [`Upgrader::rollbacks`] and a `tracing` record. A newcomer of ours that finds the new
+    /// owner dead meanwhile receives the descriptors from this process. The probation ends, and
+    /// `upgrade_complete` fires, when the window passes with the new owner alive, or when the
+    /// owner file names yet another process (the new owner was upgraded in turn).
+    pub fn probation(mut self, window: Duration) -> Self {
+        self.probation = window;
+        self
+    }
+
+    /// Called on the upgrade thread at each rollback (see [`probation`](Self::probation)),
+    /// after this process was recorded as the owner again. Keep it short: upgrades wait while
+    /// it runs.
+    pub fn on_rollback(mut self, hook: impl Fn(&Rollback) + Send + Sync + 'static) -> Self {
+        self.on_rollback = Some(RollbackHook::new(hook));
         self
     }
 
@@ -147,6 +176,8 @@ impl Builder {
             connect_timeout: self.connect_timeout,
             peer_policy: self.peer_policy,
             reporter: Reporter::from_env(self.systemd_notify),
+            probation: self.probation,
+            rollbacks: Rollbacks::new(self.on_rollback),
             joining: Mutex::new(Some(Joining { socket, newcomer })),
             server: Mutex::new(None),
             stop_rx,
@@ -198,6 +229,8 @@ pub struct Upgrader {
     peer_policy: PeerPolicy,
     /// Where readiness and draining are reported (systemd), if anywhere.
     reporter: Reporter,
+    probation: Duration,
+    rollbacks: Arc<Rollbacks>,
     /// Until ready (or stop). Its mutex is held for the whole of `ready()`.
     joining: Mutex<Option<Joining>>,
     /// From ready to stop.
@@ -242,6 +275,8 @@ impl Upgrader {
             peer_policy: PeerPolicy::default(),
             systemd_notify: cfg!(feature = "systemd"),
             create_dir: false,
+            probation: Duration::ZERO,
+            on_rollback: None,
         }
     }
 
@@ -253,6 +288,12 @@ impl Upgrader {
     /// The descriptor store.
     pub fn fds(&self) -> &Fds {
         &self.fds
+    }
+
+    /// How many times this process became the owner again because the owner that took over
+    /// from it died during its probation (see [`Builder::probation`]).
+    pub fn rollbacks(&self) -> u64 {
+        self.rollbacks.count()
     }
 
     /// The ids received from the previous owner, sorted; empty for the first process of a
@@ -341,6 +382,8 @@ impl Upgrader {
             upgrade_timeout: self.upgrade_timeout,
             peer_policy: self.peer_policy.clone(),
             reporter: self.reporter.clone(),
+            probation: self.probation,
+            rollbacks: Arc::clone(&self.rollbacks),
             stop,
         })
     }
