@@ -48,6 +48,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     pub drain_timeout: Duration,
 
+    /// After a newer instance took over, keep this one's program running (no stop signal) for
+    /// this long, as a live backup: if the newer instance dies meanwhile (its program crashed,
+    /// say), this instance records itself as the owner again and its program never noticed.
+    /// The stop signal comes when the probation passes. Default: none.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_timeout)]
+    pub probation: Duration,
+
     /// The signal that tells the program to drain and exit: TERM, INT, QUIT, HUP, USR1,
     /// USR2, WINCH, or a number.
     #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = parse_signal)]
@@ -113,8 +120,18 @@ what the program left running if the supervisor dies after the program exited, w
 it (the watchdog ends with the program); and nothing is bounded if the watchdog is killed \
 too. Under systemd, KillMode=mixed still ends every process of the unit when it stops.
 
+With --probation, a newer instance that took over is on trial: this instance keeps its \
+program running and the sockets open until the probation passes, and only then sends the stop \
+signal. If the newer instance exits meanwhile (its program crashed and its supervisor exited, \
+or it was killed), this instance becomes the owner again within moments and logs \
+`rolled_back`; a newcomer that arrives in between receives the sockets from this instance. \
+When the program of an owner exits for good, its supervisor lets go of the group at once \
+(before waiting for what the program left running), so that the instance on probation can take \
+over.
+
 Under systemd (Type=notify) the \
-supervisor reports READY=1 and MAINPID once it owns the sockets, and STOPPING=1 when it drains.
+supervisor reports READY=1 and MAINPID once it owns the sockets (again after a rollback), and \
+STOPPING=1 when it drains.
 
 Exit status: the program's (128+N if killed by signal N, but 0 if the signal was the one sent \
 to stop it, as systemd counts a clean stop); 1 when the program failed before it \

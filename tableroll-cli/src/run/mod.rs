@@ -32,6 +32,7 @@ pub mod watchdog;
 
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -70,7 +71,21 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
     // Caught before anything can block: a stop while waiting for the lock is answered too.
     let signals = SignalPipe::catch(&[SIGTERM, SIGINT, SIGHUP]).context("catching signals")?;
     let upgrade_timeout = args.ready_timeout.saturating_add(UPGRADE_MARGIN);
-    let mut builder = tableroll::Upgrader::builder(&args.dir).upgrade_timeout(upgrade_timeout);
+    // The rollback hook runs on the library's thread, once this instance has its identity.
+    let rollback_log: Arc<OnceLock<Log>> = Arc::new(OnceLock::new());
+    let hook_log = Arc::clone(&rollback_log);
+    let mut builder = tableroll::Upgrader::builder(&args.dir)
+        .upgrade_timeout(upgrade_timeout)
+        .probation(args.probation)
+        .on_rollback(move |rollback| {
+            if let Some(log) = hook_log.get() {
+                log.event(
+                    "rolled_back",
+                    "the newer instance is gone; this instance is the owner again, its program never stopped",
+                    json!({ "failed_owner": rollback.failed_owner(), "took_ms": ms(rollback.took()) }),
+                );
+            }
+        });
     let generation = generation::next(&args.dir);
     let id = match (&args.id, generation) {
         (Some(id), _) => Some(id.clone()),
@@ -91,6 +106,7 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
         }
     };
     log.set_identity(upgrader.id(), generation);
+    let _ = rollback_log.set(log.clone());
     log.event(
         "joined",
         if upgrader.inherited_ids().is_empty() {
@@ -106,6 +122,9 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
         leftovers::Reaper::start(log.clone()).context("becoming the reaper of the program's orphans")?;
     let code = supervisor::Supervisor::new(args, &upgrader, listeners, generation, log, signals)
         .and_then(|s| s.run());
+    // The program is gone for good: let go of the group now, not after its leftovers, so
+    // that an instance on probation sees this one gone and becomes the owner again.
+    upgrader.stop();
     // Whatever the program left running ends with it, however the supervisor's loop ended.
     let ended = reaper.end(args.stop_signal.to_rustix(), args.drain_timeout, log);
     let code = code?;

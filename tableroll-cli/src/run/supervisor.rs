@@ -294,11 +294,12 @@ impl<'a> Supervisor<'a> {
         loop {
             match self.wait(&mut child, None, true)? {
                 Wake::TakenOver => {
-                    self.log.event(
-                        "taken_over",
-                        "a newer instance took over; draining the program",
-                        json!({}),
-                    );
+                    let message = if self.args.probation.is_zero() {
+                        "a newer instance took over; draining the program"
+                    } else {
+                        "a newer instance took over and its probation passed; draining the program"
+                    };
+                    self.log.event("taken_over", message, json!({}));
                     return self.drain(&mut child, Some("taken over")).map(|s| self.exit_code_for(s));
                 }
                 Wake::Signals(signals) => {
