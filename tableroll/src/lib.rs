@@ -61,8 +61,13 @@
 //! keeps serving until the file names another live process, and steps down then, within a
 //! millisecond of the write (it watches the file), whether the newcomer closed the session
 //! before writing (as Go tableroll does) or after. A newcomer that crashes, hangs, fails to
-//! write or misbehaves at any step leaves the owner serving, and upgradable; an owner that
-//! crashed is replaced by the next process with fresh descriptors. A group may mix Rust and Go
+//! write or misbehaves at any step leaves the owner serving, and upgradable. A process that
+//! stepped down keeps its upgrade socket and its store while it drains (a *standby*): a
+//! newcomer that finds the owner dead receives the descriptors from it, with the connections
+//! queued in the listeners, and starts with fresh ones only when no process holds them. With
+//! [`Builder::probation`], the previous owner also stays a live backup for a while and becomes
+//! the owner again, its application never told to drain, if the new owner dies: a release that
+//! crashes right after taking over is rolled back automatically. A group may mix Rust and Go
 //! tableroll processes in both roles (with Go v1.x, see [`Builder::pid_as_id`]).
 //!
 //! The library needs no async runtime: the owner serves upgrade requests on one background

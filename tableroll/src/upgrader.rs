@@ -99,7 +99,36 @@ impl Builder {
     /// [`Upgrader::rollbacks`] and a `tracing` record. A newcomer of ours that finds the new
     /// owner dead meanwhile receives the descriptors from this process. The probation ends, and
     /// `upgrade_complete` fires, when the window passes with the new owner alive, or when the
-    /// owner file names yet another process (the new owner was upgraded in turn).
+    /// owner file names yet another process (the new owner was upgraded in turn). Meanwhile
+    /// the store cannot change: adding or removing returns
+    /// [`ErrorKind::UpgradeInProgress`](crate::ErrorKind::UpgradeInProgress).
+    ///
+    /// The new owner's exit is seen within moments through its pidfd; without one (its process
+    /// is in another PID namespace) within 50 ms, and a new owner that stops serving but stays
+    /// alive within 250 ms. The requests it had accepted
+    /// and not answered are lost; the connections waiting in the listeners' backlogs are not.
+    /// Go processes know nothing of probation: a Go newcomer that finds the new owner dead
+    /// before this process recorded itself again binds afresh, and fails while this process
+    /// holds the listening sockets.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> tableroll::Result<()> {
+    /// let upgrader = tableroll::Upgrader::builder("/run/myapp/tableroll")
+    ///     .probation(Duration::from_secs(30))
+    ///     .on_rollback(|rollback| {
+    ///         eprintln!("{} died after taking over; serving again", rollback.failed_owner());
+    ///     })
+    ///     .build()?;
+    /// let listener = upgrader.fds().listen_tcp("web", "127.0.0.1:8080")?;
+    /// upgrader.ready()?;
+    /// // Fires only once a newer process took over and survived its probation.
+    /// upgrader.upgrade_complete().wait();
+    /// # drop(listener);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn probation(mut self, window: Duration) -> Self {
         self.probation = window;
         self

@@ -36,7 +36,9 @@ use crate::sys::poll::{self, Interest};
 const LOOK_WITH_PIDFD: Duration = Duration::from_millis(250);
 /// How often it looks without a pidfd (or with the owner's watch unavailable).
 const LOOK_WITHOUT_PIDFD: Duration = Duration::from_millis(50);
-/// How often it looks while the owner is gone and another process holds the lock.
+/// How often it looks while the owner is gone and another process holds the lock, at first:
+/// doubled at each look up to [`LOOK_WITH_PIDFD`]. A newcomer that connects or records itself
+/// wakes the standby at once; only a lock released without either makes no event.
 const LOOK_WHILE_LOCKED: Duration = Duration::from_millis(5);
 
 /// A standby's watch over the owner that took over from it.
@@ -50,6 +52,8 @@ pub(crate) struct Probation {
     until: Option<Instant>,
     /// When the owner was first seen gone.
     gone_since: Option<Instant>,
+    /// The next wait while the owner is gone and the lock held.
+    locked_recheck: Duration,
 }
 
 /// What woke a standby.
@@ -81,7 +85,7 @@ impl Probation {
     /// Watches `owner`, whose process is `pidfd` when known, for `window`.
     pub(crate) fn new(owner: Vec<u8>, pidfd: Option<OwnedFd>, window: Duration) -> Probation {
         let until = Instant::now().checked_add(window);
-        Probation { owner, pidfd, until, gone_since: None }
+        Probation { owner, pidfd, until, gone_since: None, locked_recheck: LOOK_WHILE_LOCKED }
     }
 
     /// The id of the owner watched, lossily decoded.
@@ -128,11 +132,14 @@ impl Probation {
         }
     }
 
-    fn try_roll_back(&self, group: &Group<'_>) -> Option<StandbyEvent> {
+    fn try_roll_back(&mut self, group: &Group<'_>) -> Option<StandbyEvent> {
         let lock = match group.owner_file.try_lock() {
             Ok(Some(lock)) => lock,
             // A newcomer holds it: it connects here or records itself.
-            Ok(None) => return None,
+            Ok(None) => {
+                self.locked_recheck = (self.locked_recheck * 2).min(LOOK_WITH_PIDFD);
+                return None;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "could not try the coordination lock during probation");
                 return None;
@@ -158,7 +165,7 @@ impl Probation {
     /// How long to wait before the next look.
     fn period(&self, group: &Group<'_>) -> Duration {
         let period = if self.gone_since.is_some() {
-            LOOK_WHILE_LOCKED
+            self.locked_recheck
         } else if self.pidfd.is_some() && group.watch.is_available() {
             LOOK_WITH_PIDFD
         } else {
@@ -216,5 +223,105 @@ pub(crate) fn next_event(group: &Group<'_>, mut probation: Option<&mut Probation
                 group.watch.take_changes();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordination::{Directory, OwnerFile, OwnerFileWatch};
+    use crate::sys::wake;
+    use std::os::unix::net::UnixListener;
+
+    /// A directory where `me` stepped down for `owner`, both with live upgrade sockets.
+    struct Scene {
+        _tmp: tempfile::TempDir,
+        dir: Directory,
+        owner_file: OwnerFile,
+        watch: OwnerFileWatch,
+        me: UnixListener,
+        owner: Option<UnixListener>,
+        stop: (OwnedFd, OwnedFd),
+    }
+
+    impl Scene {
+        fn new() -> Scene {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = Directory::open(tmp.path()).unwrap();
+            let me = UnixListener::bind(dir.socket_path(b"me").unwrap()).unwrap();
+            me.set_nonblocking(true).unwrap();
+            let owner = Some(UnixListener::bind(dir.socket_path(b"new").unwrap()).unwrap());
+            let owner_file = OwnerFile::open(&dir.owner_file()).unwrap();
+            owner_file.try_lock().unwrap().unwrap().write_owner(b"new").unwrap();
+            let watch = dir.watch_owner_file();
+            Scene { _tmp: tmp, dir, owner_file, watch, me, owner, stop: wake::pipe().unwrap() }
+        }
+
+        fn group(&self) -> Group<'_> {
+            Group {
+                dir: &self.dir,
+                owner_file: &self.owner_file,
+                watch: &self.watch,
+                id: b"me",
+                upgrade_socket: &self.me,
+                stop: self.stop.0.as_fd(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_live_owner_is_watched_and_a_dead_one_rolled_back() {
+        let mut scene = Scene::new();
+        let mut probation = Probation::new(b"new".to_vec(), None, Duration::from_secs(600));
+        assert!(probation.look(&scene.group()).is_none());
+        scene.owner = None;
+        match probation.look(&scene.group()) {
+            Some(StandbyEvent::RolledBack(rollback)) => assert_eq!(rollback.failed_owner(), "new"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(scene.owner_file.read().unwrap().as_deref(), Some(&b"me"[..]));
+    }
+
+    #[test]
+    fn a_held_lock_defers_the_rollback() {
+        let mut scene = Scene::new();
+        scene.owner = None;
+        let mut probation = Probation::new(b"new".to_vec(), None, Duration::from_secs(600));
+        let other = OwnerFile::open(&scene.dir.owner_file()).unwrap();
+        let held = other.try_lock().unwrap().unwrap();
+        assert!(probation.look(&scene.group()).is_none(), "a newcomer holds the lock");
+        assert!(probation.period(&scene.group()) > LOOK_WHILE_LOCKED, "backs off while the lock is held");
+        drop(held);
+        assert!(matches!(probation.look(&scene.group()), Some(StandbyEvent::RolledBack(_))));
+    }
+
+    #[test]
+    fn another_live_owner_or_the_window_ends_the_probation() {
+        let scene = Scene::new();
+        let _third = UnixListener::bind(scene.dir.socket_path(b"third").unwrap()).unwrap();
+        scene.owner_file.try_lock().unwrap().unwrap().write_owner(b"third").unwrap();
+        let mut probation = Probation::new(b"new".to_vec(), None, Duration::from_secs(600));
+        assert!(matches!(probation.look(&scene.group()), Some(StandbyEvent::ProbationOver(_))));
+        assert_eq!(scene.owner_file.read().unwrap().as_deref(), Some(&b"third"[..]), "nothing written");
+
+        let scene = Scene::new();
+        let mut probation = Probation::new(b"new".to_vec(), None, Duration::ZERO);
+        match next_event(&scene.group(), Some(&mut probation)) {
+            Ok(StandbyEvent::ProbationOver(why)) => assert!(why.contains("window"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_standby_without_probation_waits_for_a_newcomer_or_the_stop() {
+        let scene = Scene::new();
+        let _newcomer =
+            std::os::unix::net::UnixStream::connect(scene.dir.socket_path(b"me").unwrap()).unwrap();
+        assert!(matches!(next_event(&scene.group(), None), Ok(StandbyEvent::Newcomer(_))));
+
+        let (read, write) = wake::pipe().unwrap();
+        drop(write);
+        let group = Group { stop: read.as_fd(), ..scene.group() };
+        assert!(matches!(next_event(&group, None).map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
     }
 }
