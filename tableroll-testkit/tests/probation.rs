@@ -63,6 +63,10 @@ fn a_new_owner_killed_right_after_it_committed_is_replaced_by_the_owner_before_i
     assert_eq!(dir.owner(), "new");
     // On probation the old process serves on: both accept on the one listening socket.
     assert_hello_from_one_of(http_get(&addr, "/"), &["old", "new"]);
+    let status = inspect(dir.path()).expect("inspecting the directory");
+    let roles: Vec<(&str, bool, bool)> =
+        status.sockets.iter().map(|s| (s.id.as_str(), s.owner, s.standby)).collect();
+    assert_eq!(roles, [("new", true, false), ("old", false, true)], "{status:?}");
 
     new.kill();
     let rolled_back = old.wait_for("rolled_back");
@@ -188,4 +192,18 @@ fn a_newcomer_after_the_new_owner_died_binds_or_inherits_never_address_in_use() 
     assert_eq!(response.body, "hello from old\n");
     old.expect_clean_exit();
     assert_sole_owner(&dir, "next");
+}
+
+#[test]
+fn the_id_of_a_process_on_probation_cannot_be_reused() {
+    let dir = TestDir::new();
+    let (mut blue, addr) = serving(&dir, "blue", "127.0.0.1:0", &["--probation-ms", LONG_PROBATION]);
+    let (_green, _) = serving(&dir, "green", &addr, &[]);
+    // The backup must stay reachable under its id: a newer "blue" is refused.
+    let listen = format!("web=tcp:{addr}");
+    let mut reuse = Peer::start(dir.path(), &["--id", "blue", "--listen", &listen, "--serve"]);
+    let error = reuse.expect_error_exit();
+    assert!(error.contains("in use by a live process"), "{error}");
+    assert!(blue.is_running() && !blue.has_pending("upgrade_complete"));
+    assert_sole_owner(&dir, "green");
 }

@@ -287,8 +287,19 @@ impl Serving<'_> {
         let Role::Standby(probation) = &self.role else { return true };
         match self.group.owner_file.read() {
             Ok(Some(named)) if named.as_slice() != self.group.id && self.config.dir.is_live(&named) => {
-                tracing::info!(owner = %String::from_utf8_lossy(&named), "refused a connection as a standby: the owner is live");
-                return true;
+                if probation.is_some() {
+                    tracing::info!(owner = %String::from_utf8_lossy(&named), "refused a connection as a standby: the owner is live");
+                    return true;
+                }
+                // Nobody needs this draining process's descriptors while the owner lives: the
+                // connection asks for its id, which a newer process wants to reuse.
+                tracing::info!(
+                    "a newer process wants this id: giving up the upgrade socket and the standby role"
+                );
+                self.mark = None;
+                self.config.socket.unlink();
+                drop(stream);
+                return false;
             }
             Ok(_) => {}
             Err(e) => {

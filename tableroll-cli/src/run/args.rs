@@ -127,7 +127,8 @@ or it was killed), this instance becomes the owner again within moments and logs
 `rolled_back`; a newcomer that arrives in between receives the sockets from this instance. \
 When the program of an owner exits for good, its supervisor lets go of the group at once \
 (before waiting for what the program left running), so that the instance on probation can take \
-over.
+over. A newer instance started with --restart on-failure restarts its crashed program instead \
+and stays the owner: no rollback then.
 
 Under systemd (Type=notify) the \
 supervisor reports READY=1 and MAINPID once it owns the sockets (again after a rollback), and \

@@ -1,11 +1,14 @@
 //! Each process's upgrade socket `<dir>/<id>.sock`: binding our own, connecting to the owner's.
 
+use std::ffi::OsString;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::names::{standby_file_name, OWNER_FILE};
 use crate::error::{Error, Result};
 use crate::sys::socket_table::{self, PathState};
 use crate::sys::unix_socket::{bind_owner_only, connect_bounded};
@@ -64,10 +67,9 @@ impl UpgradeSocket {
     fn still_ours(&self) -> bool {
         std::fs::symlink_metadata(&self.path).is_ok_and(|meta| (meta.dev(), meta.ino()) == self.file)
     }
-}
 
-impl Drop for UpgradeSocket {
-    fn drop(&mut self) {
+    /// Removes the path if it is still this socket's file; the socket stays open, unreachable.
+    pub(crate) fn unlink(&self) {
         if !self.still_ours() {
             tracing::debug!(path = %self.path.display(), "the upgrade socket's path belongs to another process now; leaving it");
             return;
@@ -81,13 +83,46 @@ impl Drop for UpgradeSocket {
     }
 }
 
+impl Drop for UpgradeSocket {
+    fn drop(&mut self) {
+        self.unlink();
+    }
+}
+
+/// How long a process waits for a draining standby to give up the id it wants.
+const YIELD_WAIT: Duration = Duration::from_secs(1);
+
+/// Asks the process listening on `path` to give it up, if it is a standby of ours (its mark
+/// `mark` is there) and not the owner the directory's owner file names: a draining standby
+/// unlinks its socket and then closes the connection (see `server.rs`); one on probation, or
+/// anything else, just closes it. Returns once the connection is closed, or after
+/// [`YIELD_WAIT`].
+fn ask_standby_to_yield(path: &Path, mark: &Path, owner_file: &Path, id: &str) {
+    if !mark.is_file() || std::fs::read(owner_file).is_ok_and(|named| named == id.as_bytes()) {
+        return;
+    }
+    let Ok(mut stream) = connect_bounded(path, Some(YIELD_WAIT)) else { return };
+    tracing::info!(path = %path.display(), "asking the standby that holds this id to give it up");
+    if stream.set_read_timeout(Some(YIELD_WAIT)).is_ok() {
+        let _ = io::Read::read_to_end(&mut stream, &mut Vec::new());
+    }
+}
+
 fn bind_upgrade_socket(path: &Path, id: &str) -> Result<UnixListener> {
     match bind_owner_only(path, BACKLOG) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
         other => return other.map_err(|e| Error::io_at("binding the upgrade socket", path, e)),
     }
-    let state =
-        socket_table::state(path).map_err(|e| Error::io_at("inspecting the upgrade socket", path, e))?;
+    let inspect =
+        || socket_table::state(path).map_err(|e| Error::io_at("inspecting the upgrade socket", path, e));
+    let mut state = inspect()?;
+    if state == PathState::Live {
+        if let Some(dir) = path.parent() {
+            let mark = dir.join(OsString::from_vec(standby_file_name(id.as_bytes())));
+            ask_standby_to_yield(path, &mark, &dir.join(OWNER_FILE), id);
+            state = inspect()?;
+        }
+    }
     match state {
         PathState::Live => return Err(Error::id_in_use(id, path)),
         PathState::NotASocket => {
