@@ -92,10 +92,13 @@ is lost outside the crashed generations. With --probation, the generation that h
 a crashed one becomes the owner again (a rollback): the summary, the JSON and the chart show \
 each rollback and the time from the crash to it.
 
-Exit status: 0 if every upgrade completed (a crashed generation's, with --probation, by a \
-rollback) and no request was lost outside the crashed generations; 1 if the drill failed or \
-could not run; 2 for a usage error (as --crash 0, or a generation beyond --upgrades); 130 if \
-interrupted (everything is cleaned up first).";
+Exit status: 0 if every upgrade completed and no request failed; with --crash, 0 if every \
+generation named crashed (with --probation, each followed by a rollback), every other upgrade \
+that found an owner to take over from completed, and no request was lost outside the crashed \
+generations (without --probation nobody serves from a crash until the next generation \
+starts, and the connections refused meanwhile fail the drill). 1 if the drill failed or could not run; 2 for a usage \
+error (such as --crash 0, or a generation beyond --upgrades); 130 if interrupted (everything is \
+cleaned up first).";
 
 /// The kind of listener the demo server serves on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
