@@ -194,8 +194,13 @@ fn socket_line(socket: &SocketStatus, name: &str, width: usize) -> String {
         SocketState::Live => format!("live   {}", pid(socket.pid)),
         _ => "stale".to_owned(),
     };
-    let owner = if socket.owner { "  (owner)" } else { "" };
-    format!("{name:<width$}  {state}{owner}")
+    let role = match (socket.owner, socket.standby) {
+        (true, false) => "  (owner)",
+        (true, true) => "  (owner, handing over)",
+        (false, true) => "  (standby: holds the listeners)",
+        (false, false) => "",
+    };
+    format!("{name:<width$}  {state}{role}")
 }
 
 fn pid(pid: Option<u32>) -> String {

@@ -92,7 +92,11 @@ fn a_live_owner_with_an_upgrade_in_progress_and_a_stale_socket() {
             .ends_with(&format!("in progress: newcomer-2 is taking over; the lock is held by pid {me}")),
         "{context}"
     );
-    assert!(line_with(&text, "owner-1.sock").ends_with(&format!("live   pid {me}  (owner)")), "{context}");
+    // The owner serves the newcomer: its standby mark is made when the handoff starts.
+    assert!(
+        line_with(&text, "owner-1.sock").ends_with(&format!("live   pid {me}  (owner, handing over)")),
+        "{context}"
+    );
     assert!(line_with(&text, "newcomer-2.sock").ends_with(&format!("live   pid {me}")), "{context}");
     assert!(line_with(&text, "crashed.sock").ends_with("stale"), "{context}");
     assert!(labelled(&text, "unexpected").ends_with("none"), "{context}");
@@ -116,11 +120,15 @@ fn a_live_owner_with_an_upgrade_in_progress_and_a_stale_socket() {
     assert_eq!(report["sockets"].as_array().map(Vec::len), Some(3), "{context}");
     let socket = json_socket(&report, "owner-1");
     assert_eq!(
-        (&socket["state"], &socket["pid"], &socket["owner"]),
-        (&"live".into(), &me.into(), &true.into())
+        (&socket["state"], &socket["pid"], &socket["owner"], &socket["standby"]),
+        (&"live".into(), &me.into(), &true.into(), &true.into())
     );
     let socket = json_socket(&report, "newcomer-2");
-    assert_eq!((&socket["state"], &socket["owner"]), (&"live".into(), &false.into()), "{context}");
+    assert_eq!(
+        (&socket["state"], &socket["owner"], &socket["standby"]),
+        (&"live".into(), &false.into(), &false.into()),
+        "{context}"
+    );
     let socket = json_socket(&report, "crashed");
     assert_eq!((&socket["state"], &socket["pid"]), (&"stale".into(), &Value::Null), "{context}");
     assert_eq!(report["unexpected"], Value::Array(vec![]), "{context}");
@@ -132,6 +140,7 @@ fn a_live_owner_with_an_upgrade_in_progress_and_a_stale_socket() {
     assert_eq!(report["lock"]["held"], "no", "{}", json.describe());
     assert_eq!(report["lock"]["holder_pid"], Value::Null, "{}", json.describe());
     assert!(report["verdict"].as_str().is_some_and(|v| v == "OK: the owner is serving"), "{report:#}");
+    assert_eq!(json_socket(&report, "owner-1")["standby"], false, "the owner's mark goes with the handoff");
     assert!(!owner.upgrade_complete().is_complete());
 }
 

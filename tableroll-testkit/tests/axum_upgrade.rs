@@ -78,3 +78,22 @@ fn a_slow_request_in_flight_on_the_old_generation_is_answered_after_the_upgrade(
     expect_upload_answered_by(slow, &mut old, "1");
     assert_hello(http_get(&addr, "/"), &new.pid().to_string());
 }
+
+/// The case: the old generation drains a request while it still holds the listening
+/// socket in its upgrader's store, and the new owner dies. The next generation gets the
+/// listener from the draining one (a fresh bind would fail with "Address already in use"), and
+/// the request in flight is still answered.
+#[test]
+fn a_draining_generation_hands_its_listener_on_when_the_new_owner_dies() {
+    let dir = TestDir::new();
+    let mut old = start(&dir);
+    let addr = old.wait_for("ready").get("addr").to_string();
+    let (mut dead, slow) = upgrade_with_upload_in_flight(&mut old, &addr, || start(&dir));
+    dead.kill();
+
+    let mut next = start(&dir);
+    assert_eq!(next.wait_for("ready").get("addr"), addr, "{}", next.diagnostics());
+    assert_hello(http_get(&addr, "/"), &next.pid().to_string());
+    expect_upload_answered_by(slow, &mut old, "1");
+    assert_hello(http_get(&addr, "/"), &next.pid().to_string());
+}

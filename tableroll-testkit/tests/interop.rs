@@ -1,6 +1,7 @@
 //! Interop with real Go tableroll processes (`../shared/interop/`): for each Go version and each
 //! direction, a TCP handoff under HTTP load, a chain over a Unix listener, a thousand listeners,
-//! and rounds of five newcomers started at once, Go and ours alternating.
+//! and rounds of five newcomers started at once, Go and ours alternating; and a Go new owner
+//! killed while ours is on probation.
 //!
 //! Ignored by default (a clone of the repository alone has no Go peers). Run with
 //!
@@ -238,6 +239,35 @@ fn event_names(peer: &Peer) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // The tests, for each Go version
 
+// ---------------------------------------------------------------------------------------------
+// Probation with a Go process as the new owner: probation is ours alone, the Go side sees only
+// the owner file and the sockets the protocol describes.
+
+fn go_newcomer_killed_during_probation(version: &str) {
+    let dir = TestDir::new();
+    let mut group = Group::new(dir.path(), version);
+    let mut ours =
+        group.start(Side::Rust, &["--listen", "web=tcp:127.0.0.1:0", "--serve", "--probation-ms", "600000"]);
+    let addr = first_owner(&mut ours, "web");
+    let listen = format!("web=tcp:{addr}");
+    let mut go = group.start(Side::Go, &["--listen", &listen, "--serve"]);
+    assert_eq!(inherited_ids(&go.wait_for("inherited")), ["web"], "{}", go.diagnostics());
+    go.wait_for("ready");
+    assert_eq!(dir.owner(), go.label);
+
+    go.kill();
+    assert_eq!(ours.wait_for("rolled_back")["failed_owner"], go.label.as_str());
+    assert_eq!(dir.owner(), ours.label);
+    assert_hello(http_get(&addr, "/"), &ours.label);
+
+    // A Go newcomer takes over from the process that rolled back, as from any owner.
+    let mut next = group.start(Side::Go, &["--listen", &listen, "--serve"]);
+    assert_eq!(inherited_ids(&next.wait_for("inherited")), ["web"], "{}", next.diagnostics());
+    next.wait_for("ready");
+    assert_eq!(dir.owner(), next.label);
+    assert!(!ours.has_pending("upgrade_complete"), "a new window began for the new owner");
+}
+
 macro_rules! interop_tests {
     ($($module:ident => $version:literal),* $(,)?) => {$(
         mod $module {
@@ -289,6 +319,12 @@ macro_rules! interop_tests {
             #[ignore = "needs the Go peers: TABLEROLL_GO_PEERS=DIR"]
             fn mixed_chain_go_owner_rust_newcomers_first() {
                 mixed_chain($version, Side::Go);
+            }
+
+            #[test]
+            #[ignore = "needs the Go peers: TABLEROLL_GO_PEERS=DIR"]
+            fn go_newcomer_killed_during_probation_of_ours() {
+                go_newcomer_killed_during_probation($version);
             }
         }
     )*};

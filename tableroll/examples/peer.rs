@@ -5,17 +5,23 @@
 //! ```text
 //! peer --dir DIR [--id ID] [--listen ID=tcp:HOST:PORT | --listen ID=unix:PATH]... [--many N]
 //!      [--serve] [--ready-delay-ms N] [--no-ready] [--upgrade-timeout-ms N]
-//!      [--connect-timeout-ms N] [--fault POINT=abort|pause]...
+//!      [--connect-timeout-ms N] [--probation-ms N] [--fault POINT=abort|pause]...
 //! ```
 //!
 //! Events, in order: `inherited`, `listening`, `ready`, `upgrade_complete` (printed once the
 //! peer stopped accepting), `exit` (once the requests in flight finished); or `error` (then exit
 //! status 1) at any point.
 //!
+//! `--probation-ms N` (an addition of ours, not in the Go peers' interface) keeps the peer a
+//! backup for N ms after a newcomer took over (`Builder::probation`): each time it becomes the
+//! owner again it prints `{"event":"rolled_back","id":ID,"failed_owner":OWNER,"took_us":N}`,
+//! and `upgrade_complete` comes only when a probation ends.
+//!
 //! `--fault POINT=ACTION` (repeatable) arms a fault point of the library (`owner-after-list`,
 //! `newcomer-in-handshake`… see `tableroll::fault::Point`): when a handoff reaches it, the peer
 //! prints `{"event":"fault","id":ID,"point":POINT,"action":ACTION}` (ID is the `--id` value) and
-//! then aborts (`abort`: dies by `SIGABRT`) or blocks that thread until it is killed (`pause`).
+//! then aborts (`abort`: dies by `SIGABRT`), blocks that thread until it is killed (`pause`),
+//! or stops the whole process until it gets `SIGCONT` (`stop`, an addition of ours).
 //! It needs the library's `fault-injection` feature (on for examples and tests); a peer built
 //! without it answers the flag with an `error` event.
 
@@ -68,6 +74,7 @@ struct Opts {
     no_ready: bool,
     upgrade_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+    probation: Option<Duration>,
     /// `--fault` values, `POINT=ACTION`, checked when the faults are armed.
     faults: Vec<String>,
 }
@@ -113,6 +120,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Opts, String> {
             "--ready-delay-ms" => opts.ready_delay = Some(parse_ms(&name, &value()?)?),
             "--upgrade-timeout-ms" => opts.upgrade_timeout = Some(parse_ms(&name, &value()?)?),
             "--connect-timeout-ms" => opts.connect_timeout = Some(parse_ms(&name, &value()?)?),
+            "--probation-ms" => opts.probation = Some(parse_ms(&name, &value()?)?),
             "--fault" => opts.faults.push(value()?),
             _ => return Err(format!("unknown argument {name:?}")),
         }
@@ -228,6 +236,7 @@ impl tracing::Subscriber for StderrLog {
 fn run(opts: Opts, id: &mut String) -> Result<u64, String> {
     let dir = opts.dir.as_ref().ok_or("--dir is required")?;
     arm_faults(&opts.faults, id)?;
+    let mut probation_id = None;
     let mut builder = Upgrader::builder(dir);
     if let Some(explicit) = &opts.id {
         builder = builder.id(explicit.clone());
@@ -238,10 +247,24 @@ fn run(opts: Opts, id: &mut String) -> Result<u64, String> {
     if let Some(timeout) = opts.connect_timeout {
         builder = builder.connect_timeout(timeout);
     }
+    if let Some(window) = opts.probation {
+        // The id is known only once built; the hook reads it then.
+        let own_id = Arc::new(Mutex::new(String::new()));
+        let hook_id = Arc::clone(&own_id);
+        builder = builder.probation(window).on_rollback(move |rollback| {
+            let took_us: u64 = rollback.took().as_micros().try_into().unwrap_or(u64::MAX);
+            let id = hook_id.lock().map(|id| id.clone()).unwrap_or_default();
+            emit(&id, "rolled_back", json!({ "failed_owner": rollback.failed_owner(), "took_us": took_us }));
+        });
+        probation_id = Some(own_id);
+    }
     let started = Instant::now();
     let upgrader = builder.build().map_err(|e| format!("construction failed: {e}"))?;
     let new_us = micros(started);
     *id = upgrader.id().to_string();
+    if let Some(own_id) = probation_id {
+        *own_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = id.clone();
+    }
     let mut inherited = upgrader.inherited_ids().to_vec();
     inherited.sort();
     emit(id, "inherited", json!({ "fds": inherited, "new_us": new_us }));
@@ -282,8 +305,9 @@ fn arm_faults(faults: &[String], id: &str) -> Result<(), String> {
         return Ok(());
     }
     for spec in faults {
-        let (point, action) =
-            spec.split_once('=').ok_or_else(|| format!("--fault {spec:?}: expected POINT=abort|pause"))?;
+        let (point, action) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--fault {spec:?}: expected POINT=abort|pause|stop"))?;
         let point: Point = point.parse().map_err(|e| format!("--fault {spec:?}: {e}"))?;
         let action: Action = action.parse().map_err(|e| format!("--fault {spec:?}: {e}"))?;
         fault::arm(point, action);

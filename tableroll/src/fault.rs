@@ -98,6 +98,10 @@ pub enum Action {
     Abort,
     /// Block the thread there forever (until the process is killed).
     Pause,
+    /// Stop the whole process (`SIGSTOP`, as a debugger or a frozen container would) and go on
+    /// when it is continued (`SIGCONT`): a process that hangs at that point for as long as the
+    /// test wants.
+    Stop,
 }
 
 impl fmt::Display for Action {
@@ -105,6 +109,7 @@ impl fmt::Display for Action {
         f.write_str(match self {
             Action::Abort => "abort",
             Action::Pause => "pause",
+            Action::Stop => "stop",
         })
     }
 }
@@ -115,7 +120,8 @@ impl FromStr for Action {
         match s {
             "abort" => Ok(Action::Abort),
             "pause" => Ok(Action::Pause),
-            other => Err(format!("unknown fault action {other:?}; known: abort, pause")),
+            "stop" => Ok(Action::Stop),
+            other => Err(format!("unknown fault action {other:?}; known: abort, pause, stop")),
         }
     }
 }
@@ -158,6 +164,13 @@ mod armed {
             Action::Pause => loop {
                 std::thread::park();
             },
+            Action::Stop => {
+                if let Err(e) =
+                    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP)
+                {
+                    tracing::error!(error = %e, "could not stop this process at a fault point");
+                }
+            }
         }
     }
 }
@@ -195,6 +208,7 @@ mod tests {
         }
         assert!("nowhere".parse::<Point>().unwrap_err().contains("owner-after-list"));
         assert_eq!("pause".parse::<Action>().unwrap(), Action::Pause);
+        assert_eq!("stop".parse::<Action>().unwrap(), Action::Stop);
         assert!("explode".parse::<Action>().is_err());
     }
 

@@ -10,6 +10,10 @@ use std::time::Duration;
 /// A rollback: the owner that took over from this process died (or stopped serving) during
 /// this process's probation, and this process recorded itself as the owner again. Given to the
 /// hook set with [`Builder::on_rollback`](crate::Builder::on_rollback).
+///
+/// Without probation there is one case too: a newcomer records itself and dies before this
+/// process has seen the owner file name it (within moments of its commit); this process,
+/// still holding everything, then records itself again, with [`took`](Self::took) zero.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Rollback {
@@ -72,7 +76,7 @@ impl Rollbacks {
         tracing::warn!(
             failed_owner = rollback.failed_owner,
             took_ms = rollback.took.as_secs_f64() * 1e3,
-            "the new owner died during probation; this process is the owner again"
+            "the owner that took over from this process is gone; this process is the owner again"
         );
         if let Some(hook) = &self.hook {
             (hook.0)(rollback);

@@ -14,19 +14,21 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::coordination::{Directory, OwnerFile, OwnerFileWatch, UpgradeSocket};
+use crate::coordination::{accept_one, Directory, OwnerFile, OwnerFileWatch, StandbyMark, UpgradeSocket};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fds::{self, Shared};
-use crate::handoff::owner::{Group, Outcome, OwnerSession, FALLBACK_IDLE};
+use crate::handoff::owner::{Committed, Group, Outcome, OwnerSession, FALLBACK_IDLE};
+use crate::handoff::standby::{self, Probation, StandbyEvent};
 use crate::handoff::wire_entries;
 use crate::peer_policy::PeerPolicy;
-use crate::probation::Rollbacks;
+use crate::probation::{Rollback, Rollbacks};
 use crate::signal::UpgradeComplete;
+use crate::state::State;
 use crate::sys::poll::{self, Interest};
 use crate::systemd::Reporter;
 
@@ -116,6 +118,28 @@ enum Idle {
     FileChanged,
 }
 
+/// What the serving thread is to the group.
+enum Role {
+    /// The owner file names this process.
+    Owner,
+    /// Stepped down, still holding everything: serves a newcomer that finds the owner gone,
+    /// and while on probation watches the owner that took over (see `handoff::standby`).
+    Standby(Option<Probation>),
+}
+
+/// The serving thread's state between two events.
+struct Serving<'a> {
+    config: &'a ServerConfig,
+    group: Group<'a>,
+    role: Role,
+    /// Made when a handoff starts; kept while a standby; removed when this process stays the
+    /// owner, and when the thread ends.
+    mark: Option<StandbyMark>,
+    /// Connections accepted while a session waited for its commit point, served first.
+    held: VecDeque<UnixStream>,
+    backoff: Duration,
+}
+
 fn serve(config: &ServerConfig, owner_file: &OwnerFile, watch: &OwnerFileWatch) {
     let group = Group {
         dir: &config.dir,
@@ -125,52 +149,204 @@ fn serve(config: &ServerConfig, owner_file: &OwnerFile, watch: &OwnerFileWatch) 
         upgrade_socket: config.socket.listener(),
         stop: config.stop.as_fd(),
     };
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    // Connections accepted while a session waited for its commit point, served first.
-    let mut held = VecDeque::new();
+    let mut serving = Serving {
+        config,
+        group,
+        role: Role::Owner,
+        mark: None,
+        held: VecDeque::new(),
+        backoff: ACCEPT_BACKOFF_MIN,
+    };
     loop {
-        let event = match held.pop_front() {
-            Some(stream) => Ok(Idle::Newcomer(stream)),
-            None => next_event(&group),
+        let go_on = match serving.role {
+            Role::Owner => serving.as_owner(),
+            Role::Standby(_) => serving.as_standby(),
         };
-        let outcome = match event {
-            Ok(Idle::Stopped) => return,
-            Ok(Idle::FileChanged) => {
-                // Events about other files (a newcomer binding its socket, say) need no look.
-                if watch.take_changes() && group.replaced() {
-                    Outcome::SteppedDown
-                } else {
-                    Outcome::StillOwner
-                }
-            }
-            Ok(Idle::Newcomer(stream)) => {
-                backoff = ACCEPT_BACKOFF_MIN;
-                match session(config, &group, stream) {
-                    Ok((outcome, arrived)) => {
-                        held.extend(arrived);
-                        outcome
-                    }
-                    Err(_) => return,
-                }
-            }
-            Err(e) => {
-                if !pause_after_accept_error(&group, &e, backoff) {
-                    return;
-                }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                Outcome::StillOwner
-            }
-        };
-        if outcome == Outcome::SteppedDown {
-            fds::lock(&config.shared).state.step_down();
-            tracing::info!("the owner file names a new live owner; stepping down");
-            config.reporter.stopping();
-            config.signal.fire();
-            // Nobody needs to reach this process any more: the connections it held close
-            // unanswered (as a Go owner closes them), and the upgrade socket goes when the
-            // thread's config does.
+        if !go_on {
             return;
         }
+    }
+}
+
+impl Serving<'_> {
+    /// Serves the next event as the owner; `false` once stopped.
+    fn as_owner(&mut self) -> bool {
+        let event = match self.held.pop_front() {
+            Some(stream) => Ok(Idle::Newcomer(stream)),
+            None => next_event(&self.group),
+        };
+        match event {
+            Ok(Idle::Stopped) => false,
+            Ok(Idle::FileChanged) => {
+                // Events about other files (a newcomer binding its socket, say) need no look.
+                if self.group.watch.take_changes() && self.group.replaced() {
+                    self.step_down(None);
+                }
+                true
+            }
+            Ok(Idle::Newcomer(stream)) => {
+                self.backoff = ACCEPT_BACKOFF_MIN;
+                if self.mark.is_none() {
+                    self.mark = StandbyMark::make(&self.config.dir, self.group.id);
+                }
+                let Ok(committed) = session(self.config, &self.group, stream, SessionAs::Owner) else {
+                    return false;
+                };
+                self.held.extend(committed.held);
+                match committed.outcome {
+                    Outcome::SteppedDown => self.step_down(committed.newcomer),
+                    Outcome::StillOwner | Outcome::LetGo => self.mark = None,
+                }
+                if let Some(failed) = committed.failed_owner {
+                    // It took over and died before this process saw it step in: a rollback
+                    // all the same, the application never having been told anything.
+                    let failed = String::from_utf8_lossy(&failed).into_owned();
+                    self.config.rollbacks.record(&Rollback::new(failed, Duration::ZERO));
+                }
+                true
+            }
+            Err(e) => self.pause_after(&e),
+        }
+    }
+
+    /// After an accept error: waits out the back-off; `false` if stopped meanwhile.
+    fn pause_after(&mut self, e: &io::Error) -> bool {
+        if !pause_after_accept_error(&self.group, e, self.backoff) {
+            return false;
+        }
+        self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+        true
+    }
+
+    /// The owner file names another live process: drain, or first stand by on probation,
+    /// watching the new owner (`newcomer`, its process when known).
+    fn step_down(&mut self, newcomer: Option<OwnedFd>) {
+        if self.mark.is_none() {
+            self.mark = StandbyMark::make(&self.config.dir, self.group.id);
+        }
+        let named = self.group.owner_file.read().ok().flatten();
+        match named.filter(|_| !self.config.probation.is_zero()) {
+            Some(named) => {
+                fds::lock(&self.config.shared).state.begin_probation();
+                let probation = Probation::new(named, newcomer, self.config.probation);
+                tracing::info!(
+                    new_owner = probation.owner(),
+                    probation_ms = self.config.probation.as_millis(),
+                    "the owner file names a new live owner; standing by on probation"
+                );
+                self.role = Role::Standby(Some(probation));
+            }
+            None => {
+                tracing::info!("the owner file names a new live owner; stepping down");
+                self.drain();
+            }
+        }
+    }
+
+    /// Tells the application to drain; this process goes on as a standby without probation.
+    fn drain(&mut self) {
+        fds::lock(&self.config.shared).state.step_down();
+        self.config.reporter.stopping();
+        self.config.signal.fire();
+        self.role = Role::Standby(None);
+    }
+
+    /// Serves the next event as a standby; `false` once stopped.
+    fn as_standby(&mut self) -> bool {
+        let Role::Standby(probation) = &mut self.role else { return true };
+        let event = match self.held.pop_front() {
+            Some(stream) => Ok(StandbyEvent::Newcomer(stream)),
+            None => standby::next_event(&self.group, probation.as_mut()),
+        };
+        match event {
+            Ok(StandbyEvent::Newcomer(stream)) => {
+                self.backoff = ACCEPT_BACKOFF_MIN;
+                self.hand_over_as_standby(stream)
+            }
+            Ok(StandbyEvent::RolledBack(rollback)) => self.roll_back(&rollback),
+            Ok(StandbyEvent::NamedAgain) => {
+                tracing::info!("the owner file names this process again; serving as the owner");
+                self.become_owner_again()
+            }
+            Ok(StandbyEvent::ProbationOver(why)) => {
+                tracing::info!(why, "the probation is over; stepping down");
+                self.drain();
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::Stopped => false,
+            Err(e) => {
+                let e = io::Error::other(e.to_string());
+                self.pause_after(&e)
+            }
+        }
+    }
+
+    /// Serves a newcomer that connected to this standby, if the owner the owner file names is
+    /// indeed gone; `false` once stopped.
+    fn hand_over_as_standby(&mut self, stream: UnixStream) -> bool {
+        let Role::Standby(probation) = &self.role else { return true };
+        match self.group.owner_file.read() {
+            Ok(Some(named)) if named.as_slice() != self.group.id && self.config.dir.is_live(&named) => {
+                tracing::info!(owner = %String::from_utf8_lossy(&named), "refused a connection as a standby: the owner is live");
+                return true;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "refused a connection as a standby: cannot read the owner file");
+                return true;
+            }
+        }
+        let on_probation = probation.is_some();
+        tracing::info!(on_probation, "a newcomer found the owner gone; handing over as a standby");
+        let Ok(committed) =
+            session(self.config, &self.group, stream, SessionAs::Standby { reclaim: on_probation })
+        else {
+            return false;
+        };
+        self.held.extend(committed.held);
+        match committed.outcome {
+            Outcome::SteppedDown => {
+                if on_probation {
+                    // A newcomer of the same release may fail as the last one did: a new window.
+                    let named = self.group.owner_file.read().ok().flatten().unwrap_or_default();
+                    self.role =
+                        Role::Standby(Some(Probation::new(named, committed.newcomer, self.config.probation)));
+                }
+                true
+            }
+            Outcome::StillOwner => match &self.role {
+                Role::Standby(Some(probation)) => {
+                    let mut rollback = probation.rollback();
+                    if let Some(failed) = committed.failed_owner {
+                        rollback =
+                            Rollback::new(String::from_utf8_lossy(&failed).into_owned(), rollback.took());
+                    }
+                    self.roll_back(&rollback)
+                }
+                _ => true,
+            },
+            Outcome::LetGo => true,
+        }
+    }
+
+    /// The probation's owner died and the owner file names this process again.
+    fn roll_back(&mut self, rollback: &Rollback) -> bool {
+        if !self.become_owner_again() {
+            return false;
+        }
+        self.config.rollbacks.record(rollback);
+        true
+    }
+
+    /// Back to serving as the owner, the application never told otherwise; `false` if stopped.
+    fn become_owner_again(&mut self) -> bool {
+        if !fds::lock(&self.config.shared).state.roll_back() {
+            return false;
+        }
+        self.role = Role::Owner;
+        self.mark = None;
+        self.config.reporter.ready(&self.config.id);
+        true
     }
 }
 
@@ -188,20 +364,9 @@ fn next_event(group: &Group<'_>) -> io::Result<Idle> {
         if !ready.contains(&true) || ready.get(2) == Some(&true) {
             return Ok(Idle::FileChanged);
         }
-        if let Some(stream) = accept(group.upgrade_socket)? {
+        if let Some(stream) = accept_one(group.upgrade_socket)? {
             return Ok(Idle::Newcomer(stream));
         }
-    }
-}
-
-/// Accepts one connection; `None` when there was none after all.
-fn accept(listener: &UnixListener) -> io::Result<Option<UnixStream>> {
-    match listener.accept() {
-        Ok((stream, _)) => Ok(Some(stream)),
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(None),
-        // The newcomer gave up between connect and accept.
-        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
@@ -221,6 +386,16 @@ fn pause_after_accept_error(group: &Group<'_>, e: &io::Error, backoff: Duration)
     }
 }
 
+/// Who runs a session.
+#[derive(Debug, Clone, Copy)]
+enum SessionAs {
+    /// The owner: the store's state follows the handoff.
+    Owner,
+    /// A standby: the store stays as it is (its application has been told to drain, or is on
+    /// probation); `reclaim` whether it records itself as owner if the newcomer lets go.
+    Standby { reclaim: bool },
+}
+
 /// Runs one handoff and waits for its commit point; returns the outcome and the connections
 /// that arrived meanwhile.
 ///
@@ -231,19 +406,30 @@ fn session(
     config: &ServerConfig,
     group: &Group<'_>,
     stream: UnixStream,
-) -> Result<(Outcome, Vec<UnixStream>)> {
+    runner: SessionAs,
+) -> Result<Committed> {
+    let not_committed = |outcome| Committed { outcome, held: Vec::new(), newcomer: None, failed_owner: None };
+    let unchanged = match runner {
+        SessionAs::Owner => Outcome::StillOwner,
+        SessionAs::Standby { .. } => Outcome::LetGo,
+    };
     if let Err(e) = config.peer_policy.check(&stream, "reading the peer credentials of a newcomer") {
         tracing::warn!(error = %e, "refused a connection on the upgrade socket");
-        return Ok((Outcome::StillOwner, Vec::new()));
+        return Ok(not_committed(unchanged));
     }
     let snapshot = {
         let mut inner = fds::lock(&config.shared);
-        match inner.state.begin_transfer() {
+        let begun = match runner {
+            SessionAs::Owner => inner.state.begin_transfer(),
+            SessionAs::Standby { .. } if inner.state == State::Stopped => Err(Error::stopped()),
+            SessionAs::Standby { .. } => Ok(()),
+        };
+        match begun {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Stopped => return Err(e),
             Err(e) => {
                 tracing::debug!(error = %e, "not handing over");
-                return Ok((Outcome::StillOwner, Vec::new()));
+                return Ok(not_committed(unchanged));
             }
         }
         wire_entries::snapshot(&inner.entries)
@@ -255,31 +441,47 @@ fn session(
     // Everything of the session goes before the outcome is known: a newcomer that let go finds
     // this process holding what it held before.
     drop(snapshot);
-    let outcome = match handed {
+    let reclaim = match runner {
+        SessionAs::Owner => true,
+        SessionAs::Standby { reclaim } => reclaim,
+    };
+    let committed = match handed {
         Ok(session) => {
-            fds::lock(&config.shared).state.await_commit();
+            if let SessionAs::Owner = runner {
+                fds::lock(&config.shared).state.await_commit();
+            }
             tracing::debug!(
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                 "the newcomer is ready; waiting for it to become the owner"
             );
-            session.await_commit(group)
+            session.await_commit(group, reclaim)
         }
         Err(e) => Err(e),
     };
-    match outcome {
-        Ok((Outcome::SteppedDown, held)) => {
-            tracing::info!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "a newcomer took over");
-            Ok((Outcome::SteppedDown, held))
-        }
-        Ok((Outcome::StillOwner, held)) => {
-            fds::lock(&config.shared).state.remain_owner();
-            Ok((Outcome::StillOwner, held))
+    match committed {
+        Ok(committed) => {
+            match committed.outcome {
+                Outcome::SteppedDown => {
+                    tracing::info!(
+                        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                        "a newcomer took over"
+                    );
+                }
+                Outcome::StillOwner | Outcome::LetGo => {
+                    if let SessionAs::Owner = runner {
+                        fds::lock(&config.shared).state.remain_owner();
+                    }
+                }
+            }
+            Ok(committed)
         }
         Err(e) if e.kind() == ErrorKind::Stopped => Err(e),
         Err(e) => {
-            tracing::warn!(error = %e, "handoff failed; remaining the owner");
-            fds::lock(&config.shared).state.remain_owner();
-            Ok((Outcome::StillOwner, Vec::new()))
+            tracing::warn!(error = %e, "handoff failed");
+            if let SessionAs::Owner = runner {
+                fds::lock(&config.shared).state.remain_owner();
+            }
+            Ok(not_committed(unchanged))
         }
     }
 }

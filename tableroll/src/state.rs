@@ -8,12 +8,20 @@
 //!                          | +----<-- handoff failed -------+                        |
 //!                          +-------<-- the newcomer let go, the file names no one ---+
 //!                          |                                                         |
-//!                          +--- the owner file names another live process ---> Completed
+//!                          |                                                         |
+//!                          |      the owner file names another live process <-------+
+//!                          |           |                          |
+//!                          |           | (no probation)           | (probation)
+//!                          |           v                          v
+//!                          |       Completed <--window passed-- Probation
+//!                          +-------------the new owner died-------+
 //!   any state --stop--> Stopped
 //! ```
 //!
 //! `Pending` is the commit point's waiting room: the newcomer was told "stepping down", but
-//! only the owner file naming it makes it the owner (see `handoff::owner`).
+//! only the owner file naming it makes it the owner (see `handoff::owner`). `Probation` is the
+//! backup's watch: no longer the owner, still holding and serving everything, until the window
+//! passes or the new owner dies (see `handoff::standby`).
 
 use crate::error::{Error, Result};
 
@@ -29,6 +37,9 @@ pub(crate) enum State {
     /// Told the newcomer it steps down; still the owner until the owner file names another
     /// live process.
     Pending,
+    /// A newcomer took over; this process keeps everything and watches it for the probation
+    /// window, ready to become the owner again.
+    Probation,
     /// A newcomer took over; this process drains.
     Completed,
     /// Stopped by the application, or its ready failed.
@@ -40,7 +51,7 @@ impl State {
     pub(crate) fn check_add(self) -> Result<()> {
         match self {
             State::Inheriting | State::Owner => Ok(()),
-            State::Transferring | State::Pending => Err(Error::upgrade_in_progress()),
+            State::Transferring | State::Pending | State::Probation => Err(Error::upgrade_in_progress()),
             State::Completed => Err(Error::upgrade_completed()),
             State::Stopped => Err(Error::stopped()),
         }
@@ -50,7 +61,7 @@ impl State {
     /// draining process releases what it no longer needs.
     pub(crate) fn check_remove(self) -> Result<()> {
         match self {
-            State::Transferring | State::Pending => Err(Error::upgrade_in_progress()),
+            State::Transferring | State::Pending | State::Probation => Err(Error::upgrade_in_progress()),
             State::Stopped => Err(Error::stopped()),
             State::Inheriting | State::Owner | State::Completed => Ok(()),
         }
@@ -66,7 +77,9 @@ impl State {
             }
             State::Stopped => Err(Error::stopped()),
             // Already the owner (ready called twice): nothing changes.
-            State::Owner | State::Transferring | State::Pending | State::Completed => Ok(()),
+            State::Owner | State::Transferring | State::Pending | State::Probation | State::Completed => {
+                Ok(())
+            }
         }
     }
 
@@ -77,7 +90,7 @@ impl State {
                 *self = State::Transferring;
                 Ok(())
             }
-            State::Transferring | State::Pending => Err(Error::upgrade_in_progress()),
+            State::Transferring | State::Pending | State::Probation => Err(Error::upgrade_in_progress()),
             State::Completed => Err(Error::upgrade_completed()),
             State::Inheriting | State::Stopped => Err(Error::stopped()),
         }
@@ -91,11 +104,29 @@ impl State {
     }
 
     /// The owner file names another live process: this one drains. From any owning state (an
-    /// owner watches the file for as long as it holds the listeners). A stop wins.
+    /// owner watches the file for as long as it holds the listeners), and at the end of a
+    /// probation. A stop wins.
     pub(crate) fn step_down(&mut self) {
-        if matches!(*self, State::Owner | State::Transferring | State::Pending) {
+        if matches!(*self, State::Owner | State::Transferring | State::Pending | State::Probation) {
             *self = State::Completed;
         }
+    }
+
+    /// The owner file names another live process, and this one is a backup for a while. A
+    /// stop wins.
+    pub(crate) fn begin_probation(&mut self) {
+        if matches!(*self, State::Owner | State::Transferring | State::Pending) {
+            *self = State::Probation;
+        }
+    }
+
+    /// The new owner died during the probation and the owner file names this process again.
+    /// Returns whether it is the owner (a stop wins).
+    pub(crate) fn roll_back(&mut self) -> bool {
+        if *self == State::Probation {
+            *self = State::Owner;
+        }
+        *self == State::Owner
     }
 
     /// The handoff failed, or the newcomer let go without becoming the owner: this process
@@ -163,9 +194,37 @@ mod tests {
     }
 
     #[test]
+    fn probation_ends_in_a_rollback_or_a_step_down() {
+        let mut s = State::Owner;
+        s.begin_transfer().unwrap();
+        s.await_commit();
+        s.begin_probation();
+        assert_eq!(s, State::Probation);
+        assert!(matches!(s.check_add().map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
+        assert!(matches!(s.begin_transfer().map_err(|e| e.kind()), Err(crate::ErrorKind::UpgradeInProgress)));
+        s.remain_owner();
+        assert_eq!(s, State::Probation, "only a rollback makes a backup the owner again");
+        assert!(s.roll_back());
+        assert_eq!(s, State::Owner);
+        s.check_add().unwrap();
+        s.begin_probation();
+        s.step_down();
+        assert_eq!(s, State::Completed, "the window passed");
+        assert!(!s.roll_back(), "a draining process never becomes the owner again");
+        s.begin_probation();
+        assert_eq!(s, State::Completed);
+    }
+
+    #[test]
     fn stop_wins_over_everything() {
-        for mut s in [State::Inheriting, State::Owner, State::Transferring, State::Pending, State::Completed]
-        {
+        for mut s in [
+            State::Inheriting,
+            State::Owner,
+            State::Transferring,
+            State::Pending,
+            State::Probation,
+            State::Completed,
+        ] {
             s.stop();
             assert!(matches!(s.check_add().map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
             assert!(matches!(s.check_remove().map_err(|e| e.kind()), Err(crate::ErrorKind::Stopped)));
@@ -174,6 +233,8 @@ mod tests {
             s.await_commit();
             s.step_down();
             s.remain_owner();
+            s.begin_probation();
+            assert!(!s.roll_back());
             assert_eq!(s, State::Stopped);
         }
     }

@@ -388,13 +388,24 @@ impl Upgrader {
         })
     }
 
-    /// Stops serving upgrades, removes this process's upgrade socket (if the path is still
-    /// this process's socket) and fires [`upgrade_complete`](Self::upgrade_complete). A handoff
-    /// in progress is abandoned (the newcomer sees this process gone), and a `ready()` waiting
-    /// for the owner returns [`ErrorKind::Stopped`](crate::ErrorKind::Stopped). Descriptors handed out stay open; the store can
-    /// no longer change. If called before `ready`, the lock is released without becoming owner.
+    /// Stops serving upgrades, closes the store's own copies of its descriptors, removes this
+    /// process's upgrade socket (if the path is still this process's socket) and standby mark,
+    /// and fires [`upgrade_complete`](Self::upgrade_complete). A handoff in progress is
+    /// abandoned (the newcomer sees this process gone), and a `ready()` waiting for the owner
+    /// returns [`ErrorKind::Stopped`](crate::ErrorKind::Stopped). Descriptors handed out stay
+    /// open; the store is empty from then on and can no longer change. If called before
+    /// `ready`, the lock is released without becoming owner.
+    ///
+    /// The copies close first: a newcomer that no longer finds this process among the
+    /// standbys must not find it holding a listening socket either, or binding afresh would
+    /// fail with "Address already in use".
     pub fn stop(&self) {
-        fds::lock(&self.shared).state.stop();
+        let copies = {
+            let mut inner = fds::lock(&self.shared);
+            inner.state.stop();
+            std::mem::take(&mut inner.entries)
+        };
+        drop(copies);
         // Wakes whatever waits: a ready() in its handshake, the serving thread.
         drop(locked(&self.stop_tx).take());
         drop(locked(&self.joining).take());

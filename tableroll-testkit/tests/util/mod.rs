@@ -385,6 +385,22 @@ fn parse_events(
     }
 }
 
+/// Waits until the child process `pid` of this test is stopped (by a signal or a fault point
+/// with the `stop` action), leaving that state to be seen again.
+pub fn wait_stopped(pid: u32) {
+    use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
+    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a pid");
+    waitid(WaitId::Pid(pid), WaitIdOptions::STOPPED | WaitIdOptions::NOWAIT)
+        .unwrap_or_else(|e| panic!("waiting for process {pid:?} to stop: {e}"));
+}
+
+/// Continues the stopped process `pid` (`SIGCONT`).
+pub fn continue_process(pid: u32) {
+    use rustix::process::{kill_process, Pid, Signal};
+    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a pid");
+    kill_process(pid, Signal::CONT).unwrap_or_else(|e| panic!("continuing process {pid:?}: {e}"));
+}
+
 /// The sorted inherited ids of an `inherited` event.
 pub fn inherited_ids(event: &Value) -> Vec<String> {
     let fds = event["fds"].as_array().unwrap_or_else(|| panic!("no fds in {event}"));

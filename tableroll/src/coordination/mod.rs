@@ -7,6 +7,7 @@ mod names;
 mod owner_file;
 mod owner_file_watch;
 mod owner_watch;
+mod standby_mark;
 mod upgrade_socket;
 
 use std::ffi::OsString;
@@ -18,7 +19,8 @@ pub(crate) use names::{entry, socket_file_name, Entry, OWNER_FILE};
 pub(crate) use owner_file::{open_read_only, read_bounded, read_settled, HeldLock, OwnerFile, OwnerLock};
 pub(crate) use owner_file_watch::OwnerFileWatch;
 pub(crate) use owner_watch::{OwnerWatch, GRACE};
-pub(crate) use upgrade_socket::{connect_to_owner, UpgradeSocket};
+pub(crate) use standby_mark::StandbyMark;
+pub(crate) use upgrade_socket::{accept_one, connect_to_owner, UpgradeSocket};
 
 use crate::error::{Error, Result};
 use crate::id::{self, MAX_SOCKET_PATH};
@@ -109,31 +111,46 @@ impl Directory {
         self.socket_path(id).is_ok_and(|path| matches!(socket_table::state(&path), Ok(PathState::Live)))
     }
 
-    /// Removes the upgrade sockets of dead processes, keeping those named in `keep`.
+    /// Removes the upgrade sockets of dead processes, and their standby marks, keeping those
+    /// named in `keep`.
     ///
     /// Runs under the lock. Only sockets whose process is gone (see [`socket_table::states`])
-    /// are removed; a live one, or anything that is not a socket, is left alone. The kernel's
-    /// table of sockets is read a few times for the whole sweep, not for each socket.
+    /// are removed; a live one, or anything that is not a socket, is left alone. A standby mark
+    /// goes when its socket is stale or missing. The kernel's table of sockets is read a few
+    /// times for the whole sweep, not for each socket.
     pub(crate) fn remove_stale_sockets(&self, keep: &[&[u8]]) {
         let Ok(entries) = std::fs::read_dir(&self.path) else { return };
-        let candidates: Vec<PathBuf> = entries
-            .flatten()
-            .filter(|entry| match names::entry(entry.file_name().as_bytes()) {
-                Entry::UpgradeSocket(id) => !keep.contains(&id),
-                _ => false,
-            })
-            .map(|entry| entry.path())
-            .collect();
-        for (path, state) in candidates.iter().zip(socket_table::states(&candidates)) {
-            if let Ok(PathState::Stale) = state {
-                match std::fs::remove_file(path) {
-                    Ok(()) => tracing::debug!(path = %path.display(), "removed stale upgrade socket"),
-                    Err(e) => {
-                        tracing::debug!(path = %path.display(), error = %e, "could not remove stale upgrade socket")
-                    }
+        let mut sockets = Vec::new();
+        let mut marks = Vec::new();
+        for entry in entries.flatten() {
+            match names::entry(entry.file_name().as_bytes()) {
+                Entry::UpgradeSocket(id) if !keep.contains(&id) => sockets.push(entry.path()),
+                Entry::StandbyMark(id) if !keep.contains(&id) => {
+                    marks.push((entry.path(), self.path.join(OsString::from_vec(socket_file_name(id)))));
                 }
+                _ => {}
             }
         }
+        let mark_sockets: Vec<PathBuf> = marks.iter().map(|(_, socket)| socket.clone()).collect();
+        let states = socket_table::states(&[sockets.as_slice(), mark_sockets.as_slice()].concat());
+        let (socket_states, mark_states) = states.split_at(sockets.len());
+        for (path, state) in sockets.iter().zip(socket_states) {
+            if let Ok(PathState::Stale) = state {
+                remove_stale(path, "upgrade socket");
+            }
+        }
+        for ((mark, _), state) in marks.iter().zip(mark_states) {
+            if let Ok(PathState::Stale | PathState::Missing) = state {
+                remove_stale(mark, "standby mark");
+            }
+        }
+    }
+}
+
+fn remove_stale(path: &Path, what: &str) {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::debug!(path = %path.display(), "removed stale {what}"),
+        Err(e) => tracing::debug!(path = %path.display(), error = %e, "could not remove stale {what}"),
     }
 }
 
@@ -185,7 +202,14 @@ mod tests {
         drop(std::os::unix::net::UnixListener::bind(dir.socket_path(b"dead").unwrap()).unwrap());
         drop(std::os::unix::net::UnixListener::bind(dir.socket_path(b"kept").unwrap()).unwrap());
         std::fs::write(tmp.path().join("file.sock"), b"").unwrap();
+        for id in ["live", "dead", "kept", "gone"] {
+            std::fs::write(tmp.path().join(format!("{id}.standby")), b"").unwrap();
+        }
         dir.remove_stale_sockets(&[b"kept"]);
+        assert!(tmp.path().join("live.standby").exists());
+        assert!(!tmp.path().join("dead.standby").exists(), "the mark of a dead process goes");
+        assert!(!tmp.path().join("gone.standby").exists(), "a mark without a socket goes");
+        assert!(tmp.path().join("kept.standby").exists());
         assert!(dir.socket_path(b"live").unwrap().exists());
         assert!(!dir.socket_path(b"dead").unwrap().exists());
         assert!(dir.socket_path(b"kept").unwrap().exists());

@@ -147,6 +147,21 @@ pub(crate) fn connect_to_owner(path: &Path, deadline: Option<Instant>) -> Result
     }
 }
 
+/// Accepts one connection on a non-blocking upgrade socket; `None` when there was none after
+/// all (the newcomer gave up between connect and accept, say).
+///
+/// # Errors
+///
+/// `accept(2)`'s other errors: out of descriptors or memory, say.
+pub(crate) fn accept_one(listener: &UnixListener) -> io::Result<Option<UnixStream>> {
+    match listener.accept() {
+        Ok((stream, _)) => Ok(Some(stream)),
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

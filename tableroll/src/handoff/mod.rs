@@ -6,4 +6,5 @@
 
 pub(crate) mod newcomer;
 pub(crate) mod owner;
+pub(crate) mod standby;
 pub(crate) mod wire_entries;

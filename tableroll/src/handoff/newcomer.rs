@@ -41,8 +41,11 @@ impl Newcomer {
     /// Takes the lock (waiting until `deadline`), reads the owner file and, if it names a live
     /// owner other than `id`, receives all its descriptors.
     ///
-    /// An owner that is gone (its socket missing or refusing) means there is no owner; one that
-    /// dies while handing over leaves this process with what it received so far.
+    /// If the owner is gone (its socket missing or refusing), or the file names `id` (a
+    /// previous process with this id is gone), the descriptors come from a standby of ours (see
+    /// `handoff::standby`) if there is a live one, the most recently marked first; otherwise
+    /// there is no owner. An owner that dies while handing over leaves this process with what
+    /// it received so far.
     ///
     /// # Errors
     ///
@@ -62,9 +65,15 @@ impl Newcomer {
         let (session, received) = match &owner_id {
             Some(owner) if owner == id.as_bytes() => {
                 tracing::debug!(id, "the owner file names this id: a previous process with it is gone");
-                (None, Vec::new())
+                inherit_from_standby(dir, &[owner], deadline, policy)
             }
-            Some(owner) => inherit(dir, owner, deadline, policy)?,
+            Some(owner) => match inherit(dir, owner, deadline, policy)? {
+                Some(inherited) => inherited,
+                None => {
+                    tracing::info!(owner = %String::from_utf8_lossy(owner), "the previous owner is gone");
+                    inherit_from_standby(dir, &[owner, id.as_bytes()], deadline, policy)
+                }
+            },
             None => (None, Vec::new()),
         };
         Ok((Newcomer { lock, session }, received))
@@ -102,31 +111,63 @@ impl Newcomer {
     }
 }
 
-/// Connects to the owner named in the owner file and receives its descriptors.
+/// What a newcomer starts with: the session with the process that handed over (kept open
+/// until ready) and what it received.
+type Inherited = (Option<Session>, Received);
+
+/// Receives the descriptors from the live standby most recently marked, leaving out the ids
+/// in `except`; a standby that is gone or fails is passed over for the next. Nothing if there
+/// is none: this process starts with fresh descriptors.
+fn inherit_from_standby(
+    dir: &Directory,
+    except: &[&[u8]],
+    deadline: Option<Instant>,
+    policy: &PeerPolicy,
+) -> Inherited {
+    for standby in dir.standbys(except) {
+        let name = String::from_utf8_lossy(&standby).into_owned();
+        match inherit(dir, &standby, deadline, policy) {
+            Ok(Some(inherited)) => {
+                tracing::info!(standby = name, "received the descriptors from a previous owner standing by");
+                return inherited;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(standby = name, error = %e, "a previous owner standing by did not hand over")
+            }
+        }
+    }
+    tracing::info!("no process holds the group's descriptors; starting with fresh ones");
+    (None, Vec::new())
+}
+
+/// Connects to the process `owner` (the one the owner file names, or a standby) and receives
+/// its descriptors; `None` if it is gone.
 fn inherit(
     dir: &Directory,
     owner: &[u8],
     deadline: Option<Instant>,
     policy: &PeerPolicy,
-) -> Result<(Option<Session>, Received)> {
+) -> Result<Option<Inherited>> {
     let owner_socket = dir
         .socket_path(owner)
         .map_err(|e| Error::protocol(format!("the owner file names an id that cannot be used: {e}")))?;
     let Some(stream) = connect_to_owner(&owner_socket, deadline)? else {
-        tracing::info!(owner = %String::from_utf8_lossy(owner), "the previous owner is gone; starting with fresh descriptors");
-        return Ok((None, Vec::new()));
+        return Ok(None);
     };
     policy.check(&stream, "reading the peer credentials of the owner")?;
     let owner = OwnerWatch::new(owner_socket, &stream);
     let ch = Channel::new(stream, deadline, None, "receiving descriptors from the owner")?;
     let mut received = Vec::new();
     match receive(&ch, &mut received) {
-        Ok(owner_version) => Ok((Some(Session { stream: ch.into_stream(), owner_version, owner }), received)),
+        Ok(owner_version) => {
+            Ok(Some((Some(Session { stream: ch.into_stream(), owner_version, owner }), received)))
+        }
         // A broken connection (not a timeout: a slow owner is alive) from an owner that is
         // gone: keep the live descriptors it managed to send.
         Err(e) if matches!(e.kind(), ErrorKind::Protocol | ErrorKind::Io) && owner.is_gone(GRACE) => {
             tracing::warn!(error = %e, kept = received.len(), "the owner died while handing over; keeping what it sent");
-            Ok((None, received))
+            Ok(Some((None, received)))
         }
         Err(e) => Err(e),
     }

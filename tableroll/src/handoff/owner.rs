@@ -25,13 +25,12 @@
 //! The upgrade timeout does not end the pending state either: a newcomer paused between the
 //! handshake and its write holds the lock, and this process serves on until it resumes or exits.
 
-use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::coordination::{Directory, HeldLock, OwnerFile, OwnerFileWatch};
+use crate::coordination::{accept_one, Directory, HeldLock, OwnerFile, OwnerFileWatch};
 use crate::error::{Error, Result};
 use crate::fault::{self, Point};
 use crate::protocol::messages::{ReadyReply, ReadyRequest, PROTOCOL_VERSION, READY_V0, READY_V1};
@@ -59,8 +58,11 @@ const MAX_HELD: usize = 64;
 pub(crate) enum Outcome {
     /// The owner file names another live process: this one drains.
     SteppedDown,
-    /// The handoff did not commit: this process owns the group as before.
+    /// The handoff did not commit: this process owns the group (as before, or again).
     StillOwner,
+    /// The handoff did not commit, the owner file names no live process, and this process,
+    /// a draining standby, does not claim the group (see [`Group::reclaim`]).
+    LetGo,
 }
 
 /// What the owner watches to know whether it is still the owner: the group's directory and
@@ -74,6 +76,19 @@ pub(crate) struct Group<'a> {
     pub(crate) stop: BorrowedFd<'a>,
 }
 
+/// The end of a session's wait for its commit point.
+pub(crate) struct Committed {
+    pub(crate) outcome: Outcome,
+    /// Connections that arrived meanwhile, in order, to be served next.
+    pub(crate) held: Vec<UnixStream>,
+    /// The newcomer's process, when the outcome is [`Outcome::SteppedDown`], it is visible
+    /// here and had not exited: the new owner, for a probation to watch.
+    pub(crate) newcomer: Option<OwnedFd>,
+    /// With [`Outcome::StillOwner`]: the process the owner file named, not live, when this
+    /// one recorded itself over it (the newcomer committed and died at once, say).
+    pub(crate) failed_owner: Option<Vec<u8>>,
+}
+
 impl Group<'_> {
     /// Whether the owner file names another process that is live: the group has a new owner.
     pub(crate) fn replaced(&self) -> bool {
@@ -83,23 +98,34 @@ impl Group<'_> {
         }
     }
 
-    /// The newcomer let go and this process holds the lock: decide, and make the file name
-    /// this process again if it names no live one.
-    fn settle(&self, held: &HeldLock<'_>) -> Outcome {
+    /// The newcomer let go and this process holds the lock: decide, and, if `reclaim`, make
+    /// the file name this process again if it names no live one. With the outcome, the id the
+    /// file named when this process recorded itself over it: an owner that took over and died
+    /// before this process saw it step in.
+    fn settle(&self, held: &HeldLock<'_>, reclaim: bool) -> (Outcome, Option<Vec<u8>>) {
         let named = match held.read_owner() {
-            Ok(Some(named)) if named.as_slice() == self.id => return Outcome::StillOwner,
-            Ok(Some(named)) if self.dir.is_live(&named) => return Outcome::SteppedDown,
-            Ok(named) => named.map(|n| String::from_utf8_lossy(&n).into_owned()),
-            Err(e) => Some(e.to_string()),
+            Ok(Some(named)) if named.as_slice() == self.id => return (Outcome::StillOwner, None),
+            Ok(Some(named)) if self.dir.is_live(&named) => return (Outcome::SteppedDown, None),
+            _ if !reclaim => return (Outcome::LetGo, None),
+            Ok(named) => named,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the owner file");
+                None
+            }
         };
-        tracing::info!(
-            named,
-            "the newcomer let go without becoming the owner; recording this process as owner again"
-        );
+        match &named {
+            Some(dead) => tracing::info!(
+                named = %String::from_utf8_lossy(dead),
+                "the owner file names a process that is not live; recording this process as owner again"
+            ),
+            None => tracing::info!(
+                "the newcomer let go without becoming the owner; recording this process as owner again"
+            ),
+        }
         if let Err(e) = held.write_owner(self.id) {
             tracing::error!(error = %e, "could not record this process as owner again; it still serves");
         }
-        Outcome::StillOwner
+        (Outcome::StillOwner, named)
     }
 }
 
@@ -140,10 +166,14 @@ impl<'c> OwnerSession<'c> {
     /// outcome and the connections that arrived meanwhile, accepted to see who made them and
     /// held, in order, to be served next if this process is still the owner.
     ///
+    /// `reclaim`: whether this process records itself as the owner again when the newcomer
+    /// let go and the file names no live process: the owner and a backup on probation do, a
+    /// draining standby does not ([`Outcome::LetGo`]).
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::Stopped`](crate::ErrorKind::Stopped) if stopped meanwhile.
-    pub(crate) fn await_commit(self, group: &Group<'_>) -> Result<(Outcome, Vec<UnixStream>)> {
+    pub(crate) fn await_commit(self, group: &Group<'_>, reclaim: bool) -> Result<Committed> {
         // Our side is done: a newcomer reading on sees the end of the stream, as from a Go
         // owner, which closes here.
         let _ = self.ch.shutdown_write();
@@ -152,12 +182,16 @@ impl<'c> OwnerSession<'c> {
         let mut recheck = RECHECK_MIN;
         let mut held = Vec::new();
         let mut listening = true;
+        let end = |(outcome, failed_owner), held, newcomer: Option<OwnedFd>| {
+            let newcomer = newcomer.filter(|_| outcome == Outcome::SteppedDown);
+            Ok(Committed { outcome, held, newcomer, failed_owner })
+        };
         loop {
             if group.replaced() {
-                return Ok((Outcome::SteppedDown, held));
+                return end((Outcome::SteppedDown, None), held, newcomer);
             }
             match group.owner_file.try_lock() {
-                Ok(Some(lock)) => return Ok((group.settle(&lock), held)),
+                Ok(Some(lock)) => return end(group.settle(&lock, reclaim), held, newcomer),
                 Ok(None) => {}
                 Err(e) => tracing::debug!(error = %e, "could not try the coordination lock"),
             }
@@ -169,10 +203,13 @@ impl<'c> OwnerSession<'c> {
                         // the first one released the lock without the file naming another
                         // live process.
                         if group.replaced() {
-                            return Ok((Outcome::SteppedDown, held));
+                            return end((Outcome::SteppedDown, None), held, newcomer);
+                        }
+                        if !reclaim {
+                            return end((Outcome::LetGo, None), held, newcomer);
                         }
                         tracing::info!("the next lock holder connected while the newcomer had not become the owner; remaining the owner");
-                        return Ok((Outcome::StillOwner, held));
+                        return end((Outcome::StillOwner, None), held, newcomer);
                     }
                     Arrival::Other => listening = held.len() < MAX_HELD,
                     // Cannot accept now (out of descriptors, say): the lock and the file still
@@ -210,12 +247,9 @@ enum Arrival {
 /// process behind it holds the coordination lock. Only a lock holder connects in the protocol,
 /// but any process of the user can: a connection alone does not show the newcomer let go.
 fn accept_while_pending(group: &Group<'_>, held: &mut Vec<UnixStream>) -> Arrival {
-    let stream = match group.upgrade_socket.accept() {
-        Ok((stream, _)) => stream,
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
-            return Arrival::Other
-        }
-        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => return Arrival::Other,
+    let stream = match accept_one(group.upgrade_socket) {
+        Ok(Some(stream)) => stream,
+        Ok(None) => return Arrival::Other,
         Err(e) => {
             tracing::debug!(error = %e, "cannot accept while waiting for the newcomer to become the owner");
             return Arrival::CannotAccept;

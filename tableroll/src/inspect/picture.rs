@@ -33,7 +33,7 @@ impl Picture {
         let listing = Listing::read(dir)?;
         let read = read_owner_file(dir, listing.owner_file_kind);
         let lock = lock_status(dir, listing.owner_file_kind);
-        let sockets = socket_statuses(&listing.sockets, read.id.as_deref())?;
+        let sockets = socket_statuses(&listing.sockets, read.id.as_deref(), &listing.standby)?;
         let file_unchanged = owner_file_bytes(dir) == before;
         let owner_socket = sockets.iter().find(|s| s.owner);
         let owner = OwnerStatus {

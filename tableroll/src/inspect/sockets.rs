@@ -20,7 +20,11 @@ pub(super) struct SocketFile {
 }
 
 /// The state of every upgrade socket, and the process behind each live one.
-pub(super) fn socket_statuses(files: &[SocketFile], owner: Option<&[u8]>) -> Result<Vec<SocketStatus>> {
+pub(super) fn socket_statuses(
+    files: &[SocketFile],
+    owner: Option<&[u8]>,
+    standby: &HashSet<Vec<u8>>,
+) -> Result<Vec<SocketStatus>> {
     let names: Vec<Vec<u8>> = files.iter().map(|f| socket_file_name(&f.id)).collect();
     let wanted: HashSet<&[u8]> = names.iter().map(Vec::as_slice).collect();
     let listed = socket_table::unconnected_sockets_named(&wanted)
@@ -39,6 +43,7 @@ pub(super) fn socket_statuses(files: &[SocketFile], owner: Option<&[u8]>) -> Res
             state: if inode.is_some() { SocketState::Live } else { SocketState::Stale },
             pid: inode.and_then(|inode| holders.get(&inode).copied()),
             owner: owner == Some(file.id.as_slice()),
+            standby: standby.contains(&file.id),
         })
         .collect())
 }

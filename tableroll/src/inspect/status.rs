@@ -20,7 +20,7 @@ pub struct DirectoryStatus {
     /// The newcomer taking over, when the lock is held by a process that holds a live upgrade
     /// socket of the group.
     pub handover: Option<Handover>,
-    /// Every upgrade socket (`<id>.sock`), sorted by id.
+    /// Every upgrade socket (`<id>.sock`), sorted by id, with its standby mark if it has one.
     pub sockets: Vec<SocketStatus>,
     /// Everything else in the directory, sorted by name.
     pub unexpected: Vec<UnexpectedEntry>,
@@ -119,6 +119,11 @@ pub struct SocketStatus {
     pub pid: Option<u32>,
     /// Whether it is the owner's.
     pub owner: bool,
+    /// Whether its process is a standby of our implementation (it has a standby mark
+    /// `<id>.standby`): it is handing over, on probation after a newcomer took over, or
+    /// draining, and still holds the group's descriptors, which it hands to a newcomer that
+    /// finds the owner gone.
+    pub standby: bool,
 }
 
 /// The state of an upgrade socket.
