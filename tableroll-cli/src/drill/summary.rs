@@ -82,7 +82,7 @@ fn timings(out: &mut String, report: &Report) {
     row(out, "newcomer ready()", t.ready_us);
     row(out, "spawn to newcomer ready", t.spawn_to_ready_us);
     let notified = match report.settings.probation_ms {
-        Some(_) => "spawn to old notified (after probation)",
+        Some(_) => "spawn to old notified (probation)",
         None => "spawn to old generation notified",
     };
     row(out, notified, t.spawn_to_old_notified_us);
