@@ -46,24 +46,35 @@ fn header(out: &mut String, report: &Report) {
         report.duration_ms / 1e3
     );
     if let Some(after) = s.crash_after_ms {
-        let which = s.crash.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
         let _ = writeln!(
             out,
-            "made to crash: generation {which} (each sends itself SIGKILL, no drain, {} after its ready())",
-            ms_f(after)
+            "{} made to crash (SIGKILL, no drain) {:?} after ready()",
+            generations(&s.crash),
+            duration(after)
         );
     }
     if let Some(window) = s.probation_ms {
-        let _ = writeln!(out, "every generation with a probation of {}", ms_f(window));
+        let _ =
+            writeln!(out, "every generation on probation for {:?} after it handed over", duration(window));
     }
     if s.crash_after_ms.is_some() || s.probation_ms.is_some() {
         out.push('\n');
     }
 }
 
-/// Milliseconds for people, from milliseconds.
-fn ms_f(value: f64) -> String {
-    ms((value * 1e3) as u64)
+/// A duration from milliseconds, to print as `250ms` or `2s`.
+fn duration(ms: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(ms / 1e3)
+}
+
+/// `generation 3`, `generations 3 and 6`, `generations 2, 4 and 6`.
+fn generations(numbers: &[u32]) -> String {
+    let words: Vec<String> = numbers.iter().map(u32::to_string).collect();
+    match words.split_last() {
+        None => "no generation".into(),
+        Some((only, [])) => format!("generation {only}"),
+        Some((last, rest)) => format!("generations {} and {last}", rest.join(", ")),
+    }
 }
 
 fn row(out: &mut String, label: &str, spread: Option<Spread>) {
@@ -204,4 +215,18 @@ fn crash_verdict(report: &Report) -> String {
         count(crashed, "generation", "generations"),
         r.lost_inside_crashed
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_are_listed_as_in_a_sentence() {
+        assert_eq!(generations(&[3]), "generation 3");
+        assert_eq!(generations(&[3, 6]), "generations 3 and 6");
+        assert_eq!(generations(&[2, 4, 6]), "generations 2, 4 and 6");
+        assert_eq!(format!("{:?}", duration(250.0)), "250ms");
+        assert_eq!(format!("{:?}", duration(2000.0)), "2s");
+    }
 }
