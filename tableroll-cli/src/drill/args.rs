@@ -55,7 +55,8 @@ pub struct DrillArgs {
 
     /// Run every generation with this probation (`Builder::probation`): after a newer generation
     /// took over, the older one stays a live backup for DURATION and becomes the owner again
-    /// if the newer one dies (a rollback), e.g. `2s`.
+    /// if the newer one dies (a rollback), e.g. `2s`. A crash (--crash) comes a quarter of the
+    /// interval after `ready()`: a shorter probation has ended by then, and nobody rolls back.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, allow_hyphen_values = true)]
     pub probation: Option<Duration>,
 

@@ -54,50 +54,60 @@ pub fn records(
     stopped_ns: u64,
     dead_peer_failures: &[(u64, u64)],
 ) -> (Vec<CrashRecord>, Vec<RollbackRecord>) {
-    let since = |at_ns: u64| at_ns.saturating_sub(origin_ns) as f64 / 1e6;
+    let rollbacks = rollback_records(gens, origin_ns);
+    let crashed: Vec<&Generation> = gens.iter().filter(|g| g.crash.is_some()).collect();
+    let windows: Vec<CrashWindow> = crashed.iter().filter_map(|g| window(g, stopped_ns)).collect();
+    let lost = attribution::lost_inside(&windows, dead_peer_failures);
+    let crashes = crashed
+        .iter()
+        .zip(windows.iter().zip(lost))
+        .map(|(gen, (window, lost_inside))| CrashRecord {
+            generation: gen.number,
+            pid: gen.pid,
+            at_ms: ms_since(origin_ns, window.at_ns),
+            after_ready_ms: gen.ready.map(|(_, ready_ns)| ms_since(ready_ns, window.at_ns)),
+            open_connections: window.open_connections,
+            lost_inside,
+            rolled_back_to: rollback_after(&rollbacks, gen).map(|r| r.generation),
+            crash_to_rollback_us: rollback_after(&rollbacks, gen).and_then(|r| r.crash_to_rollback_us),
+        })
+        .collect();
+    (crashes, rollbacks)
+}
+
+/// Every rollback of `gens`, in the order they happened.
+fn rollback_records(gens: &[Generation], origin_ns: u64) -> Vec<RollbackRecord> {
     let crash_of = |n: Option<u32>| n.and_then(|n| gens.get(n as usize)).and_then(|g| g.crash);
-    let mut rollbacks: Vec<RollbackRecord> = gens
+    let mut records: Vec<RollbackRecord> = gens
         .iter()
         .flat_map(|gen| gen.rollbacks.iter().map(move |r| (gen.number, r)))
         .map(|(generation, r): (u32, &Rollback)| RollbackRecord {
             generation,
             failed_owner: r.failed_owner.clone(),
             failed_generation: r.failed_generation(),
-            at_ms: since(r.at_ns),
+            at_ms: ms_since(origin_ns, r.at_ns),
             took_us: r.took_us,
             crash_to_rollback_us: crash_of(r.failed_generation())
                 .map(|c| r.at_ns.saturating_sub(c.at_ns) / 1000),
         })
         .collect();
-    rollbacks.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
-    let crashed: Vec<&Generation> = gens.iter().filter(|g| g.crash.is_some()).collect();
-    let windows: Vec<CrashWindow> = crashed
-        .iter()
-        .filter_map(|g| {
-            let crash = g.crash?;
-            let (at_ns, open_connections) = (crash.at_ns, crash.open_connections);
-            Some(CrashWindow { at_ns, gone_ns: g.gone_ns(stopped_ns), open_connections })
-        })
-        .collect();
-    let lost = attribution::lost_inside(&windows, dead_peer_failures);
-    let crashes = crashed
-        .iter()
-        .zip(windows.iter().zip(lost))
-        .map(|(gen, (window, lost_inside))| {
-            let rollback = rollbacks.iter().find(|r| r.failed_generation == Some(gen.number));
-            CrashRecord {
-                generation: gen.number,
-                pid: gen.pid,
-                at_ms: since(window.at_ns),
-                after_ready_ms: gen
-                    .ready
-                    .map(|(_, ready_ns)| window.at_ns.saturating_sub(ready_ns) as f64 / 1e6),
-                open_connections: window.open_connections,
-                lost_inside,
-                rolled_back_to: rollback.map(|r| r.generation),
-                crash_to_rollback_us: rollback.and_then(|r| r.crash_to_rollback_us),
-            }
-        })
-        .collect();
-    (crashes, rollbacks)
+    records.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+    records
+}
+
+/// The crash of `gen` as the attribution sees it, if it crashed.
+fn window(gen: &Generation, stopped_ns: u64) -> Option<CrashWindow> {
+    let crash = gen.crash?;
+    let (at_ns, open_connections) = (crash.at_ns, crash.open_connections);
+    Some(CrashWindow { at_ns, gone_ns: gen.gone_ns(stopped_ns), open_connections })
+}
+
+/// The rollback that followed the crash of `gen`, if one did.
+fn rollback_after<'r>(rollbacks: &'r [RollbackRecord], gen: &Generation) -> Option<&'r RollbackRecord> {
+    rollbacks.iter().find(|r| r.failed_generation == Some(gen.number))
+}
+
+/// Milliseconds from `from_ns` to `to_ns`.
+fn ms_since(from_ns: u64, to_ns: u64) -> f64 {
+    to_ns.saturating_sub(from_ns) as f64 / 1e6
 }

@@ -7,8 +7,11 @@
 //! through the library. With `--crash`, some generations kill themselves soon after they become
 //! the owner ([`crash`]); the next generation still starts on schedule, and the requests they
 //! took down are counted apart ([`attribution`]). With `--probation`, the generation that
-//! handed over to a crashed one becomes the owner again. Every event of every generation comes through one channel (with SIGINT
-//! and SIGTERM), which the main loop here waits on: nothing is synchronised by sleeping. At the end, or on the first
+//! handed over to a crashed one becomes the owner again; who owned the group when is
+//! reconstructed from the generations' events ([`ownership`]).
+//!
+//! Every event of every generation comes through one channel (with SIGINT and SIGTERM), which
+//! the main loop here waits on: nothing is synchronised by sleeping. At the end, or on the first
 //! failure or signal, it stops the load, stops every generation (killing by pid what lingers),
 //! removes the directory and reports ([`report`], [`chart`]).
 
