@@ -410,3 +410,32 @@ fn with_probation_each_crash_is_rolled_back_and_nothing_else_is_lost() {
     assert_eq!(run.code(), Some(0), "{context}");
     assert_eq!(report["result"], "passed", "{context}");
 }
+
+#[test]
+fn a_rollback_shows_in_the_summary_and_on_the_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("drill.svg");
+    let flags = ["drill", "--upgrades", "2", "--interval", "300ms", "--clients", "2", "--crash", "2"];
+    let run = run(&[&flags[..], &["--probation", "1s", "--svg", svg.to_str().unwrap()]].concat());
+    let context = run.describe();
+    assert_eq!(run.code(), Some(0), "{context}");
+    let stdout = run.stdout();
+    for line in [
+        "generation 2 made to crash (SIGKILL, no drain) 75ms after ready()\n",
+        "every generation on probation for 1s after it handed over\n",
+        "crashed generations (1 of 1)\n",
+        "; generation 1 owner again ",
+        "rollbacks: 1 (the library's measure: p50 ",
+        "  lost inside crashed generations ",
+        "PASSED: 1 of 1 upgrade completed, 1 generation crashed on purpose (1 rolled back), no request lost outside them (",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing\n{context}");
+    }
+    assert!(run.stderr().contains("  generation 1 is the owner again after gen-2 died, "), "{context}");
+    // The chart marks the crash (x2) and the rollback to generation 1 (r1), with their legend.
+    let chart = std::fs::read_to_string(&svg).expect("the chart was written");
+    let texts: Vec<&str> = chart.lines().map(str::trim).collect();
+    for text in ["x2", "r1", "a generation crashed (x)", "rollback: owner again (r)"] {
+        assert!(texts.contains(&text), "{text:?} not on the chart\n{context}");
+    }
+}
