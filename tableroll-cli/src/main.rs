@@ -74,8 +74,9 @@ enum Public {
     /// Prints each upgrade's timings (the newcomer's time inside construction, until every
     /// descriptor was received; its time inside ready(); from its spawn until the old
     /// generation was notified), the requests (sent, succeeded, failed by kind) and
-    /// throughput. Exits 0 only if every upgrade completed and no request failed. Every
-    /// process and file it creates is removed at the end, also on Ctrl-C.
+    /// throughput. Exits 0 only if every upgrade completed and no request failed (with
+    /// --crash, none outside the crashed generations). Every process and file it creates is
+    /// removed at the end, also on Ctrl-C.
     Drill(drill::args::DrillArgs),
 
     /// Run a program written for systemd socket activation with zero-downtime upgrades.

@@ -255,12 +255,22 @@ fn help_explains_the_drill_and_hides_the_internals() {
     assert!(!top.stdout().contains("drill-server"), "{}", top.describe());
     let help = run(&["drill", "--help"]);
     assert_eq!(help.code(), Some(0));
-    for flag in
-        ["--upgrades", "--clients", "--listener", "--fds", "--interval", "--keep-alive", "--json", "--svg"]
-    {
+    for flag in [
+        "--upgrades",
+        "--clients",
+        "--listener",
+        "--fds",
+        "--interval",
+        "--keep-alive",
+        "--json",
+        "--svg",
+        "--crash",
+        "--probation",
+    ] {
         assert!(help.stdout().contains(flag), "{flag} missing\n{}", help.describe());
     }
     assert!(help.stdout().contains("What counts as a failed request"), "{}", help.describe());
+    assert!(help.stdout().contains("lost inside a crashed generation"), "{}", help.describe());
     assert!(!help.stdout().contains("--break-server"), "{}", help.describe());
 }
 
@@ -296,4 +306,136 @@ fn negative_intervals_are_refused_with_a_reason() {
     }
     // A flag where the interval should be is not taken for a duration silently.
     assert_usage_error(&["drill", "--interval", "--json"], "--interval", "not a duration");
+}
+
+#[test]
+fn generation_0_cannot_crash() {
+    assert_usage_error(&["drill", "--crash", "0"], "--crash", "generation 0 cannot crash");
+    assert_usage_error(&["drill", "--crash", "2,0"], "--crash", "generation 0 cannot crash");
+}
+
+#[test]
+fn a_crash_beyond_the_last_generation_is_refused() {
+    assert_usage_error(
+        &["drill", "--upgrades", "3", "--crash", "2,4"],
+        "--crash 4",
+        "there is no generation 4 (--upgrades 3 starts generations 0 to 3)",
+    );
+}
+
+/// The report's entry `key` as an array.
+fn array<'a>(report: &'a Value, key: &str) -> &'a Vec<Value> {
+    report[key].as_array().unwrap_or_else(|| panic!("{key} is not an array in {report:#}"))
+}
+
+/// Checks what any drill with crashes must report: the generations in `crashed` (and no other)
+/// crashed, each by SIGKILL after reporting its crash, with no more requests put down to it
+/// than the connections it held; the failures inside and outside add up; nothing is left
+/// behind.
+fn assert_crashes_accounted(run: &Run, report: &Value, crashed: &[u64]) {
+    let context = run.describe();
+    let crashes = array(report, "crashes");
+    let numbers: Vec<u64> = crashes.iter().map(|c| c["generation"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, crashed, "{context}");
+    for crash in crashes {
+        let lost = crash["lost_inside"].as_u64().unwrap();
+        assert!(lost <= crash["open_connections"].as_u64().unwrap(), "{crash}\n{context}");
+        let line = format!("generation {} (pid {}) crashed on purpose", crash["generation"], crash["pid"]);
+        assert!(run.stderr().contains(&line), "{line:?} missing\n{context}");
+    }
+    for generation in array(report, "generations") {
+        let planned = crashed.contains(&generation["generation"].as_u64().unwrap());
+        assert_eq!(generation["crashed"], planned, "{generation}\n{context}");
+        match planned {
+            true => assert_eq!(generation["signal"], 9, "{generation}\n{context}"),
+            false => assert_eq!(generation["exit_code"], 0, "{generation}\n{context}"),
+        }
+    }
+    let inside: u64 = crashes.iter().map(|c| c["lost_inside"].as_u64().unwrap()).sum();
+    assert_eq!(num(report, &["requests", "lost_inside_crashed"]), inside, "{context}");
+    let failed = num(report, &["requests", "failed"]);
+    assert_eq!(failed, inside + num(report, &["requests", "lost_outside"]), "{context}");
+    // Refused connections are never put down to a crash.
+    assert!(num(report, &["requests", "lost_outside"]) >= num(report, &["requests", "failures", "refused"]));
+    let sent = num(report, &["requests", "sent"]);
+    assert_eq!(sent, num(report, &["requests", "succeeded"]) + failed, "{context}");
+    assert_cleaned_up(report, run);
+}
+
+#[test]
+fn without_probation_a_crash_loses_requests_outside_it_and_fails_the_drill() {
+    let (run, report) = drill(&["--upgrades", "3", "--interval", "300ms", "--crash", "2"]);
+    let context = run.describe();
+    assert_crashes_accounted(&run, &report, &[2]);
+    assert!(array(&report, "rollbacks").is_empty(), "{context}");
+    assert_eq!(report["crashes"][0]["rolled_back_to"], Value::Null, "{context}");
+    // Nobody held the listener from the crash until generation 3 bound it afresh: refused.
+    assert!(num(&report, &["requests", "failures", "refused"]) > 0, "{context}");
+    assert!(num(&report, &["requests", "lost_outside"]) > 0, "{context}");
+    assert_eq!(report["upgrades"][2]["took_over_from"], Value::Null, "{context}");
+    assert_eq!(run.code(), Some(1), "{context}");
+    assert_eq!(report["result"], "failed", "{context}");
+    assert_eq!(report["error"], Value::Null, "the drill itself ran to its end\n{context}");
+    // Of the three upgrades only the first was a handoff to complete: the second was to the
+    // generation that crashed, and the third found no owner and started afresh.
+    assert_eq!(num(&report, &["upgrades_expected"]), 1, "{context}");
+    assert_eq!(num(&report, &["upgrades_completed"]), 1, "{context}");
+}
+
+#[test]
+fn with_probation_each_crash_is_rolled_back_and_nothing_else_is_lost() {
+    // Generation 4 is the last: after its crash, generation 3 stays the owner to the end.
+    let flags = ["--upgrades", "4", "--interval", "300ms", "--crash", "2,4", "--probation", "1s"];
+    let (run, report) = drill(&flags);
+    let context = run.describe();
+    assert_crashes_accounted(&run, &report, &[2, 4]);
+    let rollbacks = array(&report, "rollbacks");
+    assert_eq!(rollbacks.len(), 2, "{context}");
+    for (rollback, (owner, failed)) in rollbacks.iter().zip([(1, 2), (3, 4)]) {
+        assert_eq!(rollback["generation"], owner, "{rollback}\n{context}");
+        assert_eq!(rollback["failed_generation"], failed, "{rollback}\n{context}");
+        assert_eq!(rollback["failed_owner"], format!("gen-{failed}"), "{rollback}\n{context}");
+        assert!(rollback["crash_to_rollback_us"].is_u64(), "{rollback}\n{context}");
+    }
+    for crash in array(&report, "crashes") {
+        assert!(crash["rolled_back_to"].is_u64(), "{crash}\n{context}");
+        assert!(crash["crash_to_rollback_us"].is_u64(), "{crash}\n{context}");
+    }
+    assert_eq!(num(&report, &["requests", "failures", "refused"]), 0, "{context}");
+    assert_eq!(num(&report, &["requests", "lost_outside"]), 0, "{context}");
+    // Generation 3 took over from generation 1, the owner again after generation 2 crashed.
+    assert_eq!(report["upgrades"][2]["took_over_from"], 1, "{context}");
+    assert_eq!(num(&report, &["upgrades_expected"]), 2, "{context}");
+    assert_eq!(num(&report, &["upgrades_completed"]), 2, "{context}");
+    assert_eq!(run.code(), Some(0), "{context}");
+    assert_eq!(report["result"], "passed", "{context}");
+}
+
+#[test]
+fn a_rollback_shows_in_the_summary_and_on_the_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("drill.svg");
+    let flags = ["drill", "--upgrades", "2", "--interval", "300ms", "--clients", "2", "--crash", "2"];
+    let run = run(&[&flags[..], &["--probation", "1s", "--svg", svg.to_str().unwrap()]].concat());
+    let context = run.describe();
+    assert_eq!(run.code(), Some(0), "{context}");
+    let stdout = run.stdout();
+    for line in [
+        "generation 2 made to crash (SIGKILL, no drain) 75ms after ready()\n",
+        "every generation on probation for 1s after it handed over\n",
+        "crashed generations (1 of 1)\n",
+        "; generation 1 owner again ",
+        "rollbacks: 1 (the library's measure: p50 ",
+        "  lost inside crashed generations ",
+        "PASSED: 1 of 1 upgrade completed, 1 generation crashed on purpose (1 rolled back), no request lost outside them (",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing\n{context}");
+    }
+    assert!(run.stderr().contains("  generation 1 is the owner again after gen-2 died, "), "{context}");
+    // The chart marks the crash (x2) and the rollback to generation 1 (r1), with their legend.
+    let chart = std::fs::read_to_string(&svg).expect("the chart was written");
+    let texts: Vec<&str> = chart.lines().map(str::trim).collect();
+    for text in ["x2", "r1", "a generation crashed (x)", "rollback: owner again (r)"] {
+        assert!(texts.contains(&text), "{text:?} not on the chart\n{context}");
+    }
 }

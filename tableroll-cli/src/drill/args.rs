@@ -47,6 +47,19 @@ pub struct DrillArgs {
     #[arg(long, value_name = "FILE")]
     pub svg: Option<std::path::PathBuf>,
 
+    /// Make these generations crash: each kills itself with SIGKILL (no drain) a quarter of
+    /// the interval after its `ready()` returned, under load. Generations 1 to --upgrades;
+    /// a generation named twice crashes once.
+    #[arg(long, value_name = "GEN[,GEN...]", value_delimiter = ',', value_parser = parse_crash_generation)]
+    pub crash: Vec<u32>,
+
+    /// Run every generation with this probation (`Builder::probation`): after a newer generation
+    /// took over, the older one stays a live backup for DURATION and becomes the owner again
+    /// if the newer one dies (a rollback), e.g. `2s`. A crash (--crash) comes a quarter of the
+    /// interval after `ready()`: a shorter probation has ended by then, and nobody rolls back.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, allow_hyphen_values = true)]
+    pub probation: Option<Duration>,
+
     /// Print nothing on stderr while running (no progress bar, no per-upgrade lines).
     #[arg(long, short)]
     pub quiet: bool,
@@ -69,8 +82,24 @@ two requests is replaced by a new one before the request is sent, and that is no
 once any byte of a request was sent, whatever goes wrong is a failure (the client cannot know \
 whether the server acted on it).
 
-Exit status: 0 if every upgrade completed and no request failed; 1 if the drill failed or \
-could not run; 2 for a usage error; 130 if interrupted (everything is cleaned up first).";
+With --crash, the requests a crashed generation took down with it are counted apart, as \
+lost inside a crashed generation: just before it kills itself, the generation reports how many \
+connections it holds open (it accepts none after counting; a closed-loop client has at most one \
+request on a connection). A failed request is put down to that crash if it was a reset or a \
+connection closed early (a dead peer shows as nothing else), it ended after the crash was \
+reported and it started before the drill saw the generation gone; at most that many requests \
+are. Refused connections and timeouts are never put down to a crash. Every other failed request \
+is lost outside the crashed generations. With --probation, the generation that handed over to \
+a crashed one becomes the owner again (a rollback): the summary, the JSON and the chart show \
+each rollback and the time from the crash to it.
+
+Exit status: 0 if every upgrade completed and no request failed; with --crash, 0 if every \
+generation named crashed (with --probation, each followed by a rollback), every other upgrade \
+that found an owner to take over from completed, and no request was lost outside the crashed \
+generations (without --probation nobody serves from a crash until the next generation \
+starts, and the connections refused meanwhile fail the drill). 1 if the drill failed or could not run; 2 for a usage \
+error (such as --crash 0, or a generation beyond --upgrades); 130 if interrupted (everything is \
+cleaned up first).";
 
 /// The kind of listener the demo server serves on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -118,6 +147,48 @@ fn parse_upgrades(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A generation to crash: not 0, which has nobody to roll back to. (That it is not beyond
+/// `--upgrades` is checked once every flag is known: [`DrillArgs::check_crash`].)
+fn parse_crash_generation(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(0) => Err("generation 0 cannot crash: it has no older generation to roll back to".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?} is not a generation number ({e})")),
+    }
+}
+
+impl DrillArgs {
+    /// The generations to crash, each once, in order.
+    pub fn crashes(&self) -> Vec<u32> {
+        let mut crashes = self.crash.clone();
+        crashes.sort_unstable();
+        crashes.dedup();
+        crashes
+    }
+
+    /// Whether generation `number` is to crash.
+    pub fn crashes_generation(&self, number: u32) -> bool {
+        self.crash.contains(&number)
+    }
+
+    /// How long after its `ready()` a crashing generation kills itself: a quarter of the
+    /// interval, so that it crashes under load and well before the next generation starts.
+    pub fn crash_after(&self) -> Duration {
+        self.interval / 4
+    }
+
+    /// Why `--crash` names a generation the drill does not start, if it does.
+    pub fn check_crash(&self) -> Result<(), String> {
+        match self.crash.iter().find(|&&n| n > self.upgrades) {
+            Some(n) => Err(format!(
+                "--crash {n}: there is no generation {n} (--upgrades {} starts generations 0 to {})",
+                self.upgrades, self.upgrades
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A duration more than zero. Values may start with `-` (`allow_hyphen_values`), so that
 /// `--interval -1s` reaches this parser instead of being taken for a flag.
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -149,6 +220,38 @@ mod tests {
         assert!(parse_duration_arg("-1s").unwrap_err().contains("negative durations are not accepted"));
         assert!(parse_duration_arg("-.5s").unwrap_err().contains("negative durations are not accepted"));
         assert!(parse_duration_arg("--json").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn generation_0_cannot_crash() {
+        assert!(parse_crash_generation("0").unwrap_err().contains("generation 0 cannot crash"));
+        assert!(parse_crash_generation("x").is_err());
+        assert_eq!(parse_crash_generation("3"), Ok(3));
+    }
+
+    /// The drill's flags as a command of their own.
+    #[derive(clap::Parser)]
+    struct Drill {
+        #[command(flatten)]
+        args: DrillArgs,
+    }
+
+    fn parse(flags: &[&str]) -> DrillArgs {
+        <Drill as clap::Parser>::try_parse_from(std::iter::once("drill").chain(flags.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn crashes_are_listed_once_and_within_the_upgrades() {
+        let args = parse(&["--upgrades", "6", "--crash", "6,3", "--crash", "3", "--interval", "2s"]);
+        assert_eq!(args.crashes(), [3, 6]);
+        assert!(args.crashes_generation(6) && !args.crashes_generation(5));
+        assert_eq!(args.crash_after(), Duration::from_millis(500));
+        assert_eq!(args.check_crash(), Ok(()));
+        let beyond = parse(&["--upgrades", "2", "--crash", "1,3"]).check_crash().unwrap_err();
+        assert!(beyond.contains("--crash 3: there is no generation 3"), "{beyond}");
+        assert!(parse(&["--upgrades", "2"]).crashes().is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The `--svg` chart: successful requests per second over time (one point per 50 ms bucket),
 //! failed requests as red bars, each upgrade as a dashed line at the moment its generation was
-//! started. The legend has a band of its own below the plot, so that it never covers data.
+//! started, each planned crash as a dark red line and each rollback as a green one. The legend has a band of its own below the plot, so that it never covers data.
 
 use std::io::ErrorKind;
 use std::path::Path;
@@ -19,6 +19,8 @@ const LEGEND_BAND: u32 = 40;
 const LEGEND_LEFT: i32 = 88;
 const OK_COLOR: RGBColor = RGBColor(31, 119, 180);
 const UPGRADE_COLOR: RGBColor = RGBColor(90, 90, 90);
+const CRASH_COLOR: RGBColor = RGBColor(140, 0, 0);
+const ROLLBACK_COLOR: RGBColor = RGBColor(0, 150, 60);
 
 /// Creates (or truncates) the chart's file before the drill starts, so that a path that cannot
 /// be written is refused at once; the reason, for people.
@@ -76,6 +78,7 @@ fn draw<'a>(root: &Area<'a>, report: &Report) -> Result<(), Failure<'a>> {
     draw_throughput(&mut chart, report, x_max)?;
     draw_failures(&mut chart, report)?;
     draw_upgrades(&mut chart, report, y_max)?;
+    draw_crashes(&mut chart, report, y_max)?;
     draw_legend(&band, report)
 }
 
@@ -93,8 +96,14 @@ fn draw_legend<'a>(band: &Area<'a>, report: &Report) -> Result<(), Failure<'a>> 
         (Sample::Bar(RED), format!("failed ({})", count(report.requests.failed, "request", "requests"))),
         (Sample::Dashed(UPGRADE_COLOR), "a new generation started".to_string()),
     ];
-    if report.upgrades.iter().any(|u| !u.completed) {
+    if report.upgrades.iter().any(|u| !u.completed && !u.crashed) {
         entries.push((Sample::Dashed(RED), "its upgrade did not complete".to_string()));
+    }
+    if !report.crashes.is_empty() {
+        entries.push((Sample::Line(CRASH_COLOR), "a generation crashed (x)".to_string()));
+    }
+    if !report.rollbacks.is_empty() {
+        entries.push((Sample::Line(ROLLBACK_COLOR), "rollback: owner again (r)".to_string()));
     }
     let font = ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
     let y = (LEGEND_BAND / 2) as i32;
@@ -153,7 +162,8 @@ fn draw_upgrades<'a>(chart: &mut Chart<'_, 'a>, report: &Report, y_max: f64) -> 
     let every = report.upgrades.len().div_ceil(LABELS).max(1);
     for (i, upgrade) in report.upgrades.iter().enumerate() {
         let x = upgrade.started_at_ms / 1e3;
-        let color = if upgrade.completed { UPGRADE_COLOR } else { RED };
+        // A crashed generation's own upgrade is not expected to complete: its crash is marked.
+        let color = if upgrade.completed || upgrade.crashed { UPGRADE_COLOR } else { RED };
         let line = [(x, 0.0), (x, y_max * 0.94)];
         chart.draw_series(DashedLineSeries::new(line, 4, 4, color.stroke_width(1)))?;
         if (i + 1) % every == 0 {
@@ -161,6 +171,22 @@ fn draw_upgrades<'a>(chart: &mut Chart<'_, 'a>, report: &Report, y_max: f64) -> 
             let label = Text::new(format!("g{}", upgrade.generation), (x, y_max * 0.985), font);
             chart.draw_series(std::iter::once(label))?;
         }
+    }
+    Ok(())
+}
+
+/// A line at each planned crash, labelled `xN` on its left, and one at each rollback, labelled
+/// `rN` on its right (N the generation that crashed, or that is the owner again).
+fn draw_crashes<'a>(chart: &mut Chart<'_, 'a>, report: &Report, y_max: f64) -> Result<(), Failure<'a>> {
+    let crashes =
+        report.crashes.iter().map(|c| (c.at_ms, format!("x{}", c.generation), CRASH_COLOR, HPos::Right));
+    let rollbacks =
+        report.rollbacks.iter().map(|r| (r.at_ms, format!("r{}", r.generation), ROLLBACK_COLOR, HPos::Left));
+    for (at_ms, label, color, side) in crashes.chain(rollbacks) {
+        let x = at_ms / 1e3;
+        chart.draw_series(LineSeries::new([(x, 0.0), (x, y_max * 0.9)], color.stroke_width(2)))?;
+        let font = ("sans-serif", 12).into_font().color(&color).pos(Pos::new(side, VPos::Top));
+        chart.draw_series(std::iter::once(Text::new(label, (x, y_max * 0.93), font)))?;
     }
     Ok(())
 }

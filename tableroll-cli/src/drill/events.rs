@@ -31,6 +31,25 @@ pub enum ServerEvent {
         /// When the signal fired.
         at_ns: u64,
     },
+    /// About to kill itself with SIGKILL, as the drill's `--crash` asked: the last line it
+    /// writes.
+    Crash {
+        /// Just before the kill.
+        at_ns: u64,
+        /// The connections it held open (accepted and not yet closed), counted after it stopped
+        /// accepting: the most requests that can die with it, one per connection.
+        open_connections: u64,
+    },
+    /// The newer generation that took over from it died during its probation, and it is the
+    /// owner again (its `on_rollback` hook ran).
+    Rollback {
+        /// The id of the owner that died, as the owner file named it (`gen-N`).
+        failed_owner: String,
+        /// The library's measure: from seeing that owner gone to being the owner again.
+        took_us: u64,
+        /// When the hook ran, just after it was recorded as the owner again.
+        at_ns: u64,
+    },
     /// Stopped accepting and finished every request in flight; about to exit 0.
     Exit {
         /// Requests answered by this generation.
@@ -49,6 +68,16 @@ impl ServerEvent {
         serde_json::to_string(self).unwrap_or_else(|e| format!(r#"{{"event":"error","message":"{e}"}}"#))
     }
 
+    /// Whether it is a [`ServerEvent::Crash`].
+    pub fn is_crash(&self) -> bool {
+        matches!(self, ServerEvent::Crash { .. })
+    }
+
+    /// Whether it is a [`ServerEvent::Rollback`].
+    pub fn is_rollback(&self) -> bool {
+        matches!(self, ServerEvent::Rollback { .. })
+    }
+
     /// Parses one line.
     pub fn from_line(line: &str) -> Result<ServerEvent, String> {
         serde_json::from_str(line).map_err(|e| format!("unexpected line {line:?} from a demo server: {e}"))
@@ -65,6 +94,8 @@ mod tests {
             ServerEvent::Listening { addr: "127.0.0.1:80".into(), construction_us: 3, inherited: 1 },
             ServerEvent::Ready { ready_us: 1, at_ns: 2 },
             ServerEvent::UpgradeComplete { at_ns: 5 },
+            ServerEvent::Crash { at_ns: 6, open_connections: 2 },
+            ServerEvent::Rollback { failed_owner: "gen-3".into(), took_us: 7, at_ns: 8 },
             ServerEvent::Exit { served: 9 },
             ServerEvent::Error { message: "no\n\"way\"".into() },
         ];

@@ -7,11 +7,13 @@
 //! tells it to stop; the drill kills it by its pid if it does not. The reading, the stderr tail
 //! and the killing are `tableroll_load`'s [`Child`], shared with the test kit.
 
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Sender;
+use std::time::Duration;
 
+use rustix::process::Signal;
 use tableroll_load::Child;
 
 use super::args::BreakMode;
@@ -20,6 +22,33 @@ use crate::sys;
 
 /// How much of a child's stderr is kept for error messages.
 const STDERR_TAIL: usize = 4096;
+
+/// A generation's planned crash, as it reported it.
+#[derive(Debug, Clone, Copy)]
+pub struct Crash {
+    /// Just before it sent itself SIGKILL.
+    pub at_ns: u64,
+    /// The connections it held open then.
+    pub open_connections: u64,
+}
+
+/// A generation becoming the owner again after the one that took over from it died.
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    /// The id of the owner that died (`gen-N`).
+    pub failed_owner: String,
+    /// The library's measure of the rollback.
+    pub took_us: u64,
+    /// When it was the owner again.
+    pub at_ns: u64,
+}
+
+impl Rollback {
+    /// The number of the generation that died, if the id is one of the drill's.
+    pub fn failed_generation(&self) -> Option<u32> {
+        self.failed_owner.strip_prefix("gen-")?.parse().ok()
+    }
+}
 
 /// What the drill's main loop waits for.
 #[derive(Debug)]
@@ -53,6 +82,8 @@ pub struct ServerSpec {
     pub fds: u32,
     /// Misbehaviour, for tests.
     pub break_server: Option<BreakMode>,
+    /// Every generation's probation.
+    pub probation: Option<Duration>,
 }
 
 /// Where a generation serves.
@@ -81,6 +112,10 @@ pub struct Generation {
     pub notified_ns: Option<u64>,
     /// Requests it answered, from its `exit` event.
     pub served: Option<u64>,
+    /// Its `crash` event: when it killed itself, and the connections it held open.
+    pub crash: Option<Crash>,
+    /// Its `rollback` events: each time it became the owner again.
+    pub rollbacks: Vec<Rollback>,
     /// Its `error` event (or an unreadable line).
     pub error: Option<String>,
     /// When the drill saw its stdout close.
@@ -92,8 +127,14 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// Starts generation `number`; its events go to `events`.
-    pub fn spawn(spec: &ServerSpec, number: u32, events: &Sender<Event>) -> std::io::Result<Generation> {
+    /// Starts generation `number`, to crash `crash_after` its `ready()` if that is set; its
+    /// events go to `events`.
+    pub fn spawn(
+        spec: &ServerSpec,
+        number: u32,
+        crash_after: Option<Duration>,
+        events: &Sender<Event>,
+    ) -> std::io::Result<Generation> {
         let mut command = Command::new(&spec.exe);
         command
             .arg("drill-server")
@@ -110,6 +151,12 @@ impl Generation {
         if let Some(mode) = spec.break_server {
             command.args(["--break-server", mode.as_arg()]);
         }
+        if let Some(window) = spec.probation {
+            command.args(["--probation", &format!("{}ns", window.as_nanos())]);
+        }
+        if let Some(after) = crash_after {
+            command.args(["--crash-after", &format!("{}ns", after.as_nanos())]);
+        }
         let spawned_ns = sys::now_ns();
         // Dropped on an error below: killed and reaped.
         let mut child = Child::spawn(&mut command, Some(STDERR_TAIL))?;
@@ -123,6 +170,8 @@ impl Generation {
             ready: None,
             notified_ns: None,
             served: None,
+            crash: None,
+            rollbacks: Vec::new(),
             error: None,
             closed_ns: None,
             status: None,
@@ -140,6 +189,12 @@ impl Generation {
             ServerEvent::Ready { ready_us, at_ns } => self.ready = Some((ready_us, at_ns)),
             ServerEvent::UpgradeComplete { at_ns } => self.notified_ns = Some(at_ns),
             ServerEvent::Exit { served } => self.served = Some(served),
+            ServerEvent::Crash { at_ns, open_connections } => {
+                self.crash = Some(Crash { at_ns, open_connections })
+            }
+            ServerEvent::Rollback { failed_owner, took_us, at_ns } => {
+                self.rollbacks.push(Rollback { failed_owner, took_us, at_ns })
+            }
             ServerEvent::Error { message } => self.error = Some(message),
         }
     }
@@ -171,6 +226,16 @@ impl Generation {
     /// Whether it has been reaped.
     pub fn reaped(&self) -> bool {
         self.status.is_some()
+    }
+
+    /// Whether it crashed as planned: it reported its crash, and died of SIGKILL.
+    pub fn crashed(&self) -> bool {
+        self.crash.is_some() && self.status.is_some_and(|s| s.signal() == Some(Signal::KILL.as_raw()))
+    }
+
+    /// When it was seen gone: its stdout closed, or else (it was killed at the end) `fallback_ns`.
+    pub fn gone_ns(&self, fallback_ns: u64) -> u64 {
+        self.closed_ns.unwrap_or(fallback_ns)
     }
 
     /// Whether it exited by itself with status 0.

@@ -10,7 +10,7 @@
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -85,8 +85,8 @@ impl Handlers {
             if ready[1] {
                 return Ok(());
             }
-            match listener.accept() {
-                Ok(conn) => self.spawn(conn),
+            match self.accept(listener) {
+                Ok((conn, guard)) => self.spawn(conn, guard),
                 // Taken by the other generation first, or given up by the client.
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::ConnectionAborted) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -95,10 +95,18 @@ impl Handlers {
         }
     }
 
-    fn spawn(&self, conn: Conn) {
+    /// Accepts one connection and counts it in flight, both under the count's lock, so that
+    /// [`open_connections`](Self::open_connections) never misses one already accepted.
+    fn accept(&self, listener: &Listener) -> io::Result<(Conn, InFlight)> {
+        let mut in_flight = self.shared.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = listener.accept()?;
+        *in_flight += 1;
+        Ok((conn, InFlight { shared: Arc::clone(&self.shared) }))
+    }
+
+    fn spawn(&self, conn: Conn, guard: InFlight) {
         let number = self.shared.accepted.fetch_add(1, Ordering::Relaxed);
         let misbehave = self.shared.break_mode.filter(|_| number % BREAK_EVERY == BREAK_EVERY - 1);
-        let guard = InFlight::enter(&self.shared);
         let spawned = thread::Builder::new().name("connection".into()).spawn(move || {
             let _ = guard.shared.answer(conn, misbehave);
             drop(guard);
@@ -106,6 +114,17 @@ impl Handlers {
         if let Err(e) = spawned {
             eprintln!("tableroll drill-server: cannot start a connection thread: {e}");
         }
+    }
+
+    /// The number of connections open (accepted and not yet closed), locked: while the guard
+    /// lives, no connection is accepted and none ends, so the number stays true.
+    pub fn open_connections(&self) -> MutexGuard<'_, usize> {
+        self.shared.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the server starts draining within `timeout`.
+    pub fn drains_within(&self, timeout: Duration) -> io::Result<bool> {
+        Ok(sys::wait_readable(&[self.shared.wake.as_fd()], Some(timeout))?[0])
     }
 
     /// Waits (at most [`DRAIN_LIMIT`]) for every connection to finish; returns the number of
@@ -125,13 +144,6 @@ impl Handlers {
 /// Counts a connection in flight until dropped.
 struct InFlight {
     shared: Arc<Shared>,
-}
-
-impl InFlight {
-    fn enter(shared: &Arc<Shared>) -> InFlight {
-        *shared.in_flight.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        InFlight { shared: Arc::clone(shared) }
-    }
 }
 
 impl Drop for InFlight {

@@ -74,6 +74,9 @@ pub struct LoadStats {
     pub buckets: Buckets,
     /// The first few different failures, described.
     pub examples: Vec<String>,
+    /// Every reset and every connection closed before a whole response (what a server that
+    /// dies does to its requests), as (started, ended) on the clock of [`tableroll_load::now_ns`].
+    pub dead_peer_failures: Vec<(u64, u64)>,
 }
 
 impl LoadStats {
@@ -87,6 +90,7 @@ impl LoadStats {
             latencies_us: Vec::new(),
             buckets: Buckets::new(BUCKET_NS),
             examples: Vec::new(),
+            dead_peer_failures: Vec::new(),
         }
     }
 
@@ -108,6 +112,7 @@ impl LoadStats {
             total.latencies_us.extend(stats.latencies_us);
             total.buckets.merge(&stats.buckets);
             stats.examples.into_iter().for_each(|example| total.add_example(example));
+            total.dead_peer_failures.extend(stats.dead_peer_failures);
         }
         total
     }
@@ -144,6 +149,9 @@ impl Recorder for Tally {
                 stats.latencies_us.push(outcome.ended_ns.saturating_sub(outcome.started_ns) / 1000);
             }
             Err(failure) => {
+                if matches!(failure.kind, FailureKind::Reset | FailureKind::Closed) {
+                    stats.dead_peer_failures.push((outcome.started_ns, outcome.ended_ns));
+                }
                 stats.failures.add(failure.kind, 1);
                 stats.add_example(failure.message);
             }
@@ -187,5 +195,9 @@ mod tests {
         assert_eq!((stats.buckets.ok, stats.buckets.failed), (vec![2, 0], vec![2, 1]));
         assert_eq!(stats.latencies_us, [2, 2]);
         assert_eq!(stats.examples, ["reset", "slow"]);
+        // The resets, not the timeout, are what a dead server could have caused.
+        let mut dead_peer = stats.dead_peer_failures.clone();
+        dead_peer.sort_unstable();
+        assert_eq!(dead_peer, [(1_028_000, 1_030_000), (BUCKET_NS + 998_000, BUCKET_NS + 1_000_000)]);
     }
 }

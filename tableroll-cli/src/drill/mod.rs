@@ -4,22 +4,33 @@
 //! program's hidden `drill-server` subcommand, see [`server`]) as an independent process,
 //! drives load at it from client threads ([`tableroll_load`], counted in [`load`]), and starts
 //! generation k+1 every interval; each generation takes the listener over from the one before
-//! through the library. Every event of every generation comes through one channel (with SIGINT
-//! and SIGTERM), which the main loop here waits on: nothing is synchronised by sleeping. At the end, or on the first
+//! through the library. With `--crash`, some generations kill themselves soon after they become
+//! the owner ([`crash`]); the next generation still starts on schedule, and the requests they
+//! took down are counted apart ([`attribution`]). With `--probation`, the generation that
+//! handed over to a crashed one becomes the owner again; who owned the group when is
+//! reconstructed from the generations' events ([`ownership`]).
+//!
+//! Every event of every generation comes through one channel (with SIGINT and SIGTERM), which
+//! the main loop here waits on: nothing is synchronised by sleeping. At the end, or on the first
 //! failure or signal, it stops the load, stops every generation (killing by pid what lingers),
 //! removes the directory and reports ([`report`], [`chart`]).
 
 pub mod args;
+mod attribution;
 mod chart;
+mod crash;
+mod crashes;
 mod events;
 mod generation;
 mod handler;
 mod interrupt;
 mod load;
+mod ownership;
 mod progress;
 mod report;
 pub mod server;
 mod stats;
+mod steps;
 mod summary;
 
 use std::path::Path;
@@ -31,8 +42,10 @@ use anyhow::Context as _;
 use tableroll_load::{Load, LoadConfig, Target};
 
 use self::args::{DrillArgs, ListenerKind};
+use self::events::ServerEvent;
 use self::generation::{Event, Generation, Listen, ServerSpec};
 use self::load::{LoadStats, Tally};
+use self::ownership::Ownership;
 use self::progress::Progress;
 use self::report::{Outcome, Report};
 use crate::sys;
@@ -50,6 +63,10 @@ const USAGE_ERROR: u8 = 2;
 
 /// Runs the drill; the exit code says whether it passed.
 pub fn run(args: &DrillArgs) -> anyhow::Result<ExitCode> {
+    if let Err(why) = args.check_crash() {
+        eprintln!("tableroll drill: error: {why}");
+        return Ok(ExitCode::from(USAGE_ERROR));
+    }
     // A chart that cannot be written is a usage error, found before anything starts.
     if let Some(path) = &args.svg {
         if let Err(why) = chart::prepare(path) {
@@ -112,7 +129,14 @@ impl<'a> Drill<'a> {
             ListenerKind::Unix => Listen::Unix(temp.join("http.sock")),
         };
         let exe = std::env::current_exe().context("finding this program to start the demo server")?;
-        let spec = ServerSpec { exe, dir, listen, fds: args.fds, break_server: args.break_server };
+        let spec = ServerSpec {
+            exe,
+            dir,
+            listen,
+            fds: args.fds,
+            break_server: args.break_server,
+            probation: args.probation,
+        };
         let progress = Progress::new(args.upgrades, args.quiet, args.json);
         let started_ns = sys::now_ns();
         Ok(Drill {
@@ -150,25 +174,42 @@ impl<'a> Drill<'a> {
         for k in 1..=self.args.upgrades {
             self.wait_until(self.started_ns.saturating_add(interval.saturating_mul(u64::from(k))))?;
             self.spawn(k)?;
-            let (new, old) = (k as usize, k as usize - 1);
-            self.wait_for(&format!("upgrade {k}"), |d| {
-                d.gens[new].ready.is_some() && d.gens[old].notified_ns.is_some()
-            })?;
-            self.progress.line(&report::upgrade_line(&self.gens[old], &self.gens[new], self.args.upgrades));
+            let new = k as usize;
+            self.wait_for(&format!("upgrade {k}"), |d| d.upgraded(new))?;
+            let old = self.old_of(new);
+            let line = steps::upgrade_line(old.map(|o| &self.gens[o]), &self.gens[new], self.args.upgrades);
+            self.progress.line(&line);
             self.announced = k;
-            if self.gens[old].reaped() {
+            if let Some(old) = old.filter(|&o| self.gens[o].reaped()) {
                 self.announce_exit(old);
             }
         }
         let last = self.gens.len() - 1;
         self.wait_until(self.gens[last].spawned_ns.saturating_add(interval))?;
-        self.wait_for("the old generations to drain and exit", |d| {
-            d.gens[..last].iter().all(Generation::reaped)
+        // With a probation, the last generation's predecessor stays until the window passed.
+        let limit = STEP_LIMIT.saturating_add(self.args.probation.unwrap_or_default());
+        self.wait_for_within(limit, "the old generations to drain and exit", |d| {
+            let owner = Ownership::of(&d.gens).owner_now();
+            d.gens.iter().all(|g| g.reaped() || Some(g.number) == owner)
         })
     }
 
+    /// The generation that generation `new` took over from, if it found an owner.
+    fn old_of(&self, new: usize) -> Option<usize> {
+        Ownership::of(&self.gens).predecessor(&self.gens[new]).map(|n| n as usize)
+    }
+
+    /// Whether generation `new` is the owner and (without a probation) the one it took over
+    /// from was notified. With a probation, the old generation's notice comes when its window
+    /// passes or a newer generation takes over in turn.
+    fn upgraded(&self, new: usize) -> bool {
+        let notified = |old: usize| self.args.probation.is_some() || self.gens[old].notified_ns.is_some();
+        self.gens[new].ready.is_some() && self.old_of(new).is_none_or(notified)
+    }
+
     fn spawn(&mut self, number: u32) -> Result<(), Outcome> {
-        let generation = Generation::spawn(&self.spec, number, &self.sender)
+        let crash_after = self.args.crashes_generation(number).then(|| self.args.crash_after());
+        let generation = Generation::spawn(&self.spec, number, crash_after, &self.sender)
             .map_err(|e| Outcome::Failed(format!("starting generation {number}: {e}")))?;
         self.gens.push(generation);
         Ok(())
@@ -206,14 +247,25 @@ impl<'a> Drill<'a> {
     /// Handles events until `done` holds; fails if a generation fails or the step takes longer
     /// than [`STEP_LIMIT`].
     fn wait_for(&mut self, what: &str, done: impl Fn(&Self) -> bool) -> Result<(), Outcome> {
-        let deadline = deadline_after(STEP_LIMIT);
+        self.wait_for_within(STEP_LIMIT, what, done)
+    }
+
+    /// Handles events until `done` holds; fails if a generation fails or the step takes longer
+    /// than `limit`.
+    fn wait_for_within(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&Self) -> bool,
+    ) -> Result<(), Outcome> {
+        let deadline = deadline_after(limit);
         loop {
             self.check()?;
             if done(self) {
                 return Ok(());
             }
             if sys::now_ns() >= deadline {
-                return Err(Outcome::Failed(format!("gave up waiting for {what} after {STEP_LIMIT:?}")));
+                return Err(Outcome::Failed(format!("gave up waiting for {what} after {limit:?}")));
             }
             self.next_event(deadline)?;
         }
@@ -244,7 +296,7 @@ impl<'a> Drill<'a> {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Server { generation, event } => self.gens[generation as usize].observe(event),
+            Event::Server { generation, event } => self.observe(generation as usize, event),
             Event::Closed { generation } => {
                 self.gens[generation as usize].closed();
                 // After the line of the upgrade that made it step down, not before.
@@ -256,25 +308,41 @@ impl<'a> Drill<'a> {
         }
     }
 
+    /// Takes in an event of generation `number`; a crash or a rollback gets its step line.
+    fn observe(&mut self, number: usize, event: ServerEvent) {
+        let (crash, rollback) = (event.is_crash(), event.is_rollback());
+        self.gens[number].observe(event);
+        let gen = &self.gens[number];
+        if crash {
+            self.progress.line(&steps::crash_line(gen));
+        }
+        if let Some(rollback) = gen.rollbacks.last().filter(|_| rollback) {
+            let crashed = rollback.failed_generation().and_then(|n| self.gens.get(n as usize));
+            self.progress.line(&steps::rollback_line(gen, rollback, crashed));
+        }
+    }
+
     fn announce_exit(&self, generation: usize) {
         let gen = &self.gens[generation];
         if gen.exited_cleanly() && gen.notified_ns.is_some() {
-            self.progress.line(&report::exit_line(gen));
+            self.progress.line(&steps::exit_line(gen));
         }
     }
 
     fn refresh(&self) {
-        let upgrades = self.gens.iter().filter(|g| g.notified_ns.is_some()).count() as u32;
+        let upgrades = self.gens.iter().skip(1).filter(|g| g.ready.is_some()).count() as u32;
         let (sent, failed) = self.load.as_ref().map_or((0, 0), |l| (l.started(), l.failed()));
         self.progress.update(upgrades, sent, failed);
     }
 
-    /// Fails if a generation reported an error, or exited when it should not have.
+    /// Fails if a generation reported an error, or exited when it should not have (a
+    /// generation that crashed as planned should have).
     fn check(&self) -> Result<(), Outcome> {
         let newest = self.gens.len().saturating_sub(1);
         for (i, gen) in self.gens.iter().enumerate() {
             let trouble = match (&gen.error, gen.status) {
                 (Some(error), _) => error.clone(),
+                (None, Some(_)) if gen.crashed() && self.args.crashes_generation(gen.number) => continue,
                 (None, Some(status)) if !status.success() => format!("generation {i} exited with {status}"),
                 (None, Some(_)) if i == newest => format!("generation {i} exited while it was the newest"),
                 _ => continue,

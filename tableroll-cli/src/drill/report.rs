@@ -1,17 +1,20 @@
 //! The drill's result: gathered from the generations and the clients, printed as a summary
-//! table or as JSON, and judged (passed only if every upgrade completed and no request
-//! failed).
+//! table or as JSON, and judged: passed only if every upgrade completed (a generation crashed
+//! on purpose, with `--probation`, by a rollback) and no request was lost outside the crashed
+//! generations.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::ExitCode;
 
 use serde::Serialize;
 
 use super::args::{DrillArgs, ListenerKind};
+use super::crashes::{self, CrashRecord, RollbackRecord};
 use super::generation::Generation;
 use super::load::{FailureCounts, LoadStats, BUCKET_NS};
+use super::ownership::Ownership;
 use super::stats::{Buckets, Spread};
 
 /// How the drill ended.
@@ -40,6 +43,13 @@ pub struct Report {
     pub upgrades: Vec<UpgradeRecord>,
     /// How many upgrades completed.
     pub upgrades_completed: usize,
+    /// How many upgrades were to complete: all but those to crashed generations, and those of
+    /// generations that found no owner because a crashed one left none.
+    pub upgrades_expected: usize,
+    /// The generations that crashed as planned (`--crash`).
+    pub crashes: Vec<CrashRecord>,
+    /// Every rollback: a generation that became the owner again.
+    pub rollbacks: Vec<RollbackRecord>,
     /// The spread of each upgrade timing, in microseconds.
     pub timings: Timings,
     /// The requests.
@@ -71,6 +81,12 @@ pub struct Settings {
     pub interval_ms: f64,
     /// Whether connections were reused.
     pub keep_alive: bool,
+    /// The generations made to crash.
+    pub crash: Vec<u32>,
+    /// How long after its `ready()` a crashing generation crashes.
+    pub crash_after_ms: Option<f64>,
+    /// Every generation's probation.
+    pub probation_ms: Option<f64>,
 }
 
 /// One upgrade's timings; `None` for what did not happen.
@@ -80,6 +96,11 @@ pub struct UpgradeRecord {
     pub generation: u32,
     /// Its pid.
     pub pid: u32,
+    /// The generation that owned the group when it became the owner; `None` if none did (a
+    /// crashed one left none) or it never became the owner.
+    pub took_over_from: Option<u32>,
+    /// Whether it crashed as planned (`--crash`).
+    pub crashed: bool,
     /// When it was spawned, since the load started.
     pub started_at_ms: f64,
     /// Descriptors it received.
@@ -90,7 +111,8 @@ pub struct UpgradeRecord {
     pub ready_us: Option<u64>,
     /// From its spawn until its `ready()` returned.
     pub spawn_to_ready_us: Option<u64>,
-    /// From its spawn until the old generation's `upgrade_complete()` fired.
+    /// From its spawn until the old generation's `upgrade_complete()` fired (with a
+    /// probation, at its end). Given for the last generation that took over from it only.
     pub spawn_to_old_notified_us: Option<u64>,
     /// From that notice until the old generation had drained and exited.
     pub old_drain_us: Option<u64>,
@@ -124,6 +146,10 @@ pub struct Requests {
     pub failed: u64,
     /// Failed, by kind.
     pub failures: FailureCounts,
+    /// Failed, put down to the crashed generations (see `attribution`).
+    pub lost_inside_crashed: u64,
+    /// Failed otherwise.
+    pub lost_outside: u64,
     /// Kept connections replaced between requests (not failures).
     pub reconnects: u64,
     /// The time of a successful request, in microseconds.
@@ -157,33 +183,82 @@ pub struct GenerationRecord {
     pub served: Option<u64>,
     /// Its exit code (`None` if killed by a signal).
     pub exit_code: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// Whether it crashed as planned (`--crash`).
+    pub crashed: bool,
+    /// How many times it became the owner again.
+    pub rollbacks: usize,
 }
 
-fn us_between(from_ns: u64, to_ns: u64) -> u64 {
+pub fn us_between(from_ns: u64, to_ns: u64) -> u64 {
     to_ns.saturating_sub(from_ns) / 1000
 }
 
 impl UpgradeRecord {
-    fn new(old: &Generation, new: &Generation, origin_ns: u64, expected_fds: usize) -> UpgradeRecord {
+    /// The upgrade to `new` from `old` (if it found an owner); `notice` says whether `old`'s
+    /// notice is `new`'s doing (it was the last to take over from `old`).
+    fn new(
+        old: Option<&Generation>,
+        new: &Generation,
+        notice: bool,
+        origin_ns: u64,
+        expected_fds: usize,
+    ) -> UpgradeRecord {
         let listening = new.listening.as_ref();
+        let noticed = old.filter(|_| notice);
         let mut record = UpgradeRecord {
             generation: new.number,
             pid: new.pid,
+            took_over_from: old.map(|g| g.number),
+            crashed: new.crashed(),
             started_at_ms: new.spawned_ns.saturating_sub(origin_ns) as f64 / 1e6,
             inherited: listening.map(|l| l.2),
             construction_us: listening.map(|l| l.1),
             ready_us: new.ready.map(|r| r.0),
             spawn_to_ready_us: new.ready.map(|r| us_between(new.spawned_ns, r.1)),
-            spawn_to_old_notified_us: old.notified_ns.map(|at| us_between(new.spawned_ns, at)),
-            old_drain_us: old.notified_ns.zip(old.closed_ns).map(|(from, to)| us_between(from, to)),
+            spawn_to_old_notified_us: noticed
+                .and_then(|old| old.notified_ns)
+                .map(|at| us_between(new.spawned_ns, at)),
+            old_drain_us: noticed
+                .and_then(|old| old.notified_ns.zip(old.closed_ns))
+                .map(|(from, to)| us_between(from, to)),
             completed: false,
         };
         record.completed = record.inherited == Some(expected_fds)
             && record.ready_us.is_some()
             && record.spawn_to_old_notified_us.is_some()
-            && old.exited_cleanly();
+            && noticed.is_some_and(Generation::exited_cleanly);
         record
     }
+
+    /// Whether it was to complete: not if its generation was to crash, nor if it became the
+    /// owner while there was none (a crashed generation left none and nobody rolled back).
+    fn expected(&self, args: &DrillArgs) -> bool {
+        let started_afresh = self.ready_us.is_some() && self.took_over_from.is_none();
+        !args.crashes_generation(self.generation) && !started_afresh
+    }
+}
+
+/// The upgrades of `gens`, each from the generation that owned the group when its generation
+/// became the owner.
+fn upgrade_records(gens: &[Generation], origin_ns: u64, expected_fds: usize) -> Vec<UpgradeRecord> {
+    let ownership = Ownership::of(gens);
+    let olds: Vec<Option<u32>> = gens.iter().map(|g| ownership.predecessor(g)).collect();
+    (1..gens.len())
+        .map(|k| {
+            let old = olds[k].and_then(|n| gens.get(n as usize));
+            let notice = olds[k + 1..].iter().all(|later| *later != olds[k]);
+            UpgradeRecord::new(old, &gens[k], notice, origin_ns, expected_fds)
+        })
+        .collect()
+}
+
+/// Whether every generation to crash crashed and, with a probation, was rolled back.
+fn crashes_as_planned(args: &DrillArgs, crashes: &[CrashRecord]) -> bool {
+    args.crashes().iter().all(|&n| {
+        crashes.iter().any(|c| c.generation == n && (args.probation.is_none() || c.rolled_back_to.is_some()))
+    })
 }
 
 impl Report {
@@ -196,22 +271,23 @@ impl Report {
         outcome: Outcome,
         temp: &Path,
     ) -> Report {
-        let expected_fds = 1 + args.fds as usize;
-        let upgrades: Vec<UpgradeRecord> = gens
-            .windows(2)
-            .map(|pair| UpgradeRecord::new(&pair[0], &pair[1], window.0, expected_fds))
-            .collect();
-        let upgrades_completed = upgrades.iter().filter(|u| u.completed).count();
+        let upgrades = upgrade_records(gens, window.0, 1 + args.fds as usize);
+        let expected: Vec<&UpgradeRecord> = upgrades.iter().filter(|u| u.expected(args)).collect();
+        let upgrades_completed = expected.iter().filter(|u| u.completed).count();
+        let (crashes, rollbacks) = crashes::records(gens, window.0, window.1, &stats.dead_peer_failures);
+        let requests = Requests::of(stats, &crashes, window.1 - window.0);
         let duration_ns = window.1 - window.0;
         let (result, error) = match outcome {
             Outcome::Interrupted => ("interrupted", None),
             Outcome::Failed(why) => ("failed", Some(why)),
             Outcome::Finished => {
-                let clean = stats.failures.total() == 0 && stats.succeeded > 0;
-                let all = upgrades_completed == args.upgrades as usize;
-                (if clean && all { "passed" } else { "failed" }, None)
+                let clean = requests.lost_outside == 0 && stats.succeeded > 0;
+                let all = upgrades_completed == expected.len() && upgrades.len() == args.upgrades as usize;
+                let planned = crashes_as_planned(args, &crashes);
+                (if clean && all && planned { "passed" } else { "failed" }, None)
             }
         };
+        let upgrades_expected = expected.len();
         Report {
             result,
             error,
@@ -222,12 +298,18 @@ impl Report {
                 fds: args.fds,
                 interval_ms: args.interval.as_secs_f64() * 1e3,
                 keep_alive: args.keep_alive,
+                crash: args.crashes(),
+                crash_after_ms: (!args.crash.is_empty()).then(|| args.crash_after().as_secs_f64() * 1e3),
+                probation_ms: args.probation.map(|p| p.as_secs_f64() * 1e3),
             },
             duration_ms: duration_ns as f64 / 1e6,
             timings: Timings::of(&upgrades),
             upgrades,
             upgrades_completed,
-            requests: Requests::of(stats, duration_ns),
+            upgrades_expected,
+            crashes,
+            rollbacks,
+            requests,
             throughput: throughput(stats, duration_ns),
             generations: gens.iter().map(GenerationRecord::of).collect(),
             temp_dir: temp.display().to_string(),
@@ -274,12 +356,15 @@ impl Timings {
 }
 
 impl Requests {
-    fn of(stats: &LoadStats, duration_ns: u64) -> Requests {
+    fn of(stats: &LoadStats, crashes: &[CrashRecord], duration_ns: u64) -> Requests {
+        let inside: u64 = crashes.iter().map(|c| c.lost_inside).sum();
         Requests {
             sent: stats.sent,
             succeeded: stats.succeeded,
             failed: stats.failures.total(),
             failures: stats.failures,
+            lost_inside_crashed: inside,
+            lost_outside: stats.failures.total().saturating_sub(inside),
             reconnects: stats.reconnects,
             latency_us: Spread::of(stats.latencies_us.iter().copied()),
             mean_per_s: if duration_ns == 0 {
@@ -306,6 +391,9 @@ impl GenerationRecord {
             pid: gen.pid,
             served: gen.served,
             exit_code: gen.status.and_then(|s| s.code()),
+            signal: gen.status.and_then(|s| s.signal()),
+            crashed: gen.crashed(),
+            rollbacks: gen.rollbacks.len(),
         }
     }
 }
@@ -336,41 +424,4 @@ pub fn ms(us: u64) -> String {
     } else {
         format!("{ms:.1} ms")
     }
-}
-
-/// The step line for an upgrade from `old` to `new`.
-pub fn upgrade_line(old: &Generation, new: &Generation, total: u32) -> String {
-    let mut line = format!("upgrade {}/{total}: generation {} (pid {})", new.number, new.number, new.pid);
-    if let Some((_, construction_us, inherited)) = &new.listening {
-        let fds = if *inherited == 1 { "fd" } else { "fds" };
-        let _ = write!(line, " received {inherited} {fds} in {}", ms(*construction_us));
-    }
-    if let Some((ready_us, at_ns)) = new.ready {
-        let _ = write!(
-            line,
-            ", ready() {}, ready {} after spawn",
-            ms(ready_us),
-            ms(us_between(new.spawned_ns, at_ns))
-        );
-    }
-    if let Some(at_ns) = old.notified_ns {
-        let _ = write!(
-            line,
-            ", generation {} notified after {}",
-            old.number,
-            ms(us_between(new.spawned_ns, at_ns))
-        );
-    }
-    line
-}
-
-/// The step line for a generation that drained and exited.
-pub fn exit_line(gen: &Generation) -> String {
-    let drain = gen.notified_ns.zip(gen.closed_ns).map(|(from, to)| ms(us_between(from, to)));
-    format!(
-        "  generation {} drained and exited {} after its notice, having served {}",
-        gen.number,
-        drain.unwrap_or_else(|| "?".into()),
-        gen.served.map_or_else(|| "? requests".into(), |n| count(n, "request", "requests"))
-    )
 }

@@ -6,7 +6,9 @@
 //! until its `upgrade_complete()` fires. Then it stops accepting, finishes the requests in
 //! flight and exits. It reports each step on stdout as one JSON line ([`ServerEvent`]). When
 //! its stdin closes (the drill stops it, or died), it stops as if a newer generation had taken
-//! over.
+//! over. With `--probation`, it stays a live backup for that long after a newer generation
+//! took over, and reports each rollback; with `--crash-after`, it kills itself that long after
+//! `ready()` returned ([`crash`]).
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -20,8 +22,10 @@ use tableroll::Upgrader;
 use tableroll_load::Listener;
 
 use super::args::BreakMode;
+use super::crash;
 use super::events::ServerEvent;
 use super::handler::Handlers;
+use crate::duration::parse_duration;
 use crate::sys::{self, WakePipe};
 
 /// How long a newcomer waits for the lock, the descriptors and the ready handshake, and how
@@ -49,6 +53,13 @@ pub struct ServerArgs {
     /// Misbehave on every fourth connection.
     #[arg(long, value_enum, value_name = "MODE")]
     pub break_server: Option<BreakMode>,
+    /// Stay a live backup for this long after a newer generation took over
+    /// (`Builder::probation`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub probation: Option<Duration>,
+    /// Crash (SIGKILL, no drain) this long after `ready()` returned.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub crash_after: Option<Duration>,
 }
 
 /// Runs one generation; reports its end as an `exit` or `error` event.
@@ -66,7 +77,7 @@ pub fn run(args: &ServerArgs) -> ExitCode {
 }
 
 /// Writes one event line; a parent that stopped reading is no reason to stop serving.
-fn emit(event: &ServerEvent) {
+pub fn emit(event: &ServerEvent) {
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "{}", event.to_line());
     let _ = out.flush();
@@ -80,12 +91,19 @@ fn micros(since: Instant) -> u64 {
 fn serve(args: &ServerArgs) -> anyhow::Result<u64> {
     tableroll_load::raise_nofile_limit(u64::MAX).context("raising the descriptor limit")?;
     let started = Instant::now();
-    let upgrader = Upgrader::builder(&args.dir)
+    let mut builder = Upgrader::builder(&args.dir)
         .id(format!("gen-{}", args.generation))
         .connect_timeout(STEP_LIMIT)
         .upgrade_timeout(STEP_LIMIT)
-        .build()
-        .context("joining the upgrade group")?;
+        .on_rollback(|rollback| {
+            let took_us = rollback.took().as_micros().try_into().unwrap_or(u64::MAX);
+            let failed_owner = rollback.failed_owner().to_string();
+            emit(&ServerEvent::Rollback { failed_owner, took_us, at_ns: sys::now_ns() });
+        });
+    if let Some(window) = args.probation {
+        builder = builder.probation(window);
+    }
+    let upgrader = builder.build().context("joining the upgrade group")?;
     let construction_us = micros(started);
     let upgrader = Arc::new(upgrader);
     let (listener, addr) = open_listener(&upgrader, args)?;
@@ -103,6 +121,9 @@ fn serve(args: &ServerArgs) -> anyhow::Result<u64> {
     let ready = upgrader.ready();
     if ready.is_ok() {
         emit(&ServerEvent::Ready { ready_us: micros(started), at_ns: sys::now_ns() });
+        if let Some(after) = args.crash_after {
+            crash::schedule(handlers.clone(), after).context("starting the crash thread")?;
+        }
         upgrader.upgrade_complete().wait();
         emit(&ServerEvent::UpgradeComplete { at_ns: sys::now_ns() });
     }
