@@ -83,6 +83,22 @@ impl Report {
         kinds
     }
 
+    /// Checks that every failure is a request cut by the death of a process killed at
+    /// `killed` and seen gone at `gone`: reset or closed early, and under way in between;
+    /// never refused, timed out or answered wrongly.
+    #[track_caller]
+    pub fn assert_only_losses_inside(&self, killed: Instant, gone: Instant) {
+        for failure in &self.failures {
+            assert!(
+                matches!(failure.kind, FailureKind::Reset | FailureKind::Closed)
+                    && failure.overlaps(killed, gone),
+                "a failure beyond the requests inside the killed process: {} ({})",
+                failure.describe(killed),
+                self.summary()
+            );
+        }
+    }
+
     /// One line: sent, answered, failures by kind.
     pub fn summary(&self) -> String {
         format!(

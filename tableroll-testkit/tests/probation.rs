@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Instant;
 
 use tableroll::inspect::{inspect, LockHeld};
-use util::load::{FailureKind, Load, Report, Target};
+use util::load::{Load, Target};
 use util::{assert_hello, http_get, inherited_ids, read_response, serving, Peer, TestDir, TIMEOUT};
 
 /// Long enough that no test sees a window pass unless it means to.
@@ -31,21 +31,6 @@ fn assert_hello_from_one_of(result: io::Result<util::Response>, ids: &[&str]) {
     let response = result.expect("a request to the group");
     let from = response.body.strip_prefix("hello from ").and_then(|s| s.strip_suffix('\n'));
     assert!(from.is_some_and(|from| ids.contains(&from)), "{response:?} is not from one of {ids:?}");
-}
-
-/// Every failure is a request that was under way in the process killed in `[killed, reaped]`
-/// and was cut by its death (reset or closed, never refused or left waiting).
-#[track_caller]
-fn assert_only_losses_inside(report: &Report, killed: Instant, reaped: Instant) {
-    for failure in &report.failures {
-        assert!(
-            matches!(failure.kind, FailureKind::Reset | FailureKind::Closed)
-                && failure.overlaps(killed, reaped),
-            "a failure beyond the requests inside the killed process: {} ({})",
-            failure.describe(killed),
-            report.summary()
-        );
-    }
 }
 
 /// Kills `peer`; returns the moments just before the kill and just after it was reaped.
@@ -93,7 +78,7 @@ fn a_new_owner_killed_under_load_loses_only_the_requests_inside_it() {
     assert_eq!(old.wait_for("rolled_back")["failed_owner"], "new");
     load.wait_more_served_by("old", 200);
     let report = load.stop();
-    assert_only_losses_inside(&report, killed, reaped);
+    report.assert_only_losses_inside(killed, reaped);
     assert_sole_owner(&dir, "old");
 }
 
@@ -114,7 +99,7 @@ fn a_new_owner_killed_after_it_handed_over_to_a_third_changes_nothing() {
     let (killed, reaped) = kill_timed(&mut second);
     load.wait_more_served_by("third", 100);
     let report = load.stop();
-    assert_only_losses_inside(&report, killed, reaped);
+    report.assert_only_losses_inside(killed, reaped);
     assert_sole_owner(&dir, "third");
 }
 
