@@ -153,6 +153,7 @@ pub mod fuzzing;
 mod handoff;
 mod id;
 pub mod inspect;
+mod journal;
 mod peer_policy;
 mod probation;
 mod protocol;

@@ -25,12 +25,15 @@ use crate::fds::{self, Shared};
 use crate::handoff::owner::{Committed, Group, Outcome, OwnerSession, FALLBACK_IDLE};
 use crate::handoff::standby::{self, Probation, StandbyEvent};
 use crate::handoff::wire_entries;
+use crate::journal::{id_text, ms, Journal};
 use crate::peer_policy::PeerPolicy;
 use crate::probation::{Rollback, Rollbacks};
 use crate::signal::UpgradeComplete;
 use crate::state::State;
+use crate::sys::peer_cred::peer_cred;
 use crate::sys::poll::{self, Interest};
 use crate::systemd::Reporter;
+use serde_json::json;
 
 /// The first pause after an accept error; it doubles up to [`ACCEPT_BACKOFF_MAX`].
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -49,6 +52,7 @@ pub(crate) struct ServerConfig {
     /// How long a stepped-down process stays a backup (zero: none).
     pub(crate) probation: Duration,
     pub(crate) rollbacks: Arc<Rollbacks>,
+    pub(crate) journal: Arc<Journal>,
     /// The read end of the upgrader's stop pipe: readable (end of file) once stopped.
     pub(crate) stop: OwnedFd,
 }
@@ -200,8 +204,7 @@ impl Serving<'_> {
                 if let Some(failed) = committed.failed_owner {
                     // It took over and died before this process saw it step in: a rollback
                     // all the same, the application never having been told anything.
-                    let failed = String::from_utf8_lossy(&failed).into_owned();
-                    self.config.rollbacks.record(&Rollback::new(failed, Duration::ZERO));
+                    self.record_rollback(&Rollback::new(id_text(&failed), Duration::ZERO));
                 }
                 true
             }
@@ -229,6 +232,10 @@ impl Serving<'_> {
             Some(named) => {
                 fds::lock(&self.config.shared).state.begin_probation();
                 let probation = Probation::new(named, newcomer, self.config.probation);
+                self.config.journal.record(
+                    "on_probation",
+                    json!({ "new_owner": probation.owner(), "window_ms": ms(self.config.probation) }),
+                );
                 tracing::info!(
                     new_owner = probation.owner(),
                     probation_ms = self.config.probation.as_millis(),
@@ -238,13 +245,17 @@ impl Serving<'_> {
             }
             None => {
                 tracing::info!("the owner file names a new live owner; stepping down");
-                self.drain();
+                self.drain(false);
             }
         }
     }
 
     /// Tells the application to drain; this process goes on as a standby without probation.
-    fn drain(&mut self) {
+    fn drain(&mut self, after_probation: bool) {
+        let new_owner = self.group.owner_file.read().ok().flatten().map(|named| id_text(&named));
+        self.config
+            .journal
+            .record("stepped_down", json!({ "new_owner": new_owner, "after_probation": after_probation }));
         fds::lock(&self.config.shared).state.step_down();
         self.config.reporter.stopping();
         self.config.signal.fire();
@@ -270,7 +281,7 @@ impl Serving<'_> {
             }
             Ok(StandbyEvent::ProbationOver(why)) => {
                 tracing::info!(why, "the probation is over; stepping down");
-                self.drain();
+                self.drain(true);
                 true
             }
             Err(e) if e.kind() == ErrorKind::Stopped => false,
@@ -345,8 +356,16 @@ impl Serving<'_> {
         if !self.become_owner_again() {
             return false;
         }
-        self.config.rollbacks.record(rollback);
+        self.record_rollback(rollback);
         true
+    }
+
+    fn record_rollback(&self, rollback: &Rollback) {
+        self.config.journal.record(
+            "rolled_back",
+            json!({ "failed_owner": rollback.failed_owner(), "took_ms": ms(rollback.took()) }),
+        );
+        self.config.rollbacks.record(rollback);
     }
 
     /// Back to serving as the owner, the application never told otherwise; `false` if stopped.
@@ -424,8 +443,11 @@ fn session(
         SessionAs::Owner => Outcome::StillOwner,
         SessionAs::Standby { .. } => Outcome::LetGo,
     };
+    // 0: a process this one cannot name (another PID namespace).
+    let newcomer_pid = Some(peer_cred(&stream).map_or(0, |cred| cred.pid_number())).filter(|&pid| pid > 0);
     if let Err(e) = config.peer_policy.check(&stream, "reading the peer credentials of a newcomer") {
         tracing::warn!(error = %e, "refused a connection on the upgrade socket");
+        config.journal.record_error("handoff_failed", &e, json!({ "newcomer_pid": newcomer_pid }));
         return Ok(not_committed(unchanged));
     }
     let snapshot = {
@@ -445,6 +467,7 @@ fn session(
         }
         wire_entries::snapshot(&inner.entries)
     };
+    let descriptors = snapshot.len();
     let started = Instant::now();
     let deadline = started.checked_add(config.upgrade_timeout);
     let handed = OwnerSession::new(stream, deadline, group.stop)
@@ -477,6 +500,12 @@ fn session(
                         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                         "a newcomer took over"
                     );
+                    let new_owner = group.owner_file.read().ok().flatten().map(|named| id_text(&named));
+                    config.journal.record(
+                        "handed_over",
+                        json!({ "new_owner": new_owner, "newcomer_pid": newcomer_pid,
+                                "descriptors": descriptors, "handoff_ms": ms(started.elapsed()) }),
+                    );
                 }
                 Outcome::StillOwner | Outcome::LetGo => {
                     if let SessionAs::Owner = runner {
@@ -489,6 +518,7 @@ fn session(
         Err(e) if e.kind() == ErrorKind::Stopped => Err(e),
         Err(e) => {
             tracing::warn!(error = %e, "handoff failed");
+            config.journal.record_error("handoff_failed", &e, json!({ "newcomer_pid": newcomer_pid }));
             if let SessionAs::Owner = runner {
                 fds::lock(&config.shared).state.remain_owner();
             }

@@ -15,6 +15,7 @@ use crate::fds::{self, Fds, Inner};
 use crate::handoff::newcomer::Newcomer;
 use crate::handoff::wire_entries;
 use crate::id;
+use crate::journal::{id_text, ms, Journal};
 use crate::peer_policy::PeerPolicy;
 use crate::probation::{Rollback, RollbackHook, Rollbacks};
 use crate::server::{ServerConfig, UpgradeServer};
@@ -22,6 +23,7 @@ use crate::signal::UpgradeComplete;
 use crate::state::State;
 use crate::sys::wake;
 use crate::systemd::Reporter;
+use serde_json::json;
 
 /// Settings for an [`Upgrader`]; see [`Upgrader::builder`].
 #[derive(Debug, Clone)]
@@ -36,6 +38,7 @@ pub struct Builder {
     create_dir: bool,
     probation: Duration,
     on_rollback: Option<RollbackHook>,
+    generation: Option<u64>,
 }
 
 impl Builder {
@@ -142,6 +145,14 @@ impl Builder {
         self
     }
 
+    /// This process's generation, recorded with each of its events in the group's journal
+    /// (see [`inspect::read_journal`](crate::inspect::read_journal)). Default: none. `tableroll
+    /// run` sets 1 for the first instance of a group and one more for each after.
+    pub fn generation(mut self, generation: u64) -> Self {
+        self.generation = Some(generation);
+        self
+    }
+
     /// Who may connect to the upgrade socket. Default [`PeerPolicy::SameUserOrRoot`].
     pub fn peer_policy(mut self, policy: PeerPolicy) -> Self {
         self.peer_policy = policy;
@@ -185,8 +196,15 @@ impl Builder {
         let socket = UpgradeSocket::bind(&dir.socket_path(id.as_bytes())?, &id)?;
         let (stop_rx, stop_tx) =
             wake::pipe().map_err(|e| Error::io("creating the upgrader's stop pipe", e))?;
+        let joining_started = Instant::now();
         let deadline = self.connect_timeout.and_then(|t| Instant::now().checked_add(t));
         let (newcomer, received) = Newcomer::join(&dir, &id, deadline, &self.peer_policy)?;
+        let journal = Journal::new(&dir, &id, self.generation);
+        journal.record(
+            "joined",
+            json!({ "from": newcomer.from().map(id_text), "descriptors": received.len(),
+                    "join_ms": ms(joining_started.elapsed()) }),
+        );
         let shared = Arc::new(Mutex::new(Inner { state: State::Inheriting, entries: BTreeMap::new() }));
         let fds = Fds::new(Arc::clone(&shared));
         let mut inherited_ids: Vec<String> = received.iter().map(|(w, _)| w.id.clone()).collect();
@@ -207,6 +225,7 @@ impl Builder {
             reporter: Reporter::from_env(self.systemd_notify),
             probation: self.probation,
             rollbacks: Rollbacks::new(self.on_rollback),
+            journal,
             joining: Mutex::new(Some(Joining { socket, newcomer })),
             server: Mutex::new(None),
             stop_rx,
@@ -260,6 +279,8 @@ pub struct Upgrader {
     reporter: Reporter,
     probation: Duration,
     rollbacks: Arc<Rollbacks>,
+    /// This process's voice in the group's journal.
+    journal: Arc<Journal>,
     /// Until ready (or stop). Its mutex is held for the whole of `ready()`.
     joining: Mutex<Option<Joining>>,
     /// From ready to stop.
@@ -306,6 +327,7 @@ impl Upgrader {
             create_dir: false,
             probation: Duration::ZERO,
             on_rollback: None,
+            generation: None,
         }
     }
 
@@ -366,6 +388,8 @@ impl Upgrader {
                 _ => Ok(()),
             };
         };
+        let ready_started = Instant::now();
+        let previous = newcomer.from().map(id_text);
         let closed = self.fds.close_unclaimed();
         if !closed.is_empty() {
             tracing::info!(ids = ?closed, "closed inherited descriptors that were not claimed before ready");
@@ -380,6 +404,7 @@ impl Upgrader {
                 // Not the owner: the lock and the session are gone, and so is the upgrade
                 // socket with the serving thread that never served.
                 fds::lock(&self.shared).state.stop();
+                self.journal.record_error("ready_failed", &e, json!({}));
                 self.signal.fire();
                 return Err(e);
             }
@@ -394,6 +419,8 @@ impl Upgrader {
         drop(lock);
         *locked(&self.server) = Some(server);
         tracing::info!(id = self.id, "this process is now the owner");
+        self.journal
+            .record("committed", json!({ "previous": previous, "ready_ms": ms(ready_started.elapsed()) }));
         self.reporter.ready(&self.id);
         Ok(())
     }
@@ -413,6 +440,7 @@ impl Upgrader {
             reporter: self.reporter.clone(),
             probation: self.probation,
             rollbacks: Arc::clone(&self.rollbacks),
+            journal: Arc::clone(&self.journal),
             stop,
         })
     }
@@ -429,10 +457,11 @@ impl Upgrader {
     /// standbys must not find it holding a listening socket either, or binding afresh would
     /// fail with "Address already in use".
     pub fn stop(&self) {
-        let copies = {
+        let (copies, was_stopped) = {
             let mut inner = fds::lock(&self.shared);
+            let was_stopped = inner.state == State::Stopped;
             inner.state.stop();
-            std::mem::take(&mut inner.entries)
+            (std::mem::take(&mut inner.entries), was_stopped)
         };
         drop(copies);
         // Wakes whatever waits: a ready() in its handshake, the serving thread.
@@ -440,6 +469,9 @@ impl Upgrader {
         drop(locked(&self.joining).take());
         let server = locked(&self.server).take();
         drop(server);
+        if !was_stopped {
+            self.journal.record("stopped", json!({}));
+        }
         self.signal.fire();
     }
 }

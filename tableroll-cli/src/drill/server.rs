@@ -93,6 +93,7 @@ fn serve(args: &ServerArgs) -> anyhow::Result<u64> {
     let started = Instant::now();
     let mut builder = Upgrader::builder(&args.dir)
         .id(format!("gen-{}", args.generation))
+        .generation(u64::from(args.generation))
         .connect_timeout(STEP_LIMIT)
         .upgrade_timeout(STEP_LIMIT)
         .on_rollback(|rollback| {

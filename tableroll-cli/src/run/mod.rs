@@ -96,6 +96,9 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
     if let Some(id) = &id {
         builder = builder.id(id.clone());
     }
+    if let Some(generation) = generation {
+        builder = builder.generation(generation);
+    }
     let upgrader = match join::join(builder, &args.dir, id.as_deref(), &signals)
         .with_context(|| format!("joining the group in {}", args.dir.display()))?
     {

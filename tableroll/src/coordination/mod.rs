@@ -3,6 +3,7 @@
 //!
 //! This layer knows nothing of descriptors being passed: it finds, binds, locks and cleans.
 
+mod journal_file;
 mod names;
 mod owner_file;
 mod owner_file_watch;
@@ -15,7 +16,8 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-pub(crate) use names::{entry, socket_file_name, Entry, OWNER_FILE};
+pub(crate) use journal_file::JournalFile;
+pub(crate) use names::{entry, socket_file_name, Entry, JOURNAL_FILE, JOURNAL_ROTATED, OWNER_FILE};
 pub(crate) use owner_file::{open_read_only, read_bounded, read_settled, HeldLock, OwnerFile, OwnerLock};
 pub(crate) use owner_file_watch::OwnerFileWatch;
 pub(crate) use owner_watch::{OwnerWatch, GRACE};

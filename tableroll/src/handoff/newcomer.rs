@@ -28,6 +28,8 @@ pub(crate) type Received = Vec<(WireEntry, OwnedFd)>;
 pub(crate) struct Newcomer {
     lock: OwnerLock,
     session: Option<Session>,
+    /// The id of the process that handed over (the owner, or a standby), if one did.
+    from: Option<Vec<u8>>,
 }
 
 /// The connection to the owner, kept open from joining to ready.
@@ -62,7 +64,7 @@ impl Newcomer {
         let lock = OwnerLock::acquire(&dir.owner_file(), deadline)?;
         fault::hit(Point::NewcomerAfterLock);
         let owner_id = lock.read_owner()?;
-        let (session, received) = match &owner_id {
+        let (session, received, from) = match &owner_id {
             Some(owner) if owner == id.as_bytes() => {
                 tracing::debug!(id, "the owner file names this id: a previous process with it is gone");
                 inherit_from_standby(dir, &[owner], deadline, policy)
@@ -74,9 +76,9 @@ impl Newcomer {
                     inherit_from_standby(dir, &[owner, id.as_bytes()], deadline, policy)
                 }
             },
-            None => (None, Vec::new()),
+            None => (None, Vec::new(), None),
         };
-        Ok((Newcomer { lock, session }, received))
+        Ok((Newcomer { lock, session, from }, received))
     }
 
     /// Runs the ready handshake with the owner (if there is one), then records `id` as the
@@ -92,13 +94,18 @@ impl Newcomer {
     /// `deadline` passed); [`ErrorKind::Stopped`](crate::ErrorKind::Stopped) if `cancel` became readable; [`ErrorKind::Io`](crate::ErrorKind::Io) if the
     /// owner file could not be written. In every case this process is not the owner, and the
     /// owner, seeing the session closed and the lock released, remains the owner.
+    /// The id of the process that handed over (the owner, or a standby), if one did.
+    pub(crate) fn from(&self) -> Option<&[u8]> {
+        self.from.as_deref()
+    }
+
     pub(crate) fn take_over(
         self,
         id: &str,
         deadline: Option<Instant>,
         cancel: BorrowedFd<'_>,
     ) -> Result<OwnerLock> {
-        let Newcomer { lock, session } = self;
+        let Newcomer { lock, session, .. } = self;
         let open_session = match session {
             Some(session) => handshake(session, deadline, cancel)?,
             None => None,
@@ -112,8 +119,8 @@ impl Newcomer {
 }
 
 /// What a newcomer starts with: the session with the process that handed over (kept open
-/// until ready) and what it received.
-type Inherited = (Option<Session>, Received);
+/// until ready), what it received, and from whom.
+type Inherited = (Option<Session>, Received, Option<Vec<u8>>);
 
 /// Receives the descriptors from the live standby most recently marked, leaving out the ids
 /// in `except`; a standby that is gone or fails is passed over for the next. Nothing if there
@@ -138,7 +145,7 @@ fn inherit_from_standby(
         }
     }
     tracing::info!("no process holds the group's descriptors; starting with fresh ones");
-    (None, Vec::new())
+    (None, Vec::new(), None)
 }
 
 /// Connects to the process `owner` (the one the owner file names, or a standby) and receives
@@ -156,18 +163,20 @@ fn inherit(
         return Ok(None);
     };
     policy.check(&stream, "reading the peer credentials of the owner")?;
+    let from = owner;
     let owner = OwnerWatch::new(owner_socket, &stream);
     let ch = Channel::new(stream, deadline, None, "receiving descriptors from the owner")?;
     let mut received = Vec::new();
     match receive(&ch, &mut received) {
         Ok(owner_version) => {
-            Ok(Some((Some(Session { stream: ch.into_stream(), owner_version, owner }), received)))
+            let session = Session { stream: ch.into_stream(), owner_version, owner };
+            Ok(Some((Some(session), received, Some(from.to_vec()))))
         }
         // A broken connection (not a timeout: a slow owner is alive) from an owner that is
         // gone: keep the live descriptors it managed to send.
         Err(e) if matches!(e.kind(), ErrorKind::Protocol | ErrorKind::Io) && owner.is_gone(GRACE) => {
             tracing::warn!(error = %e, kept = received.len(), "the owner died while handing over; keeping what it sent");
-            Ok(Some((None, received)))
+            Ok(Some((None, received, Some(from.to_vec()))))
         }
         Err(e) => Err(e),
     }

@@ -71,6 +71,7 @@ impl Listing {
                     return;
                 }
             }
+            (Entry::Journal, _) if kind == EntryKind::RegularFile => return,
             (Entry::UpgradeSocket(id), Some(meta)) if kind == EntryKind::Socket => {
                 self.sockets.push(SocketFile { id: id.to_vec(), device: meta.dev(), inode: meta.ino() });
                 return;

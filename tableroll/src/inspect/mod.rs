@@ -15,6 +15,7 @@
 //! another PID namespace is left out of the lock table and reads as free, and the process
 //! behind a socket is found only if this process may read its `/proc/<pid>/fd`.
 
+mod journal;
 mod listing;
 mod lock;
 mod owner_file;
@@ -25,6 +26,8 @@ mod status;
 mod tests;
 
 use std::path::Path;
+
+pub use journal::{read_journal, JournalEntry, JournalFollower, JournalRead};
 
 pub use status::{
     DirectoryStatus, EntryKind, Handover, LockHeld, LockStatus, OwnerFile, OwnerStatus, RawName, SocketState,
