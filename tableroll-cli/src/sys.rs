@@ -1,12 +1,15 @@
-//! The few system calls the command makes itself, in one place: waiting for readability, and a
-//! wake pipe. The monotonic clock shared by processes is the load's ([`now_ns`]), and so is
+//! The few system calls the command makes itself, in one place: waiting for readability, a
+//! wake pipe, and inotify on a directory. The monotonic clock shared by processes is the load's ([`now_ns`]), and so is
 //! the descriptor limit ([`tableroll_load::raise_nofile_limit`]).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 /// Nanoseconds on `CLOCK_MONOTONIC`, one clock for every process of the machine: a time taken
 /// in the demo server and one taken in the drill (or stamped on a request) can be subtracted.
 pub use tableroll_load::now_ns;
@@ -59,6 +62,81 @@ impl WakePipe {
     }
 }
 
+/// A directory watched (inotify) for changes to one file in it: written to, created, or moved
+/// in or out; and for the directory itself going away.
+pub struct FileWatch {
+    /// A close-on-exec, non-blocking inotify instance with one watch, on the directory.
+    inotify: OwnedFd,
+    name: Vec<u8>,
+}
+
+/// What happened since the last [`FileWatch::changes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileChange {
+    /// Nothing about the file.
+    None,
+    /// The file may have changed (or events were lost: the queue overflowed).
+    Changed,
+    /// The directory was removed, moved or unmounted: nothing more will be seen.
+    DirectoryGone,
+}
+
+impl FileWatch {
+    /// Watches the file `name` of `dir`, which need not exist yet.
+    ///
+    /// # Errors
+    ///
+    /// No inotify instance (`EMFILE`: `fs.inotify.max_user_instances`) or watch (`ENOSPC`:
+    /// `max_user_watches`) can be had, or `dir` is not a directory.
+    pub fn new(dir: &Path, name: &str) -> io::Result<FileWatch> {
+        let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        let events = WatchFlags::MODIFY
+            | WatchFlags::CREATE
+            | WatchFlags::MOVED_TO
+            | WatchFlags::MOVED_FROM
+            | WatchFlags::DELETE_SELF
+            | WatchFlags::MOVE_SELF
+            | WatchFlags::ONLYDIR;
+        inotify::add_watch(&inotify, dir, events)?;
+        Ok(FileWatch { inotify, name: name.as_bytes().to_vec() })
+    }
+
+    /// Readable when events are queued.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.inotify.as_fd()
+    }
+
+    /// Reads every queued event; what they say about the file and the directory.
+    ///
+    /// # Errors
+    ///
+    /// Reading the events failed.
+    pub fn changes(&self) -> io::Result<FileChange> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(self.inotify.as_fd(), &mut buf);
+        let mut change = FileChange::None;
+        loop {
+            let event = match reader.next() {
+                Ok(event) => event,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::WOULDBLOCK) => return Ok(change),
+                Err(e) => return Err(e.into()),
+            };
+            let flags = event.events();
+            let gone =
+                ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF | ReadFlags::IGNORED | ReadFlags::UNMOUNT;
+            if flags.intersects(gone) {
+                change = FileChange::DirectoryGone;
+            } else if change == FileChange::None
+                && (flags.contains(ReadFlags::QUEUE_OVERFLOW)
+                    || event.file_name().is_some_and(|n| n.to_bytes() == self.name.as_slice()))
+            {
+                change = FileChange::Changed;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +149,23 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(wait_readable(&[pipe.read.as_fd()], None).unwrap(), [true]);
         }
+    }
+
+    #[test]
+    fn a_file_watch_sees_its_file_only_and_the_directory_going() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("group");
+        std::fs::create_dir(&dir).unwrap();
+        let watch = FileWatch::new(&dir, "journal").unwrap();
+        assert_eq!(watch.changes().unwrap(), FileChange::None);
+        std::fs::write(dir.join("other"), b"x").unwrap();
+        assert_eq!(watch.changes().unwrap(), FileChange::None);
+        std::fs::write(dir.join("journal"), b"x").unwrap();
+        assert_eq!(wait_readable(&[watch.fd()], None).unwrap(), [true]);
+        assert_eq!(watch.changes().unwrap(), FileChange::Changed);
+        std::fs::rename(dir.join("journal"), dir.join("journal.1")).unwrap();
+        assert_eq!(watch.changes().unwrap(), FileChange::Changed);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(watch.changes().unwrap(), FileChange::DirectoryGone);
     }
 }

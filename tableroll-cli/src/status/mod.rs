@@ -2,7 +2,13 @@
 //!
 //! The reading is the library's ([`tableroll::inspect`]); this module words it for a person
 //! (aligned lines and a one-line verdict) or prints it as one JSON object, and turns it into
-//! the exit status.
+//! the exit status. The group's journal is shown by [`history`] (`--history`) and [`watch`]
+//! (`--watch`), and the group as metrics by [`metrics`] (`--format openmetrics`).
+
+mod entry;
+mod history;
+mod metrics;
+mod watch;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -10,6 +16,17 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 use tableroll::inspect::{self, DirectoryStatus, EntryKind, LockHeld, OwnerFile, SocketState, SocketStatus};
+
+/// How `tableroll status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Lines for a person.
+    Text,
+    /// JSON (what `--json` gives).
+    Json,
+    /// OpenMetrics text exposition: the group as metrics (not with --history or --watch).
+    Openmetrics,
+}
 
 /// Arguments of `tableroll status`.
 #[derive(Debug, clap::Args)]
@@ -28,6 +45,30 @@ pub struct StatusArgs {
     /// ASCII as is, `\\`, `\n` and the like, other bytes as `\xHH`).
     #[arg(long)]
     pub json: bool,
+    /// How to print: text, json (the same as --json), or openmetrics (the metrics listed
+    /// below, for a scrape or node_exporter's textfile collector).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Text, conflicts_with = "json")]
+    pub format: Format,
+    /// Print the last N events of the group's journal (DIR/journal) instead of the status: one
+    /// line each (time in UTC, id, generation and pid, event, what happened), or with --json
+    /// one JSON object: `entries` (each as the journal holds it), `skipped`, `dir`.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20")]
+    pub history: Option<usize>,
+    /// Print the journal's events as they are appended, until interrupted (SIGINT or
+    /// SIGTERM): from now on, or after the last N with --history N. With --json, one JSON
+    /// object a line.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+impl StatusArgs {
+    fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else {
+            self.format
+        }
+    }
 }
 
 const AFTER_HELP: &str = "\
@@ -47,13 +88,45 @@ instead: /proc/net/unix (which sockets are open), /proc/locks (who holds the loc
 namespace reads as stale, a lock held from another PID namespace reads as not held, and a \
 process of another user may show no pid.
 
-Exit status:
+The journal: every member of the group appends one JSON line per event of its life to \
+DIR/journal (joined, committed, ready_failed, handed_over, handoff_failed, on_probation, \
+rolled_back, stepped_down, stopped; moved to DIR/journal.1 past 256 KiB). --history prints \
+its last N entries (20 if N is not given), --watch follows it (inotify on DIR, no polling). \
+Lines that are not entries are skipped and counted: after the text, in the JSON's `skipped`, \
+or on stderr with --watch.
+
+--format openmetrics prints the group as OpenMetrics text (version 1.0.0, ending with `# \
+EOF`), for a scrape or node_exporter's textfile collector. Every metric is a gauge, and every \
+sample carries the label dir (DIR, absolute); a metric with no value is left out. The \
+counts are of the entries in the journal, which keeps its last 256 to 512 KiB: they fall \
+when old entries rotate out, so they are not counters.
+  tableroll_owner_alive                       1 if the owner named in DIR/pid is alive, else 0
+  tableroll_owner_pid                         the live owner's pid
+  tableroll_owner_generation                  the live owner's generation, from its entries
+  tableroll_upgrade_in_progress               1 while a newcomer holds the lock, else 0
+  tableroll_journal_handoffs{result=\"ok\"}     handed_over entries
+  tableroll_journal_handoffs{result=\"failed\"} handoff_failed entries
+  tableroll_journal_rollbacks                 rolled_back entries
+  tableroll_last_handoff_seconds              the last handoff's duration (handoff_ms)
+  tableroll_last_handoff_timestamp_seconds    when the last handoff ended (Unix time)
+  tableroll_last_handoff_descriptors          descriptors the last handoff passed on
+  tableroll_last_ready_seconds                the last new owner's time in ready() (ready_ms)
+  tableroll_journal_entries                   entries read from the journal
+  tableroll_journal_skipped_lines             lines of the journal that are not entries
+  tableroll_journal_oldest_timestamp_seconds  when the oldest entry was written (Unix time)
+
+Exit status (the status, without --history, --watch or --format openmetrics):
   0  an owner is alive, or a handover is in progress: a new process holding the lock and a \
 live socket is taking over from an owner that handed over to it
   1  there is no live owner: no owner file, an empty or invalid one, or the owner's socket \
 is not live (and no handover is in progress)
   2  DIR cannot be read (missing, not a directory, no permission) or /proc/net/unix cannot \
-be read";
+be read
+
+With --history or --format openmetrics: 0 once printed (whether or not an owner is alive; \
+the metrics say), 2 if DIR or its journal cannot be read. With --watch: 0 when stopped by \
+SIGINT or SIGTERM (or when stdout is closed), 2 if DIR or its journal cannot be read or \
+watched, or DIR goes away.";
 
 /// Exit status when an owner is alive.
 const ALIVE: u8 = 0;
@@ -63,6 +136,60 @@ const NO_OWNER: u8 = 1;
 const FAILED: u8 = 2;
 
 pub fn run(args: &StatusArgs) -> ExitCode {
+    let format = args.format();
+    if format == Format::Openmetrics && (args.watch || args.history.is_some()) {
+        eprintln!("tableroll status: --format openmetrics shows the group now; it goes with neither --history nor --watch");
+        return ExitCode::from(FAILED);
+    }
+    match (args.watch, args.history) {
+        (true, history) => run_watch(args, history, format == Format::Json),
+        (false, Some(count)) => run_history(args, count, format == Format::Json),
+        (false, None) if format == Format::Openmetrics => run_metrics(args),
+        (false, None) => run_status(args, format == Format::Json),
+    }
+}
+
+fn run_history(args: &StatusArgs, count: usize, json: bool) -> ExitCode {
+    if let Err(e) = history::check_dir(&args.dir) {
+        return failed(&e);
+    }
+    let read = match inspect::read_journal(&args.dir) {
+        Ok(read) => read,
+        Err(e) => return failed(&e),
+    };
+    match history::print(&args.dir, &read, count, json) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(&format!("writing the history: {e}")),
+    }
+}
+
+fn run_watch(args: &StatusArgs, history: Option<usize>, json: bool) -> ExitCode {
+    match watch::follow(&args.dir, history, json) {
+        Ok(watch::Stopped::Signalled | watch::Stopped::OutputClosed) => ExitCode::SUCCESS,
+        Err(e) => failed(&format!("{e:#}")),
+    }
+}
+
+fn run_metrics(args: &StatusArgs) -> ExitCode {
+    let read = inspect::inspect(&args.dir).and_then(|status| Ok((status, inspect::read_journal(&args.dir)?)));
+    let (status, journal) = match read {
+        Ok(read) => read,
+        Err(e) => return failed(&e),
+    };
+    let mut out = io::stdout().lock();
+    match out.write_all(metrics::exposition(&status, &journal).as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(&format!("writing the metrics: {e}")),
+    }
+}
+
+/// Says `error` on stderr; the exit status for it.
+fn failed(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("tableroll status: {error}");
+    ExitCode::from(FAILED)
+}
+
+fn run_status(args: &StatusArgs, json: bool) -> ExitCode {
     let status = match inspect::inspect(&args.dir) {
         Ok(status) => status,
         Err(e) => {
@@ -70,7 +197,7 @@ pub fn run(args: &StatusArgs) -> ExitCode {
             return ExitCode::from(FAILED);
         }
     };
-    let printed = if args.json { print_json(&status) } else { print_text(&status) };
+    let printed = if json { print_json(&status) } else { print_text(&status) };
     if let Err(e) = printed {
         eprintln!("tableroll status: writing the report: {e}");
         return ExitCode::from(FAILED);
