@@ -345,6 +345,38 @@ fn watch_prints_each_event_of_an_upgrade_as_it_is_appended() {
 }
 
 #[test]
+fn watch_follows_the_journal_across_its_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A full journal (the cap is 256 KiB): the next member to write moves it to journal.1.
+    let filler = "{\"ts\":0,\"event\":\"filler\",\"id\":\"test\",\"pid\":1}\n";
+    std::fs::write(dir.join("journal"), filler.repeat(256 * 1024 / filler.len() + 1)).unwrap();
+    let mut watch = Watch::start(dir, &["--json"]);
+    let owner = build(member(dir, "r-1", 1)).unwrap();
+    owner.ready().unwrap();
+    watch.entry("r-1", "joined");
+    watch.entry("r-1", "committed");
+    let rotated = std::fs::read_to_string(dir.join("journal.1")).expect("the journal was rotated");
+    assert!(rotated.lines().all(|line| line == filler.trim_end()), "journal.1 holds the filler only");
+    let (code, lines) = watch.stop(Signal::TERM);
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert!(!lines.iter().any(|line| line.contains("filler")), "{lines:?}");
+}
+
+#[test]
+fn watch_fails_when_the_directory_goes_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("group");
+    std::fs::create_dir(&dir).unwrap();
+    let mut watch = Watch::start(&dir, &[]);
+    std::fs::remove_dir(&dir).unwrap();
+    if !watch.process.wait_for_stderr("was removed or moved", TIMEOUT) {
+        watch.process.fail("did not notice the directory going");
+    }
+    assert_eq!(watch.process.wait().code(), Some(2), "{}", watch.process.diagnostics());
+}
+
+#[test]
 fn a_damaged_or_missing_journal_and_a_missing_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -52,19 +52,25 @@ pub fn follow(dir: &Path, history: Option<usize>, json: bool) -> anyhow::Result<
         printed = read.entries;
     }
     eprintln!("tableroll status: following {}; interrupt to stop", follower.path().display());
+    // Read once at the start, then whenever the journal changed (written, created, or moved
+    // away by a rotation).
+    let mut change = FileChange::Changed;
     loop {
-        let read = follower.read_new()?;
-        let new = unprinted(read.entries, &printed);
-        printed.clear();
-        if !print(&new, read.skipped, json)? {
-            return Ok(Stopped::OutputClosed);
+        if change == FileChange::Changed {
+            let read = follower.read_new()?;
+            let new = unprinted(read.entries, &printed);
+            printed.clear();
+            if !print(&new, read.skipped, json)? {
+                return Ok(Stopped::OutputClosed);
+            }
         }
         let ready =
             sys::wait_readable(&[watch.fd(), signalled.as_fd()], None).context("waiting for changes")?;
         if ready[1] {
             return Ok(Stopped::Signalled);
         }
-        if watch.changes().context("reading inotify events")? == FileChange::DirectoryGone {
+        change = watch.changes().context("reading inotify events")?;
+        if change == FileChange::DirectoryGone {
             anyhow::bail!("{} was removed or moved", dir.display());
         }
     }
