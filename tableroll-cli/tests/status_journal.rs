@@ -167,6 +167,13 @@ fn history_and_metrics_of_run_generations_with_a_rollback() {
         "{}",
         text.describe()
     );
+    let none_asked = status(dir, &["--history", "0"]);
+    assert_eq!(
+        (none_asked.code(), none_asked.stdout()),
+        (Some(0), String::new()),
+        "{}",
+        none_asked.describe()
+    );
     let default = status(dir, &["--history"]);
     assert_eq!(default.stdout().lines().count(), entries.len().min(20), "{}", default.describe());
 
@@ -405,6 +412,18 @@ fn a_damaged_or_missing_journal_and_a_missing_directory() {
         "{}",
         damaged.describe()
     );
+    // No entry asked for: the damage is still said.
+    let none_asked = status(dir, &["--history", "0"]);
+    assert_eq!(none_asked.code(), Some(0), "{}", none_asked.describe());
+    assert!(none_asked.stdout().starts_with("(2 lines of the journal"), "{}", none_asked.describe());
+    assert_eq!(none_asked.stdout().lines().count(), 1, "{}", none_asked.describe());
+    // A relative DIR is shown absolute, as the plain status shows it.
+    let relative = util::run_in(
+        dir.parent().unwrap(),
+        &["status", "--history", "--json", "--dir", dir.file_name().unwrap().to_str().unwrap()],
+    );
+    assert_eq!(relative.json()["dir"], dir.to_str().unwrap(), "{}", relative.describe());
+    assert_eq!(relative.json()["skipped"], 2, "{}", relative.describe());
     let families = metrics(dir);
     assert_eq!(gauge(&families, "tableroll_journal_skipped_lines"), Some(2.0));
     assert_eq!(gauge(&families, "tableroll_last_ready_seconds"), Some(0.002));

@@ -70,7 +70,7 @@ pub fn print(dir: &Path, read: &JournalRead, count: usize, json: bool) -> io::Re
         serde_json::to_writer_pretty(&mut out, &Report { dir, entries, skipped: read.skipped })?;
         return writeln!(out);
     }
-    if entries.is_empty() && read.skipped == 0 {
+    if read.entries.is_empty() && read.skipped == 0 {
         let shown = super::printable(&dir.join("journal").to_string_lossy());
         return match exists(dir) {
             true => writeln!(out, "no events: the journal {shown} is empty"),

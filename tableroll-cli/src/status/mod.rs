@@ -42,7 +42,8 @@ pub struct StatusArgs {
     /// `sockets` (`id`, `state`: live or stale, `pid`, `owner`),
     /// `unexpected` (`name`, `kind`), `dir` and `verdict`. An id or name that is not UTF-8 is
     /// shown lossily, with its exact bytes next to it in `id_raw` or `name_raw` (printable
-    /// ASCII as is, `\\`, `\n` and the like, other bytes as `\xHH`).
+    /// ASCII as is, `\\`, `\n` and the like, other bytes as `\xHH`). With --history, the
+    /// journal's entries as one JSON object; with --watch, one JSON object a line.
     #[arg(long)]
     pub json: bool,
     /// How to print: text, json (the same as --json), or openmetrics (the metrics listed
@@ -125,7 +126,7 @@ be read
 
 With --history or --format openmetrics: 0 once printed (whether or not an owner is alive; \
 the metrics say), 2 if DIR or its journal cannot be read. With --watch: 0 when stopped by \
-SIGINT or SIGTERM (or when stdout is closed), 2 if DIR or its journal cannot be read or \
+SIGINT or SIGTERM (or when a write finds stdout closed), 2 if DIR or its journal cannot be read or \
 watched, or DIR goes away.";
 
 /// Exit status when an owner is alive.
@@ -157,7 +158,9 @@ fn run_history(args: &StatusArgs, count: usize, json: bool) -> ExitCode {
         Ok(read) => read,
         Err(e) => return failed(&e),
     };
-    match history::print(&args.dir, &read, count, json) {
+    // As the plain status's JSON shows it: absolute, symbolic links kept.
+    let dir = std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    match history::print(&dir, &read, count, json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failed(&format!("writing the history: {e}")),
     }
