@@ -441,6 +441,40 @@ fn a_damaged_or_missing_journal_and_a_missing_directory() {
 }
 
 #[test]
+fn a_journal_that_is_no_regular_file_is_an_error_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let journal = dir.join("journal");
+    for odd in ["a named pipe nobody writes", "a directory", "a symlink"] {
+        match odd {
+            "a named pipe nobody writes" => rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &journal,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )
+            .unwrap(),
+            "a directory" => std::fs::create_dir(&journal).unwrap(),
+            _ => {
+                std::fs::write(dir.join("elsewhere"), b"").unwrap();
+                std::os::unix::fs::symlink(dir.join("elsewhere"), &journal).unwrap();
+            }
+        }
+        // Each run is bounded: a reader blocked on the FIFO would fail the test, not hang it.
+        for flags in [&["--history"][..], &["--format", "openmetrics"], &["--watch"]] {
+            let run = status(dir, flags);
+            assert_eq!(run.code(), Some(2), "{odd}: {}", run.describe());
+            assert!(run.stderr().contains("reading the journal"), "{odd}: {}", run.describe());
+        }
+        match odd {
+            "a directory" => std::fs::remove_dir(&journal).unwrap(),
+            _ => std::fs::remove_file(&journal).unwrap(),
+        }
+    }
+}
+
+#[test]
 fn help_names_every_metric_and_the_exit_statuses() {
     let help = run(&["status", "--help"]);
     assert_eq!(help.code(), Some(0), "{}", help.describe());

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::coordination::{Directory, JOURNAL_FILE, JOURNAL_ROTATED};
 use crate::error::{Error, Result};
+use crate::sys::files::{open_nofollow, OpenMode};
 
 /// At most this much of each part of the journal is read (its end): a journal written by the
 /// library is capped far below, so only a damaged or foreign file is cut.
@@ -78,7 +79,8 @@ pub struct JournalRead {
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if a part exists but cannot be read.
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if a part exists but cannot be read,
+/// or is not a regular file (a FIFO, a directory, a symlink).
 pub fn read_journal(dir: impl AsRef<Path>) -> Result<JournalRead> {
     let dir = Directory::at(dir.as_ref())?;
     let mut read = JournalRead::default();
@@ -96,7 +98,7 @@ pub fn read_journal(dir: impl AsRef<Path>) -> Result<JournalRead> {
 
 /// The last [`READ_LIMIT`] bytes of `path`, from the start of a line.
 fn read_tail(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = File::open(path)?;
+    let mut file = open_journal(path)?;
     let len = file.metadata()?.len();
     let start = len.saturating_sub(READ_LIMIT);
     file.seek(SeekFrom::Start(start))?;
@@ -142,7 +144,7 @@ impl JournalFollower {
     /// # Errors
     ///
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) naming the path if the journal exists but
-    /// cannot be read.
+    /// cannot be read, or is not a regular file.
     pub fn from_end(dir: impl AsRef<Path>) -> Result<JournalFollower> {
         let dir = Directory::at(dir.as_ref())?;
         let mut follower =
@@ -161,7 +163,7 @@ impl JournalFollower {
     }
 
     fn open(&self) -> Result<Option<File>> {
-        match File::open(&self.path) {
+        match open_journal(&self.path) {
             Ok(file) => Ok(Some(file)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io_at("reading the journal", &self.path, e)),
@@ -198,6 +200,12 @@ impl JournalFollower {
             self.partial.clear();
         }
     }
+}
+
+/// Opens a part of the journal to read: never through a symlink, never blocking on a FIFO put
+/// at the path, and only a regular file (`InvalidInput` otherwise).
+fn open_journal(path: &Path) -> io::Result<File> {
+    open_nofollow(path, OpenMode::Read)
 }
 
 fn same_file(a: &File, b: &File) -> bool {
