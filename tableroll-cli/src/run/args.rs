@@ -65,6 +65,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "POLICY")]
     pub restart: Option<RestartPolicy>,
 
+    /// Under a systemd unit with FileDescriptorStoreMax=, keep the listeners in the unit's file
+    /// descriptor store once this instance is the owner (FDSTORE=1, named after --listen), and
+    /// remove names no longer listened on (FDSTOREREMOVE=1). When the unit is started again
+    /// after every process of it died, systemd passes them back and they are adopted: no
+    /// connection is refused meanwhile. Needs NOTIFY_SOCKET (Type=notify).
+    #[arg(long)]
+    pub fd_store: bool,
+
     /// How log lines on stderr are written.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -203,7 +211,7 @@ fn parse_listen(text: &str) -> Result<Listen, String> {
     let (name, spec) = text.split_once('=').ok_or_else(|| usage.to_string())?;
     // The names travel colon-separated in LISTEN_FDNAMES; systemd allows up to 255
     // characters of printable ASCII other than ':'.
-    if name.is_empty() || name.len() > 255 || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+    if !tableroll::systemd::valid_fd_name(name) {
         return Err("the name must be 1 to 255 printable characters without ':'".into());
     }
     let (kind, address) = spec.split_once(':').ok_or_else(|| usage.to_string())?;

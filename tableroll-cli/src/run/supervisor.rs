@@ -13,6 +13,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::args::{Readiness, RestartPolicy, RunArgs, Signal};
 use super::child::{describe, exit_code, Child, Launch};
+use super::fd_store;
 use super::log::{ms, Log};
 use super::notify::NotifySocket;
 use super::signals::SignalPipe;
@@ -62,6 +63,9 @@ pub struct Supervisor<'a> {
     /// systemd counts it: the supervisor then exits 0, not 128+N, so that a unit with
     /// `Restart=on-failure` is not restarted after a drain.
     stop_signals_sent: Vec<i32>,
+    /// Names socket activation passed that no `--listen` has: with `--fd-store`, removed from
+    /// the store once this instance is the owner.
+    unused_activation: Vec<String>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -89,7 +93,13 @@ impl<'a> Supervisor<'a> {
             runs: 0,
             stopping: false,
             stop_signals_sent: Vec::new(),
+            unused_activation: Vec::new(),
         })
+    }
+
+    /// Names socket activation passed that no `--listen` has (see `activation`).
+    pub fn with_unused_activation(self, unused_activation: Vec<String>) -> Supervisor<'a> {
+        Supervisor { unused_activation, ..self }
     }
 
     /// Runs until the program exits for good; returns the exit code for the supervisor.
@@ -133,6 +143,12 @@ impl<'a> Supervisor<'a> {
                     "child_started_to_owner_ms": ms(child.started.elapsed()),
                     "closed_unclaimed": closed }),
         );
+        if self.args.fd_store {
+            fd_store::store(&self.listeners, self.log);
+            let dropped: Vec<String> =
+                closed.into_iter().cloned().chain(self.unused_activation.iter().cloned()).collect();
+            fd_store::remove(&dropped, self.log);
+        }
         self.serve(child)
     }
 
