@@ -306,6 +306,19 @@ fn the_fd_store_gives_the_listener_back_after_every_process_was_killed_and_nothi
     assert_eq!(systemd.receive_exactly("FDSTORE=1\nFDNAME=web").len(), 1);
     assert!(systemd.receive_exactly("FDSTOREREMOVE=1\nFDNAME=gone").is_empty());
     assert_eq!(second.log("fd_store_removed")["name"], "gone");
+
+    // An upgrade started with the same activation, as a second instance sharing a socket unit
+    // is: the owner hands web over, and its socket is kept rather than the activated one.
+    let passed = [("web", stored.as_fd())];
+    let mut third = start_activated("gen-2", dir.path(), &systemd, &["--listen", &listen], 2, &passed);
+    assert_eq!(third.log("joined")["inherited"], json!(["web"]));
+    assert_eq!(third.log("activation_superseded")["name"], "web");
+    let listener = third.log("listener");
+    assert_eq!((&listener["activated"], &listener["inherited"]), (&json!(false), &json!(true)), "{listener}");
+    third.log("owner");
+    second.log("taken_over");
+    assert_eq!(second.wait_exit(), 0);
+    assert_eq!(body_of(&addr), "hello from gen-2\n");
 }
 
 #[test]
