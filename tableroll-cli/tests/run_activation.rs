@@ -141,6 +141,44 @@ fn an_activated_socket_unlike_its_listen_is_refused_with_the_difference() {
     assert!(!wanted.exists());
 }
 
+/// A malformed activation, or a descriptor that is no socket, ends the supervisor with an error
+/// that says what is wrong, before it joins the group or starts anything.
+#[test]
+fn a_malformed_activation_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let systemd = FakeSystemd::bind(dir.path());
+    let listen = ["--listen", "web=tcp:127.0.0.1:0"];
+
+    let file = std::fs::File::create(dir.path().join("not-a-socket")).unwrap();
+    let mut not_a_socket =
+        start_activated("file", dir.path(), &systemd, &listen, 0, &[("web", file.as_fd())]);
+    let error = not_a_socket.log("error")["message"].as_str().unwrap().to_string();
+    assert!(
+        error.contains(
+            "it is not a socket, but --listen web=tcp:127.0.0.1:0 asks for a TCP listener on 127.0.0.1:0"
+        ),
+        "{error}"
+    );
+    assert_eq!(not_a_socket.wait_exit(), 1);
+
+    for (fds, names, expected) in [
+        ("abc", "web", "LISTEN_FDS \"abc\" is not a number from 0 to 4096"),
+        ("2", "web", "LISTEN_FDNAMES has 1 names for LISTEN_FDS=2"),
+        // Nothing open at 3 and 4: every descriptor of the test is close-on-exec.
+        ("2", "web:admin", "taking descriptor 3 (web) of LISTEN_FDS: it is not open"),
+    ] {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(r#"export LISTEN_PID=$$; exec "$0" "$@""#).arg(env!("CARGO_BIN_EXE_tableroll"));
+        cmd.args(run_args(dir.path(), &listen, &[activated_server().to_str().unwrap()]));
+        cmd.env("LISTEN_FDS", fds).env("LISTEN_FDNAMES", names).env_remove("NOTIFY_SOCKET");
+        let mut malformed = Instance::spawn(&format!("LISTEN_FDS={fds}"), cmd);
+        let error = malformed.log("error")["message"].as_str().unwrap().to_string();
+        assert!(error.contains(expected), "LISTEN_FDS={fds} LISTEN_FDNAMES={names}: {error}");
+        assert_eq!(malformed.wait_exit(), 1);
+        assert!(malformed.pending().all(|(_, line)| line["event"] != "joined"));
+    }
+}
+
 /// The fake `NOTIFY_SOCKET`: a datagram socket the supervisors report to, as to systemd.
 struct FakeSystemd {
     socket: UnixDatagram,
