@@ -347,13 +347,20 @@ fn the_fd_store_gives_the_listener_back_after_every_process_was_killed_and_nothi
 
     // An upgrade started with the same activation, as a second instance sharing a socket unit
     // is: the owner hands web over, and its socket is kept rather than the activated one.
+    // What was stored under web is replaced: the activated socket may be another than the one
+    // handed over.
     let passed = [("web", stored.as_fd())];
-    let mut third = start_activated("gen-2", dir.path(), &systemd, &["--listen", &listen], 2, &passed);
+    let flags = ["--fd-store", "--listen", &listen];
+    let mut third = start_activated("gen-2", dir.path(), &systemd, &flags, 2, &passed);
     assert_eq!(third.log("joined")["inherited"], json!(["web"]));
     assert_eq!(third.log("activation_superseded")["name"], "web");
     let listener = third.log("listener");
     assert_eq!((&listener["activated"], &listener["inherited"]), (&json!(false), &json!(true)), "{listener}");
     third.log("owner");
+    assert!(systemd.receive_exactly("FDSTOREREMOVE=1\nFDNAME=web").is_empty());
+    assert_eq!(systemd.receive_exactly("FDSTORE=1\nFDNAME=web").len(), 1);
+    let stored_again = third.log("fd_stored");
+    assert_eq!((&stored_again["name"], &stored_again["replaced"]), (&json!("web"), &json!(true)));
     second.log("taken_over");
     assert_eq!(second.wait_exit(), 0);
     assert_eq!(body_of(&addr), "hello from gen-2\n");

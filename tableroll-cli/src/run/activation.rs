@@ -47,11 +47,15 @@ pub struct Activation {
 }
 
 /// What adoption did: the `--listen` names now served by an activated socket, and the
-/// activated names no `--listen` uses (their descriptors were closed).
+/// activated names no `--listen` uses (their descriptors were closed), and the `--listen` names
+/// of which an activated descriptor was closed in favour of another socket (the inherited one, or
+/// the first of two passed under one name): with `--fd-store`, what is stored under those names
+/// is replaced, so that a socket no longer used does not stay in the store.
 #[derive(Debug, Default)]
 pub struct Adopted {
     pub names: Vec<String>,
     pub unused: Vec<String>,
+    pub replaced: Vec<String>,
 }
 
 /// Whether [`Activation::take_from_env`] ran in this process.
@@ -118,6 +122,7 @@ impl Activation {
                      and its socket is kept"
                 );
                 log.event("activation_superseded", &message, fields);
+                adopted.replaced.push(name);
                 continue;
             }
             if adopted.names.contains(&name) {
@@ -125,6 +130,7 @@ impl Activation {
                     "closing activated descriptor {number}: {name} was passed twice, the first is kept"
                 );
                 log.event("activation_unused", &message, fields);
+                adopted.replaced.push(name);
                 continue;
             }
             let address = insert(upgrader, listen, fd).with_context(|| {

@@ -3,7 +3,8 @@
 //! as socket activation, and adopts them: connections that came meanwhile wait in the backlog.
 //!
 //! Each listener goes as one `FDSTORE=1` message named after its `--listen` (systemd drops a
-//! socket it already holds); a name no longer listened on is removed with `FDSTOREREMOVE=1`.
+//! socket it already holds); a name no longer listened on is removed with `FDSTOREREMOVE=1`, and
+//! so is a name whose stored socket may not be the one listened on now, before it is stored.
 //! A message that cannot be sent is logged: the instance serves on either way.
 
 use std::os::fd::OwnedFd;
@@ -12,14 +13,22 @@ use serde_json::json;
 
 use super::log::Log;
 
-/// Stores each listener under its name; logs what was done.
-pub fn store(listeners: &[(String, OwnedFd)], log: &Log) {
+/// Stores each listener under its name; what was stored under a name in `replace` is removed
+/// first (it may be another socket than the one listened on now). Logs what was done.
+pub fn store(listeners: &[(String, OwnedFd)], replace: &[String], log: &Log) {
     for (name, fd) in listeners {
+        let replaced = replace.contains(name);
+        if replaced {
+            if let Err(e) = tableroll::systemd::remove_stored_fd(name) {
+                let message = format!("could not remove {name} from systemd's file descriptor store: {e}");
+                log.event("fd_store_failed", &message, json!({ "name": name }));
+            }
+        }
         match tableroll::systemd::store_fd(name, fd) {
             Ok(true) => log.event(
                 "fd_stored",
                 &format!("listener {name} stored in systemd's file descriptor store"),
-                json!({ "name": name }),
+                json!({ "name": name, "replaced": replaced }),
             ),
             Ok(false) => {
                 log.event(

@@ -11,6 +11,7 @@ use anyhow::Context;
 use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use super::activation::Adopted;
 use super::args::{Readiness, RestartPolicy, RunArgs, Signal};
 use super::child::{describe, exit_code, Child, Launch};
 use super::fd_store;
@@ -63,9 +64,9 @@ pub struct Supervisor<'a> {
     /// systemd counts it: the supervisor then exits 0, not 128+N, so that a unit with
     /// `Restart=on-failure` is not restarted after a drain.
     stop_signals_sent: Vec<i32>,
-    /// Names socket activation passed that no `--listen` has: with `--fd-store`, removed from
-    /// the store once this instance is the owner.
-    unused_activation: Vec<String>,
+    /// What adopting the supervisor's own socket activation did: with `--fd-store`, the store is
+    /// brought in line with it once this instance is the owner.
+    activation: Adopted,
 }
 
 impl<'a> Supervisor<'a> {
@@ -93,13 +94,13 @@ impl<'a> Supervisor<'a> {
             runs: 0,
             stopping: false,
             stop_signals_sent: Vec::new(),
-            unused_activation: Vec::new(),
+            activation: Adopted::default(),
         })
     }
 
-    /// Names socket activation passed that no `--listen` has (see `activation`).
-    pub fn with_unused_activation(self, unused_activation: Vec<String>) -> Supervisor<'a> {
-        Supervisor { unused_activation, ..self }
+    /// What adopting the supervisor's own socket activation did (see `activation`).
+    pub fn with_activation(self, activation: Adopted) -> Supervisor<'a> {
+        Supervisor { activation, ..self }
     }
 
     /// Runs until the program exits for good; returns the exit code for the supervisor.
@@ -144,9 +145,9 @@ impl<'a> Supervisor<'a> {
                     "closed_unclaimed": closed }),
         );
         if self.args.fd_store {
-            fd_store::store(&self.listeners, self.log);
+            fd_store::store(&self.listeners, &self.activation.replaced, self.log);
             let dropped: Vec<String> =
-                closed.into_iter().cloned().chain(self.unused_activation.iter().cloned()).collect();
+                closed.into_iter().cloned().chain(self.activation.unused.iter().cloned()).collect();
             fd_store::remove(&dropped, self.log);
         }
         self.serve(child)
