@@ -118,8 +118,8 @@ impl Activation {
             };
             if upgrader.inherited_ids().contains(&name) {
                 let message = format!(
-                    "closing activated descriptor {number} ({name}): the running instance handed {name} over, \
-                     and its socket is kept"
+                    "closing activated descriptor {number} ({name}): the running instance handed \
+                     {name} over, and its socket is kept"
                 );
                 log.event("activation_superseded", &message, fields);
                 adopted.replaced.push(name);
@@ -186,7 +186,8 @@ fn take(number: RawFd) -> io::Result<OwnedFd> {
     }
     // SAFETY: `number` is open and not close-on-exec, so it came through `exec` (std and rustix
     // open everything close-on-exec); LISTEN_PID names this process, so it was passed to it
-    // to take, and this is the one place that takes it, once (`take_from_env` checks TAKEN). Nothing else in this process owns it or closes descriptors it does not own.
+    // to take, and this is the one place that takes it, once (`take_from_env` checks TAKEN).
+    // Nothing else in this process owns it or closes descriptors it does not own.
     let fd = unsafe { OwnedFd::from_raw_fd(number) };
     fcntl_setfd(&fd, FdFlags::CLOEXEC)?;
     Ok(fd)

@@ -24,9 +24,9 @@ pub struct RunArgs {
     pub id: Option<String>,
 
     /// A listening socket to hold and pass to the program, inherited from the running instance,
-    /// adopted from the supervisor's own socket activation, or created: NAME=tcp:HOST:PORT, NAME=unix:PATH or NAME=udp:HOST:PORT. Repeat for more;
-    /// the program gets them as descriptors 3, 4, ... in this order, and the names in
-    /// LISTEN_FDNAMES.
+    /// adopted from the supervisor's own socket activation, or created: NAME=tcp:HOST:PORT,
+    /// NAME=unix:PATH or NAME=udp:HOST:PORT. Repeat for more; the program gets them as
+    /// descriptors 3, 4, ... in this order, and the names in LISTEN_FDNAMES.
     #[arg(long = "listen", value_name = "NAME=SPEC", required = true, value_parser = parse_listen)]
     pub listens: Vec<Listen>,
 
