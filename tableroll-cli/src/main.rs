@@ -9,8 +9,9 @@
 //! - `tableroll man` and `tableroll completions` print the manual pages and the shell
 //!   completions, generated from the definitions below.
 //!
-//! No `unsafe` but in one place: the exec step taking ownership of the descriptors it inherited
-//! (`run::exec`).
+//! No `unsafe` but in two places, both taking ownership of descriptors passed through `exec`:
+//! the exec step taking the listeners it inherited (`run::exec`), and `tableroll run` taking the
+//! sockets systemd passed to it by socket activation (`run::activation`).
 
 #![deny(unsafe_code)]
 
