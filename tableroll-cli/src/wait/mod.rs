@@ -1,0 +1,321 @@
+//! `tableroll wait`: the verdict on the next upgrade of a group, for whoever started it.
+//!
+//! It follows the group's journal from its end (the library's
+//! [`JournalFollower`](tableroll::inspect::JournalFollower)), then reads the owner: the attempt
+//! judged is the next one against that owner (`--from`), and [`judge`] decides it from the
+//! journal's entries and the exits of the processes involved. Nothing in the group is
+//! disturbed: the directory is watched with inotify, the processes with pidfds ([`crate::sys`]).
+
+mod judge;
+
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tableroll::inspect::{self, JournalEntry, JournalFollower};
+
+use crate::duration::parse_duration;
+use crate::sys::{wait_readable, DirWatch, ProcessExit};
+use judge::{Judge, Newcomer, Success, Verdict};
+
+/// Arguments of `tableroll wait`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct WaitArgs {
+    /// The coordination directory of the upgrade group.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Judge the next attempt to take over from the owner with this id (default: the owner
+    /// when `wait` starts).
+    #[arg(long, value_name = "OWNER_ID")]
+    pub from: Option<String>,
+    /// Give up after this long (as in 500ms, 90s or 2m), with exit status 2. Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print JSON lines instead of text: `{"event": "watching", "dir", "from"}` first, then
+    /// `{"event": "verdict", "verdict": "succeeded" | "failed" | "timed_out", "from",
+    /// "new_owner", "how", "reason", "newcomer", "newcomer_pid", "message"}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const AFTER_HELP: &str = "\
+Start it before the next instance, and wait for it: only what happens after it started \
+counts. Once it watches the group it prints one line on stdout (`watching DIR: ...`); a script \
+that must not start the next instance before that reads this line first.
+
+The attempt judged is the next one against the owner FROM: the first process to join the group \
+from it (with no live owner, the first process to join at all). It succeeds once that process \
+became the owner (it committed) and FROM let it: FROM stepped down, after its probation if it \
+has one, or exited. It fails at the first sign that it cannot: the newcomer's ready() failed \
+(the owner refused it, a timeout ran out, another error), the newcomer stopped or died before \
+it was ready (it exited, or another process joined after it), or, after it took over, it died \
+during FROM's probation and FROM rolled back. One attempt is judged: a second one after a \
+failure is not waited for.
+
+The verdict comes from the group's journal (DIR/journal) and the exits of the processes it \
+names, watched with pidfds: wait must run in the group's PID namespace, and the group's \
+members must write the journal (tableroll's library and `tableroll run` do).
+
+Exit status:
+  0  the newcomer took over (and passed FROM's probation, if FROM has one): the result on \
+stdout
+  1  the attempt failed: why on stderr (refused, timed out, died or stopped before it was \
+ready, rolled back)
+  2  the timeout ran out first (what was seen so far on stderr), or bad usage
+  3  DIR cannot be watched or read (missing, not a directory, no permission)";
+
+/// Exit status when the newcomer took over.
+const SUCCEEDED: u8 = 0;
+/// Exit status when the attempt failed.
+const FAILED: u8 = 1;
+/// Exit status when the timeout ran out.
+const TIMED_OUT: u8 = 2;
+/// Exit status when the directory cannot be watched or read.
+const BROKEN: u8 = 3;
+
+/// How the wait ended.
+enum Outcome {
+    Judged(Verdict),
+    TimedOut(String),
+}
+
+pub fn run(args: &WaitArgs) -> ExitCode {
+    let outcome = Watch::start(args).and_then(|mut watch| {
+        watch.announce(args);
+        Ok((watch.until_verdict()?, watch.from))
+    });
+    match outcome {
+        Ok((outcome, from)) => report(args, from.as_deref(), &outcome),
+        Err(e) => {
+            eprintln!("tableroll wait: {e}");
+            ExitCode::from(BROKEN)
+        }
+    }
+}
+
+/// What is watched: the journal, and the processes of the attempt.
+struct Watch {
+    judge: Judge,
+    from: Option<String>,
+    dir_watch: DirWatch,
+    follower: JournalFollower,
+    /// Entries read before the owner was, judged first.
+    backlog: Vec<JournalEntry>,
+    from_exit: Watched,
+    newcomer_exit: Watched,
+    deadline: Option<Instant>,
+}
+
+/// A process whose exit may decide the verdict.
+enum Watched {
+    /// Not known (yet), or its exit cannot be watched.
+    Unknown,
+    /// Alive when last seen.
+    Alive(u32, ProcessExit),
+    /// Exited.
+    Gone(u32),
+}
+
+impl Watched {
+    fn start(pid: Option<u32>) -> anyhow::Result<Watched> {
+        let Some(pid) = pid else { return Ok(Watched::Unknown) };
+        Ok(match ProcessExit::watch(pid)? {
+            Some(exit) => Watched::Alive(pid, exit),
+            None => Watched::Gone(pid),
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Watched::Unknown => None,
+            Watched::Alive(pid, _) | Watched::Gone(pid) => Some(*pid),
+        }
+    }
+
+    /// Whether the process exited, seen now.
+    fn check(&mut self) -> io::Result<bool> {
+        if let Watched::Alive(pid, exit) = self {
+            if wait_readable(&[exit.as_fd()], Some(Duration::ZERO))?[0] {
+                *self = Watched::Gone(*pid);
+            }
+        }
+        Ok(matches!(self, Watched::Gone(_)))
+    }
+}
+
+impl Watch {
+    fn start(args: &WaitArgs) -> anyhow::Result<Watch> {
+        let deadline = args.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        // The directory is watched, then the journal followed, then the owner read: whatever
+        // is written after the owner was read is seen, and wakes the wait.
+        let dir_watch =
+            DirWatch::new(&args.dir).map_err(|e| anyhow::anyhow!("watching {}: {e}", args.dir.display()))?;
+        let mut follower = JournalFollower::from_end(&args.dir)?;
+        let status = inspect::inspect(&args.dir)?;
+        let backlog = follower.read_new()?.entries;
+        let (from, from_pid, from_alive) = match (&args.from, &status.owner.id) {
+            (Some(from), Some(owner)) if from == owner => {
+                (Some(from.clone()), status.owner.pid, status.owner.alive)
+            }
+            (Some(from), _) => (Some(from.clone()), None, true),
+            (None, Some(owner)) if status.owner.alive => {
+                // The owner read may be the newcomer of an attempt that began meanwhile.
+                match judge::owner_before(&backlog, owner) {
+                    Some((previous, pid)) => (Some(previous), pid, true),
+                    None => (Some(owner.clone()), status.owner.pid, true),
+                }
+            }
+            (None, _) => (None, None, false),
+        };
+        let from_exit = if from_alive { Watched::start(from_pid)? } else { Watched::Unknown };
+        Ok(Watch {
+            judge: Judge::new(from.clone(), from_alive),
+            from,
+            dir_watch,
+            follower,
+            backlog,
+            from_exit,
+            newcomer_exit: Watched::Unknown,
+            deadline,
+        })
+    }
+
+    /// The line that says the wait has begun.
+    fn announce(&self, args: &WaitArgs) {
+        let dir = args.dir.display();
+        let line = if args.json {
+            json!({ "event": "watching", "dir": args.dir, "from": self.from }).to_string()
+        } else {
+            match &self.from {
+                Some(from) => format!("watching {dir}: judging the next upgrade from owner {from}"),
+                None => format!("watching {dir}: no live owner; judging the first process to join"),
+            }
+        };
+        print_line(&line);
+    }
+
+    fn until_verdict(&mut self) -> anyhow::Result<Outcome> {
+        let mut entries = std::mem::take(&mut self.backlog);
+        loop {
+            // The exits are seen before the journal is read: whatever a process wrote before
+            // it exited is read below, before its exit counts.
+            let from_gone = self.from_exit.check()?;
+            let newcomer_gone = self.newcomer_exit.check()?;
+            entries.extend(self.follower.read_new()?.entries);
+            for entry in entries.drain(..) {
+                if let Some(verdict) = self.judge.see(&entry) {
+                    return Ok(Outcome::Judged(verdict));
+                }
+            }
+            self.watch_newcomer()?;
+            let newcomer_died = if newcomer_gone { self.judge.newcomer_died() } else { None };
+            let from_died = if from_gone { self.judge.owner_died() } else { None };
+            if let Some(verdict) = newcomer_died.or(from_died) {
+                return Ok(Outcome::Judged(verdict));
+            }
+            if !self.sleep()? {
+                return Ok(Outcome::TimedOut(self.judge.progress()));
+            }
+        }
+    }
+
+    /// Watches the newcomer's exit once its pid is known.
+    fn watch_newcomer(&mut self) -> anyhow::Result<()> {
+        let pid = self.judge.newcomer().and_then(|n| n.pid);
+        if pid.is_some() && pid != self.newcomer_exit.pid() {
+            self.newcomer_exit = Watched::start(pid)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a change in the directory or an exit; `false` once the deadline passed.
+    fn sleep(&mut self) -> anyhow::Result<bool> {
+        let timeout = match self.deadline {
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Ok(false),
+            },
+            None => None,
+        };
+        let mut fds = vec![self.dir_watch.as_fd()];
+        for watched in [&self.from_exit, &self.newcomer_exit] {
+            if let Watched::Alive(_, exit) = watched {
+                fds.push(exit.as_fd());
+            }
+        }
+        wait_readable(&fds, timeout)?;
+        self.dir_watch.clear()?;
+        Ok(true)
+    }
+}
+
+/// Prints the verdict and turns it into the exit status.
+fn report(args: &WaitArgs, from: Option<&str>, outcome: &Outcome) -> ExitCode {
+    let code = match outcome {
+        Outcome::Judged(Verdict::Succeeded { .. }) => SUCCEEDED,
+        Outcome::Judged(Verdict::Failed { .. }) => FAILED,
+        Outcome::TimedOut(_) => TIMED_OUT,
+    };
+    let timeout = args.timeout.map(|t| format!("{t:?}")).unwrap_or_default();
+    if args.json {
+        print_line(&json_verdict(from, outcome, &timeout).to_string());
+        return ExitCode::from(code);
+    }
+    match outcome {
+        Outcome::Judged(Verdict::Succeeded { new_owner, how }) => {
+            print_line(&format!("{new_owner} took over{}", success_words(from.unwrap_or_default(), *how)))
+        }
+        Outcome::Judged(Verdict::Failed { message, .. }) => eprintln!("tableroll wait: {message}"),
+        Outcome::TimedOut(progress) => eprintln!("tableroll wait: no verdict within {timeout}: {progress}"),
+    }
+    ExitCode::from(code)
+}
+
+fn success_words(from: &str, how: Success) -> String {
+    match how {
+        Success::SteppedDown => format!(" from {from}, which stepped down"),
+        Success::ProbationPassed => format!(" from {from}, whose probation passed"),
+        Success::NoOwner => " (there was no live owner to take over from)".to_owned(),
+        Success::FromGone => format!(" from {from}, which exited"),
+    }
+}
+
+fn json_verdict(from: Option<&str>, outcome: &Outcome, timeout: &str) -> serde_json::Value {
+    match outcome {
+        Outcome::Judged(Verdict::Succeeded { new_owner, how }) => json!({
+            "event": "verdict", "verdict": "succeeded", "from": from, "new_owner": new_owner,
+            "how": how_word(*how),
+        }),
+        Outcome::Judged(Verdict::Failed { reason, newcomer, message }) => {
+            let Newcomer { id, pid } = newcomer;
+            json!({
+                "event": "verdict", "verdict": "failed", "from": from, "reason": reason.word(),
+                "newcomer": id, "newcomer_pid": pid, "message": message,
+            })
+        }
+        Outcome::TimedOut(progress) => json!({
+            "event": "verdict", "verdict": "timed_out", "from": from,
+            "message": format!("no verdict within {timeout}: {progress}"),
+        }),
+    }
+}
+
+fn how_word(how: Success) -> &'static str {
+    match how {
+        Success::SteppedDown => "stepped_down",
+        Success::ProbationPassed => "probation_passed",
+        Success::NoOwner => "no_owner",
+        Success::FromGone => "from_exited",
+    }
+}
+
+/// One line on stdout, flushed at once (a script may be waiting for it). A reader that is gone
+/// is no error: the exit status still tells the verdict.
+fn print_line(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
