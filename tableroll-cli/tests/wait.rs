@@ -16,8 +16,8 @@ use tableroll_testkit::process::Process;
 use tableroll_testkit::TIMEOUT;
 use util::instance::Instance;
 
-/// The bound every wait gets, to fail a hung test: the test's own.
-const BOUND: &str = "30s";
+/// The bound every wait gets, to fail a hung test: within the test's own (TIMEOUT, 30 s).
+const BOUND: &str = "20s";
 
 /// One `tableroll wait --json` process, its lines waited on.
 struct Waiter {
