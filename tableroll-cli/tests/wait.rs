@@ -91,8 +91,12 @@ fn first(dir: &Path, flags: &[&str]) -> (Instance, String, String) {
 }
 
 fn kill(pid: u64) {
+    signal(u32::try_from(pid).expect("a pid"), Signal::KILL);
+}
+
+fn signal(pid: u32, signal: Signal) {
     let pid = Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a pid");
-    kill_process(pid, Signal::KILL).expect("killing");
+    kill_process(pid, signal).expect("signalling");
 }
 
 #[test]
@@ -197,6 +201,26 @@ fn nothing_happening_within_the_timeout_exits_2() {
     assert_eq!(code, 2, "{}", wait.process.diagnostics());
     assert_eq!(verdict["verdict"], "timed_out");
     assert_eq!(verdict["message"], format!("no verdict within 100ms: no newcomer joined from {old_id}"));
+}
+
+#[test]
+fn sigterm_ends_the_wait_after_a_last_look() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_old, old_id, listen) = first(dir.path(), &[]);
+    let (mut wait, _) = Waiter::start(dir.path(), &["--timeout", BOUND]);
+    signal(wait.process.pid(), Signal::TERM);
+    let (verdict, code) = wait.verdict();
+    assert_eq!(code, 2, "{}", wait.process.diagnostics());
+    assert_eq!(verdict["verdict"], "interrupted");
+    assert_eq!(verdict["message"], format!("no verdict before SIGTERM: no newcomer joined from {old_id}"));
+
+    // As a script does once `systemctl start` failed: the newcomer is dead, and reaped.
+    let (mut wait, _) = Waiter::start(dir.path(), &["--timeout", BOUND]);
+    let mut new = generation(dir.path(), 1, &listen, &[], &["--ready", "never"]);
+    let id = new.log("joined")["id"].as_str().expect("an id").to_owned();
+    new.process.kill();
+    signal(wait.process.pid(), Signal::TERM);
+    wait.assert_failed("died", &id);
 }
 
 #[test]

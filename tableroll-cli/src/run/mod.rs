@@ -26,7 +26,7 @@ mod join;
 mod leftovers;
 mod log;
 mod notify;
-mod signals;
+pub mod signals;
 mod supervisor;
 pub mod watchdog;
 

@@ -15,9 +15,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use signal_hook::consts::{SIGINT, SIGTERM};
 use tableroll::inspect::{self, JournalEntry, JournalFollower};
 
 use crate::duration::parse_duration;
+use crate::run::signals::SignalPipe;
 use crate::sys::{wait_readable, DirWatch, ProcessExit};
 use judge::{Judge, Newcomer, Success, Verdict};
 
@@ -36,7 +38,7 @@ pub struct WaitArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Print JSON lines instead of text: `{"event": "watching", "dir", "from"}` first, then
-    /// `{"event": "verdict", "verdict": "succeeded" | "failed" | "timed_out", "from",
+    /// `{"event": "verdict", "verdict": "succeeded" | "failed" | "timed_out" | "interrupted", "from",
     /// "new_owner", "how", "reason", "newcomer", "newcomer_pid", "message"}`.
     #[arg(long)]
     pub json: bool,
@@ -56,6 +58,10 @@ it was ready (it exited, or another process joined after it), or, after it took 
 during FROM's probation and FROM rolled back. One attempt is judged: a second one after a \
 failure is not waited for.
 
+SIGTERM or SIGINT end the wait after one last look at the journal and the processes: a script \
+whose `systemctl start` failed sends SIGTERM, and gets the verdict if the new process joined \
+the group at all (its end is written, or it is dead, by the time systemd reports the failure).
+
 The verdict comes from the group's journal (DIR/journal) and the exits of the processes it \
 names, watched with pidfds: wait must run in the group's PID namespace, and the group's \
 members must write the journal (tableroll's library and `tableroll run` do).
@@ -65,7 +71,8 @@ Exit status:
 stdout
   1  the attempt failed: why on stderr (refused, timed out, died or stopped before it was \
 ready, rolled back)
-  2  the timeout ran out first (what was seen so far on stderr), or bad usage
+  2  no verdict: the timeout ran out first, or SIGTERM or SIGINT came (what was seen so far \
+on stderr); also bad usage
   3  DIR cannot be watched or read (missing, not a directory, no permission)";
 
 /// Exit status when the newcomer took over.
@@ -80,7 +87,8 @@ const BROKEN: u8 = 3;
 /// How the wait ended.
 enum Outcome {
     Judged(Verdict),
-    TimedOut(String),
+    /// No verdict: the timeout ran out, or a signal came (its name); where the attempt stands.
+    TimedOut(Option<&'static str>, String),
 }
 
 pub fn run(args: &WaitArgs) -> ExitCode {
@@ -108,6 +116,8 @@ struct Watch {
     from_exit: Watched,
     newcomer_exit: Watched,
     deadline: Option<Instant>,
+    /// SIGTERM and SIGINT: one last look, then the verdict or none.
+    signals: SignalPipe,
 }
 
 /// A process whose exit may decide the verdict.
@@ -150,6 +160,7 @@ impl Watched {
 impl Watch {
     fn start(args: &WaitArgs) -> anyhow::Result<Watch> {
         let deadline = args.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        let signals = SignalPipe::catch(&[SIGTERM, SIGINT])?;
         // The directory is watched, then the journal followed, then the owner read: whatever
         // is written after the owner was read is seen, and wakes the wait.
         let dir_watch =
@@ -181,6 +192,7 @@ impl Watch {
             from_exit,
             newcomer_exit: Watched::Unknown,
             deadline,
+            signals,
         })
     }
 
@@ -201,6 +213,23 @@ impl Watch {
     fn until_verdict(&mut self) -> anyhow::Result<Outcome> {
         let mut entries = std::mem::take(&mut self.backlog);
         loop {
+            if let Some(verdict) = self.look(&mut entries)? {
+                return Ok(Outcome::Judged(verdict));
+            }
+            // A signal is answered after the look above: what happened before it counts.
+            if let Some(&signal) = self.signals.take().first() {
+                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                return Ok(Outcome::TimedOut(Some(name), self.judge.progress()));
+            }
+            if !self.sleep()? {
+                return Ok(Outcome::TimedOut(None, self.judge.progress()));
+            }
+        }
+    }
+
+    /// Reads what was written and sees who exited: the verdict, if that decides it.
+    fn look(&mut self, entries: &mut Vec<JournalEntry>) -> anyhow::Result<Option<Verdict>> {
+        loop {
             // The exits are seen before the journal is read: whatever a process wrote before
             // it exited is read below, before its exit counts.
             let from_gone = self.from_exit.check()?;
@@ -208,31 +237,31 @@ impl Watch {
             entries.extend(self.follower.read_new()?.entries);
             for entry in entries.drain(..) {
                 if let Some(verdict) = self.judge.see(&entry) {
-                    return Ok(Outcome::Judged(verdict));
+                    return Ok(Some(verdict));
                 }
             }
-            self.watch_newcomer()?;
+            if self.watch_newcomer()? {
+                // A newcomer just watched may have exited already: look again.
+                continue;
+            }
             let newcomer_died = if newcomer_gone { self.judge.newcomer_died() } else { None };
             let from_died = if from_gone { self.judge.owner_died() } else { None };
-            if let Some(verdict) = newcomer_died.or(from_died) {
-                return Ok(Outcome::Judged(verdict));
-            }
-            if !self.sleep()? {
-                return Ok(Outcome::TimedOut(self.judge.progress()));
-            }
+            return Ok(newcomer_died.or(from_died));
         }
     }
 
-    /// Watches the newcomer's exit once its pid is known.
-    fn watch_newcomer(&mut self) -> anyhow::Result<()> {
+    /// Watches the newcomer's exit once its pid is known; whether it started to.
+    fn watch_newcomer(&mut self) -> anyhow::Result<bool> {
         let pid = self.judge.newcomer().and_then(|n| n.pid);
-        if pid.is_some() && pid != self.newcomer_exit.pid() {
-            self.newcomer_exit = Watched::start(pid)?;
+        if pid.is_none() || pid == self.newcomer_exit.pid() {
+            return Ok(false);
         }
-        Ok(())
+        self.newcomer_exit = Watched::start(pid)?;
+        Ok(true)
     }
 
-    /// Waits for a change in the directory or an exit; `false` once the deadline passed.
+    /// Waits for a change in the directory, an exit or a signal; `false` once the deadline
+    /// passed.
     fn sleep(&mut self) -> anyhow::Result<bool> {
         let timeout = match self.deadline {
             Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
@@ -241,7 +270,7 @@ impl Watch {
             },
             None => None,
         };
-        let mut fds = vec![self.dir_watch.as_fd()];
+        let mut fds = vec![self.dir_watch.as_fd(), self.signals.fd()];
         for watched in [&self.from_exit, &self.newcomer_exit] {
             if let Watched::Alive(_, exit) = watched {
                 fds.push(exit.as_fd());
@@ -258,7 +287,7 @@ fn report(args: &WaitArgs, from: Option<&str>, outcome: &Outcome) -> ExitCode {
     let code = match outcome {
         Outcome::Judged(Verdict::Succeeded { .. }) => SUCCEEDED,
         Outcome::Judged(Verdict::Failed { .. }) => FAILED,
-        Outcome::TimedOut(_) => TIMED_OUT,
+        Outcome::TimedOut(..) => TIMED_OUT,
     };
     let timeout = args.timeout.map(|t| format!("{t:?}")).unwrap_or_default();
     if args.json {
@@ -270,7 +299,7 @@ fn report(args: &WaitArgs, from: Option<&str>, outcome: &Outcome) -> ExitCode {
             print_line(&format!("{new_owner} took over{}", success_words(from.unwrap_or_default(), *how)))
         }
         Outcome::Judged(Verdict::Failed { message, .. }) => eprintln!("tableroll wait: {message}"),
-        Outcome::TimedOut(progress) => eprintln!("tableroll wait: no verdict within {timeout}: {progress}"),
+        Outcome::TimedOut(..) => eprintln!("tableroll wait: {}", no_verdict(outcome, &timeout)),
     }
     ExitCode::from(code)
 }
@@ -297,10 +326,20 @@ fn json_verdict(from: Option<&str>, outcome: &Outcome, timeout: &str) -> serde_j
                 "newcomer": id, "newcomer_pid": pid, "message": message,
             })
         }
-        Outcome::TimedOut(progress) => json!({
-            "event": "verdict", "verdict": "timed_out", "from": from,
-            "message": format!("no verdict within {timeout}: {progress}"),
+        Outcome::TimedOut(signal, _) => json!({
+            "event": "verdict", "verdict": if signal.is_some() { "interrupted" } else { "timed_out" },
+            "from": from,
+            "message": no_verdict(outcome, timeout),
         }),
+    }
+}
+
+/// Why there is no verdict, and where the attempt stands.
+fn no_verdict(outcome: &Outcome, timeout: &str) -> String {
+    match outcome {
+        Outcome::TimedOut(Some(signal), progress) => format!("no verdict before {signal}: {progress}"),
+        Outcome::TimedOut(None, progress) => format!("no verdict within {timeout}: {progress}"),
+        Outcome::Judged(_) => String::new(),
     }
 }
 
