@@ -164,7 +164,7 @@ impl Watch {
         // The directory is watched, then the journal followed, then the owner read: whatever
         // is written after the owner was read is seen, and wakes the wait.
         let dir_watch =
-            DirWatch::new(&args.dir).map_err(|e| anyhow::anyhow!("watching {}: {e}", args.dir.display()))?;
+            DirWatch::new(&args.dir).map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", args.dir.display()))?;
         let mut follower = JournalFollower::from_end(&args.dir)?;
         let status = inspect::inspect(&args.dir)?;
         let backlog = follower.read_new()?.entries;
