@@ -1,10 +1,24 @@
 //! `tableroll wait`: the verdict on the next upgrade of a group, for whoever started it.
 //!
-//! It follows the group's journal from its end (the library's
-//! [`JournalFollower`](tableroll::inspect::JournalFollower)), then reads the owner: the attempt
-//! judged is the next one against that owner (`--from`), and [`judge`] decides it from the
-//! journal's entries and the exits of the processes involved. Nothing in the group is
+//! It follows the group's journal from its end (the library's [`JournalFollower`]), then reads
+//! the owner: the attempt judged is the next one against that owner (`--from`), and [`judge`]
+//! decides it from the journal's entries and the exits of the processes involved. Nothing in the group is
 //! disturbed: the directory is watched with inotify, the processes with pidfds ([`crate::sys`]).
+//!
+//! The order closes the gaps: the directory is watched before the journal is followed, so no
+//! line appended later goes unnoticed; the journal is followed before the owner is read, so an
+//! upgrade that commits in between is in the first entries read (and the owner it replaced is
+//! judged against, [`judge::owner_before`]); and each process's exit is sampled before the
+//! journal is read, so whatever it wrote before it exited counts before its exit does.
+//!
+//! The rules, in [`judge::Judge`]: the newcomer is the first member whose `joined` (or
+//! `committed`) names the owner as `from` (`previous`). Success: it committed (its `committed`,
+//! or the owner's `handed_over`), and the owner stepped down (`stepped_down`; with
+//! `after_probation` after an `on_probation`) or exited; with no live owner, the commit alone.
+//! Failure: its `ready_failed` (by kind: refused, timed out, other), its `stopped` or its exit
+//! before a commit, another member joining from the owner after it, the exit of a process whose
+//! handoff the owner gave up (`handoff_failed`) before it joined, or the owner's
+//! `rolled_back`.
 
 mod judge;
 
@@ -46,8 +60,9 @@ pub struct WaitArgs {
 
 const AFTER_HELP: &str = "\
 Start it before the next instance, and wait for it: only what happens after it started \
-counts. Once it watches the group it prints one line on stdout (`watching DIR: ...`); a script \
-that must not start the next instance before that reads this line first.
+counts. Once it watches the group it prints one line on stdout (`watching DIR: ...`, or the \
+`watching` JSON line); a script that must not start the next instance before that reads this \
+line first.
 
 The attempt judged is the next one against the owner FROM: the first process to join the group \
 from it (with no live owner, the first process to join at all). It succeeds once that process \
@@ -55,7 +70,8 @@ became the owner (it committed) and FROM let it: FROM stepped down, after its pr
 has one, or exited. It fails at the first sign that it cannot: the newcomer's ready() failed \
 (the owner refused it, a timeout ran out, another error), the newcomer stopped or died before \
 it was ready (it exited, or another process joined after it), or, after it took over, it died \
-during FROM's probation and FROM rolled back. One attempt is judged: a second one after a \
+during FROM's probation and FROM rolled back. A FROM that is not the owner when wait starts \
+is judged by its journal lines alone (its exit is not watched). One attempt is judged: a second one after a \
 failure is not waited for.
 
 SIGTERM or SIGINT end the wait after one last look at the journal and the processes: a script \
@@ -68,7 +84,7 @@ members must write the journal (tableroll's library and `tableroll run` do).
 
 Exit status:
   0  the newcomer took over (and passed FROM's probation, if FROM has one): the result on \
-stdout
+stdout (with --json, every line is on stdout)
   1  the attempt failed: why on stderr (refused, timed out, died or stopped before it was \
 ready, rolled back)
   2  no verdict: the timeout ran out first, or SIGTERM or SIGINT came (what was seen so far \
@@ -163,8 +179,8 @@ impl Watch {
         let signals = SignalPipe::catch(&[SIGTERM, SIGINT])?;
         // The directory is watched, then the journal followed, then the owner read: whatever
         // is written after the owner was read is seen, and wakes the wait.
-        let dir_watch =
-            DirWatch::new(&args.dir).map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", args.dir.display()))?;
+        let dir_watch = DirWatch::new(&args.dir)
+            .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", args.dir.display()))?;
         let mut follower = JournalFollower::from_end(&args.dir)?;
         let status = inspect::inspect(&args.dir)?;
         let backlog = follower.read_new()?.entries;
