@@ -229,11 +229,13 @@ impl Watch {
     fn until_verdict(&mut self) -> anyhow::Result<Outcome> {
         let mut entries = std::mem::take(&mut self.backlog);
         loop {
+            // A signal is answered after a whole look that began after it: whatever happened
+            // before the signal counts.
+            let signal = self.signals.take().first().copied();
             if let Some(verdict) = self.look(&mut entries)? {
                 return Ok(Outcome::Judged(verdict));
             }
-            // A signal is answered after the look above: what happened before it counts.
-            if let Some(&signal) = self.signals.take().first() {
+            if let Some(signal) = signal {
                 let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
                 return Ok(Outcome::TimedOut(Some(name), self.judge.progress()));
             }
