@@ -30,7 +30,7 @@ mod join;
 mod leftovers;
 mod log;
 mod notify;
-mod signals;
+pub mod signals;
 mod supervisor;
 pub mod watchdog;
 
