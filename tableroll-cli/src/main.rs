@@ -6,11 +6,13 @@
 //! - `tableroll run` gives the same upgrades to any program written for systemd's socket
 //!   activation, in any language.
 //! - `tableroll status` shows what a coordination directory holds, without disturbing it.
+//! - `tableroll wait` waits for the next upgrade of a group and says how it ended.
 //! - `tableroll man` and `tableroll completions` print the manual pages and the shell
 //!   completions, generated from the definitions below.
 //!
-//! No `unsafe` but in one place: the exec step taking ownership of the descriptors it inherited
-//! (`run::exec`).
+//! No `unsafe` but in two places, both taking ownership of descriptors passed through `exec`:
+//! the exec step taking the listeners it inherited (`run::exec`), and `tableroll run` taking the
+//! sockets systemd passed to it by socket activation (`run::activation`).
 
 #![deny(unsafe_code)]
 
@@ -23,6 +25,7 @@ mod signal_thread;
 mod status;
 mod stdout;
 mod sys;
+mod wait;
 
 use std::process::ExitCode;
 
@@ -85,6 +88,9 @@ enum Public {
     /// Show what a coordination directory holds, without disturbing the group.
     Status(status::StatusArgs),
 
+    /// Wait for the next upgrade of a group, and tell whether the new process took over.
+    Wait(wait::WaitArgs),
+
     /// Print the manual page of tableroll or of one of its subcommands, in roff.
     Man(manual::ManArgs),
 
@@ -119,6 +125,7 @@ fn main() -> ExitCode {
         }),
         Command::Public(Public::Run(args)) => run::run(args),
         Command::Public(Public::Status(args)) => status::run(&args),
+        Command::Public(Public::Wait(args)) => wait::run(&args),
         Command::Public(Public::Man(args)) => manual::run(&args),
         Command::Public(Public::Completions(args)) => completions::run(&args),
         Command::Internal(Internal::DrillServer(args)) => drill::server::run(&args),

@@ -37,7 +37,7 @@ Exit status: 0 (also when the reader closes stdout early); 1 if stdout cannot be
 on bad usage, and when DIR cannot be written (missing, not a directory, no permission).";
 
 /// The subcommands that have a page of their own: every public one (a test checks the list).
-const PAGES: [&str; 5] = ["drill", "run", "status", "man", "completions"];
+const PAGES: [&str; 6] = ["drill", "run", "status", "wait", "man", "completions"];
 
 /// Exit status when the pages cannot be written into DIR: a usage error, as clap's own.
 const DIR_FAILED: u8 = 2;

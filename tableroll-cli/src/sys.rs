@@ -1,5 +1,6 @@
 //! The few system calls the command makes itself, in one place: waiting for readability, a
-//! wake pipe, and inotify on a directory. The monotonic clock shared by processes is the load's ([`now_ns`]), and so is
+//! wake pipe, watching a directory for changes (or for one file in it) and a process for its
+//! exit. The monotonic clock shared by processes is the load's ([`now_ns`]), and so is
 //! the descriptor limit ([`tableroll_load::raise_nofile_limit`]).
 
 use std::io;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
 /// Nanoseconds on `CLOCK_MONOTONIC`, one clock for every process of the machine: a time taken
 /// in the demo server and one taken in the drill (or stamped on a request) can be subtracted.
 pub use tableroll_load::now_ns;
@@ -59,6 +61,73 @@ impl WakePipe {
     /// Wakes every waiter, now and later.
     pub fn wake(&mut self) {
         self.write.take();
+    }
+}
+
+/// Changes to the entries of a directory (files written, created, renamed, removed), as a
+/// descriptor that is readable while some are unread.
+pub struct DirWatch {
+    fd: OwnedFd,
+}
+
+impl DirWatch {
+    /// Watches `dir` from now on.
+    pub fn new(dir: &Path) -> io::Result<DirWatch> {
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+        let changes = inotify::WatchFlags::MODIFY
+            | inotify::WatchFlags::CREATE
+            | inotify::WatchFlags::MOVED_TO
+            | inotify::WatchFlags::MOVED_FROM
+            | inotify::WatchFlags::DELETE
+            | inotify::WatchFlags::CLOSE_WRITE;
+        inotify::add_watch(&fd, dir, changes)?;
+        Ok(DirWatch { fd })
+    }
+
+    /// Forgets the changes noticed so far: the descriptor is readable again at the next one.
+    pub fn clear(&self) -> io::Result<()> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+        loop {
+            match rustix::io::read(&self.fd, &mut buf) {
+                Ok((read, _)) if !read.is_empty() => continue,
+                Ok(_) | Err(rustix::io::Errno::AGAIN) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl AsFd for DirWatch {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// The exit of a process (not necessarily a child of this one): a pidfd, readable once the
+/// process has exited.
+pub struct ProcessExit {
+    fd: OwnedFd,
+}
+
+impl ProcessExit {
+    /// Watches process `pid`: `Ok(None)` if there is no such process. The pid must be of this
+    /// PID namespace, and name the process meant (a pid freed and reused before this call
+    /// names another).
+    pub fn watch(pid: u32) -> io::Result<Option<ProcessExit>> {
+        let pid = i32::try_from(pid).ok().and_then(Pid::from_raw);
+        let Some(pid) = pid else { return Ok(None) };
+        match pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => Ok(Some(ProcessExit { fd })),
+            Err(rustix::io::Errno::SRCH) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl AsFd for ProcessExit {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -140,6 +209,28 @@ impl FileWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_watch_sees_a_file_written_once_per_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = DirWatch::new(dir.path()).unwrap();
+        assert_eq!(wait_readable(&[watch.as_fd()], Some(Duration::ZERO)).unwrap(), [false]);
+        std::fs::write(dir.path().join("journal"), "line\n").unwrap();
+        assert_eq!(wait_readable(&[watch.as_fd()], None).unwrap(), [true]);
+        watch.clear().unwrap();
+        assert_eq!(wait_readable(&[watch.as_fd()], Some(Duration::ZERO)).unwrap(), [false]);
+    }
+
+    #[test]
+    fn a_process_exit_is_readable_once_the_process_exited() {
+        let mut child =
+            std::process::Command::new("cat").stdin(std::process::Stdio::piped()).spawn().unwrap();
+        let exit = ProcessExit::watch(child.id()).unwrap().expect("the child is alive");
+        assert_eq!(wait_readable(&[exit.as_fd()], Some(Duration::ZERO)).unwrap(), [false]);
+        drop(child.stdin.take());
+        assert_eq!(wait_readable(&[exit.as_fd()], None).unwrap(), [true]);
+        child.wait().unwrap();
+    }
 
     #[test]
     fn wake_pipe_wakes_every_waiter_for_good() {

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use util::{tableroll, wait_bounded, Run};
 
 const SHELLS: [&str; 5] = ["bash", "zsh", "fish", "elvish", "powershell"];
-const SUBCOMMANDS: [&str; 5] = ["drill", "run", "status", "man", "completions"];
+const SUBCOMMANDS: [&str; 6] = ["drill", "run", "status", "wait", "man", "completions"];
 const HIDDEN: [&str; 2] = ["exec-activated", "drill-server"];
 
 /// Runs `tableroll ARGS` and checks that it succeeded, printing nothing on stderr.
@@ -90,6 +90,7 @@ fn each_subcommand_has_a_page_with_its_options() {
         ("drill", "\\-\\-upgrades"),
         ("run", "\\-\\-listen"),
         ("status", "\\-\\-json"),
+        ("wait", "\\-\\-timeout"),
         ("man", "\\-\\-dir"),
         ("completions", "SHELL"),
     ];

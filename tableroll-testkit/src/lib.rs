@@ -46,10 +46,15 @@ impl TestDir {
         self.tmp.path().join(name)
     }
 
-    /// The names in the directory.
+    /// The names in the directory, but the group's journal (`journal`, `journal.1`), which
+    /// every member writes: the owner file, the upgrade sockets, the standby marks and anything
+    /// else.
     pub fn entries(&self) -> BTreeSet<String> {
         let entries = fs::read_dir(self.path()).expect("listing the test directory");
-        entries.map(|e| e.expect("a directory entry").file_name().to_string_lossy().into_owned()).collect()
+        entries
+            .map(|e| e.expect("a directory entry").file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "journal" && name != "journal.1")
+            .collect()
     }
 
     /// The content of the owner file (empty if missing).

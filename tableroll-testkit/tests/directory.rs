@@ -22,10 +22,13 @@ use util::{inherited_ids, listen_addr, runnable_peer, Peer, TestDir, NOBODY};
 // Helpers
 
 /// The names in `path`.
+/// The names in `path`, but the group's journal (`journal`, `journal.1`), which every member
+/// writes.
 fn entries(path: &Path) -> BTreeSet<String> {
     fs::read_dir(path)
         .unwrap_or_else(|e| panic!("listing {}: {e}", path.display()))
         .map(|e| e.expect("a directory entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "journal" && name != "journal.1")
         .collect()
 }
 

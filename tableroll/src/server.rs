@@ -190,16 +190,14 @@ impl Serving<'_> {
             }
             Ok(Idle::Newcomer(stream)) => {
                 self.backoff = ACCEPT_BACKOFF_MIN;
-                if self.mark.is_none() {
-                    self.mark = StandbyMark::make(&self.config.dir, self.group.id);
-                }
-                let Ok(committed) = session(self.config, &self.group, stream, SessionAs::Owner) else {
+                let Ok(committed) =
+                    session(self.config, &self.group, stream, SessionAs::Owner, &mut self.mark)
+                else {
                     return false;
                 };
                 self.held.extend(committed.held);
-                match committed.outcome {
-                    Outcome::SteppedDown => self.step_down(committed.newcomer),
-                    Outcome::StillOwner | Outcome::LetGo => self.mark = None,
+                if committed.outcome == Outcome::SteppedDown {
+                    self.step_down(committed.newcomer);
                 }
                 if let Some(failed) = committed.failed_owner {
                     // It took over and died before this process saw it step in: a rollback
@@ -320,9 +318,8 @@ impl Serving<'_> {
         }
         let on_probation = probation.is_some();
         tracing::info!(on_probation, "a newcomer found the owner gone; handing over as a standby");
-        let Ok(committed) =
-            session(self.config, &self.group, stream, SessionAs::Standby { reclaim: on_probation })
-        else {
+        let runner = SessionAs::Standby { reclaim: on_probation };
+        let Ok(committed) = session(self.config, &self.group, stream, runner, &mut self.mark) else {
             return false;
         };
         self.held.extend(committed.held);
@@ -429,6 +426,10 @@ enum SessionAs {
 /// Runs one handoff and waits for its commit point; returns the outcome and the connections
 /// that arrived meanwhile.
 ///
+/// As the owner, this process's standby `mark` is made when the handoff starts (before the
+/// newcomer can record itself) and removed when it ends without a commit, before the newcomer
+/// sees the connection close where that is the end.
+///
 /// # Errors
 ///
 /// [`ErrorKind::Stopped`](crate::ErrorKind::Stopped) if stopped meanwhile.
@@ -437,6 +438,7 @@ fn session(
     group: &Group<'_>,
     stream: UnixStream,
     runner: SessionAs,
+    mark: &mut Option<StandbyMark>,
 ) -> Result<Committed> {
     let not_committed = |outcome| Committed { outcome, held: Vec::new(), newcomer: None, failed_owner: None };
     let unchanged = match runner {
@@ -468,10 +470,24 @@ fn session(
         wire_entries::snapshot(&inner.entries)
     };
     let descriptors = snapshot.len();
+    let owner = matches!(runner, SessionAs::Owner);
+    if owner && mark.is_none() {
+        *mark = StandbyMark::make(&config.dir, group.id);
+    }
     let started = Instant::now();
     let deadline = started.checked_add(config.upgrade_timeout);
-    let handed = OwnerSession::new(stream, deadline, group.stop)
-        .and_then(|session| session.hand_over(&snapshot).map(|()| session));
+    let handed = OwnerSession::new(stream, deadline, group.stop).and_then(|session| {
+        match session.hand_over(&snapshot) {
+            Ok(()) => Ok(session),
+            Err(e) => {
+                if owner {
+                    *mark = None;
+                }
+                drop(session);
+                Err(e)
+            }
+        }
+    });
     // Everything of the session goes before the outcome is known: a newcomer that let go finds
     // this process holding what it held before.
     drop(snapshot);
@@ -508,7 +524,8 @@ fn session(
                     );
                 }
                 Outcome::StillOwner | Outcome::LetGo => {
-                    if let SessionAs::Owner = runner {
+                    if owner {
+                        *mark = None;
                         fds::lock(&config.shared).state.remain_owner();
                     }
                 }
@@ -519,7 +536,8 @@ fn session(
         Err(e) => {
             tracing::warn!(error = %e, "handoff failed");
             config.journal.record_error("handoff_failed", &e, json!({ "newcomer_pid": newcomer_pid }));
-            if let SessionAs::Owner = runner {
+            if owner {
+                *mark = None;
                 fds::lock(&config.shared).state.remain_owner();
             }
             Ok(not_committed(unchanged))

@@ -12,9 +12,15 @@
 //! [`Builder::systemd_notify`](crate::Builder::systemd_notify) turns the reports off.
 //!
 //! [`notify`] and [`notify_to`] send other states (`STATUS=…`, `WATCHDOG=1`) the same way.
+//!
+//! [`store_fd`] and [`remove_stored_fd`] keep descriptors in the unit's file descriptor store
+//! (`FDSTORE=1` and `FDSTOREREMOVE=1` with `FDNAME=`), which a unit with
+//! `FileDescriptorStoreMax=` accepts: systemd passes them back, by name, as `LISTEN_FDS` and
+//! `LISTEN_FDNAMES` when it starts the unit's main process again.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
@@ -54,6 +60,91 @@ pub fn notify_to(socket: &OsStr, state: &str) -> Result<()> {
         return Err(Error::io_at("notifying systemd", socket, io::ErrorKind::WriteZero.into()));
     }
     Ok(())
+}
+
+/// Stores `fd` in the file descriptor store of the unit, named `name`, through the socket named
+/// by `$NOTIFY_SOCKET` (`FDSTORE=1` and `FDNAME=<name>`, the descriptor attached as
+/// `SCM_RIGHTS`). Returns `Ok(false)` without sending when the variable is not set.
+///
+/// systemd keeps a duplicate: `fd` stays open here. It accepts the descriptor only from a unit
+/// with `FileDescriptorStoreMax=` above 0, from a process `NotifyAccess=` allows, and drops a
+/// descriptor it already holds (the same open socket) rather than storing it twice.
+///
+/// # Errors
+///
+/// `name` is not a valid descriptor name (see [`valid_fd_name`]), `$NOTIFY_SOCKET` names no
+/// usable address, or the datagram could not be sent.
+pub fn store_fd(name: &str, fd: impl AsFd) -> Result<bool> {
+    match std::env::var_os(NOTIFY_SOCKET) {
+        Some(socket) if !socket.is_empty() => store_fd_to(&socket, name, fd.as_fd()).map(|()| true),
+        _ => Ok(false),
+    }
+}
+
+/// Sends `FDSTORE=1` and `FDNAME=<name>` with `fd` attached to the notification socket `socket`,
+/// written as systemd writes `NOTIFY_SOCKET`.
+///
+/// # Errors
+///
+/// As for [`store_fd`].
+pub fn store_fd_to(socket: &OsStr, name: &str, fd: BorrowedFd<'_>) -> Result<()> {
+    let state = format!("FDSTORE=1\nFDNAME={}", checked_fd_name(socket, name)?);
+    let addr = notify_address(socket)?;
+    let sender = UnixDatagram::unbound().map_err(|e| Error::io("creating a socket to notify systemd", e))?;
+    let sent = crate::sys::scm_rights::send_to_with_fd(sender.as_fd(), &addr, state.as_bytes(), fd)
+        .map_err(|e| Error::io_at("storing a descriptor with systemd", socket, e))?;
+    if sent != state.len() {
+        return Err(Error::io_at(
+            "storing a descriptor with systemd",
+            socket,
+            io::ErrorKind::WriteZero.into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Removes the descriptors named `name` from the unit's file descriptor store
+/// (`FDSTOREREMOVE=1` and `FDNAME=<name>` to `$NOTIFY_SOCKET`). Returns `Ok(false)` without
+/// sending when the variable is not set.
+///
+/// # Errors
+///
+/// As for [`store_fd`].
+pub fn remove_stored_fd(name: &str) -> Result<bool> {
+    match std::env::var_os(NOTIFY_SOCKET) {
+        Some(socket) if !socket.is_empty() => remove_stored_fd_to(&socket, name).map(|()| true),
+        _ => Ok(false),
+    }
+}
+
+/// Sends `FDSTOREREMOVE=1` and `FDNAME=<name>` to the notification socket `socket`.
+///
+/// # Errors
+///
+/// As for [`store_fd`].
+pub fn remove_stored_fd_to(socket: &OsStr, name: &str) -> Result<()> {
+    let name = checked_fd_name(socket, name)?;
+    notify_to(socket, &format!("FDSTOREREMOVE=1\nFDNAME={name}"))
+}
+
+/// Whether systemd accepts `name` as a descriptor name (`FDNAME=`, `FileDescriptorName=`): 1 to
+/// 255 printable ASCII characters other than `:` (names travel colon-separated in
+/// `LISTEN_FDNAMES`).
+pub fn valid_fd_name(name: &str) -> bool {
+    (1..=255).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
+fn checked_fd_name<'n>(socket: &OsStr, name: &'n str) -> Result<&'n str> {
+    if valid_fd_name(name) {
+        return Ok(name);
+    }
+    let detail =
+        format!("{name:?} is not a descriptor name: 1 to 255 printable ASCII characters other than ':'");
+    Err(Error::io_at(
+        "naming a descriptor for systemd",
+        socket,
+        io::Error::new(io::ErrorKind::InvalidInput, detail),
+    ))
 }
 
 /// Parses a `NOTIFY_SOCKET` value.
@@ -162,6 +253,74 @@ mod tests {
         let e = notify_to(path.as_os_str(), "READY=1").unwrap_err();
         assert!(matches!(e.kind(), crate::ErrorKind::Io), "{e}");
         Reporter::to(&path).ready("x"); // logs, does not panic or fail
+    }
+
+    /// One datagram and the descriptors it carried.
+    fn receive_with_fds(socket: &UnixDatagram) -> (String, Vec<std::os::fd::OwnedFd>) {
+        use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        use std::mem::MaybeUninit;
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let msg = rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC).unwrap();
+        let mut fds = Vec::new();
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(received) = message {
+                fds.extend(received);
+            }
+        }
+        (String::from_utf8(buf[..msg.bytes].to_vec()).unwrap(), fds)
+    }
+
+    #[test]
+    fn stores_a_descriptor_by_name_and_removes_it() {
+        use std::net::TcpListener;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        store_fd_to(path.as_os_str(), "web", listener.as_fd()).unwrap();
+        let (state, mut fds) = receive_with_fds(&socket);
+        assert_eq!(state, "FDSTORE=1\nFDNAME=web");
+        assert_eq!(fds.len(), 1);
+        // The same listening socket: its address, and a connection to it is accepted there.
+        let stored = TcpListener::from(fds.remove(0));
+        assert_eq!(stored.local_addr().unwrap(), listener.local_addr().unwrap());
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        stored.accept().unwrap();
+        remove_stored_fd_to(path.as_os_str(), "web").unwrap();
+        let (state, fds) = receive_with_fds(&socket);
+        assert_eq!(state, "FDSTOREREMOVE=1\nFDNAME=web");
+        assert!(fds.is_empty());
+    }
+
+    #[test]
+    fn refuses_names_systemd_would_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let long = "x".repeat(256);
+        for bad in ["", "a:b", "with space", "tab\t", "é", long.as_str()] {
+            assert!(!valid_fd_name(bad), "{bad:?}");
+            let e = store_fd_to(path.as_os_str(), bad, socket.as_fd()).unwrap_err();
+            assert!(e.to_string().contains("not a descriptor name"), "{bad:?}: {e}");
+            assert!(remove_stored_fd_to(path.as_os_str(), bad).is_err(), "{bad:?}");
+        }
+        // Nothing was sent.
+        assert_eq!(socket.recv(&mut [0u8; 64]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert!(valid_fd_name(&"x".repeat(255)) && valid_fd_name("web-1.admin_2"));
+    }
+
+    #[test]
+    fn storing_with_nobody_listening_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = store_fd_to(path.as_os_str(), "web", listener.as_fd()).unwrap_err();
+        assert!(matches!(e.kind(), crate::ErrorKind::Io), "{e}");
     }
 
     #[test]

@@ -23,10 +23,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
 
-    /// A listening socket to hold and pass to the program, inherited from the running instance
-    /// or created: NAME=tcp:HOST:PORT, NAME=unix:PATH or NAME=udp:HOST:PORT. Repeat for more;
-    /// the program gets them as descriptors 3, 4, ... in this order, and the names in
-    /// LISTEN_FDNAMES.
+    /// A listening socket to hold and pass to the program, inherited from the running instance,
+    /// adopted from the supervisor's own socket activation, or created: NAME=tcp:HOST:PORT,
+    /// NAME=unix:PATH or NAME=udp:HOST:PORT. Repeat for more; the program gets them as
+    /// descriptors 3, 4, ... in this order, and the names in LISTEN_FDNAMES.
     #[arg(long = "listen", value_name = "NAME=SPEC", required = true, value_parser = parse_listen)]
     pub listens: Vec<Listen>,
 
@@ -64,6 +64,14 @@ pub struct RunArgs {
     /// non-zero or is killed by a signal). The sockets stay open in between.
     #[arg(long, value_name = "POLICY")]
     pub restart: Option<RestartPolicy>,
+
+    /// Under a systemd unit with FileDescriptorStoreMax=, keep the listeners in the unit's file
+    /// descriptor store once this instance is the owner (FDSTORE=1, named after --listen), and
+    /// remove names no longer listened on (FDSTOREREMOVE=1). When the unit is started again
+    /// after every process of it died, systemd passes them back and they are adopted: no
+    /// connection is refused meanwhile. Needs NOTIFY_SOCKET (Type=notify).
+    #[arg(long)]
+    pub fd_store: bool,
 
     /// How log lines on stderr are written.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
@@ -134,10 +142,27 @@ Under systemd (Type=notify) the \
 supervisor reports READY=1 and MAINPID once it owns the sockets (again after a rollback), and \
 STOPPING=1 when it drains.
 
+Socket activation of the supervisor itself: if systemd passes it sockets (a socket unit named \
+in Sockets=, with FileDescriptorName= set to the --listen name, or the unit's file descriptor \
+store), each one whose name a --listen has is adopted instead of binding a new one, unless the \
+running instance hands that name over (its socket is kept, the activated one closed). An \
+adopted socket must be what its --listen says (a TCP or Unix stream listener, or a UDP socket, \
+on that address or path), or the supervisor exits 1 naming both; activated sockets no --listen \
+names are closed. LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES are removed from the supervisor's \
+environment: the program gets only its own activation. A socket unit keeps the socket open \
+while no instance runs, so connections wait instead of being refused.
+
+With --fd-store, under a unit with FileDescriptorStoreMax=, the owner sends each listener to \
+systemd's file descriptor store (FDSTORE=1, FDNAME=<name>) and removes names it no longer \
+listens on (FDSTOREREMOVE=1). The store belongs to the unit and is dropped when the unit is \
+fully stopped (kept with FileDescriptorStorePreserve=yes, systemd 254 and later): it brings the \
+listeners back when Restart= starts the same unit again, not to another instance of a template.
+
 Exit status: the program's (128+N if killed by signal N, but 0 if the signal was the one sent \
 to stop it, as systemd counts a clean stop); 1 when the program failed before it \
 was ready, readiness timed out, the running instance refused the handoff, the group could \
-not be joined (a missing directory, say), or SIGTERM or SIGINT cancelled the upgrade; 2 on \
+not be joined (a missing directory, say), a socket passed by activation is not what its \
+--listen says (or LISTEN_FDS is malformed), or SIGTERM or SIGINT cancelled the upgrade; 2 on \
 bad usage.
 
 Example:
@@ -203,7 +228,7 @@ fn parse_listen(text: &str) -> Result<Listen, String> {
     let (name, spec) = text.split_once('=').ok_or_else(|| usage.to_string())?;
     // The names travel colon-separated in LISTEN_FDNAMES; systemd allows up to 255
     // characters of printable ASCII other than ':'.
-    if name.is_empty() || name.len() > 255 || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+    if !tableroll::systemd::valid_fd_name(name) {
         return Err("the name must be 1 to 255 printable characters without ':'".into());
     }
     let (kind, address) = spec.split_once(':').ok_or_else(|| usage.to_string())?;

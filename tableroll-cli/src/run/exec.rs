@@ -157,7 +157,7 @@ fn listed_descriptors() -> io::Result<Vec<RawFd>> {
 /// Whether `fd` is open and not close-on-exec, as `/proc/self/fdinfo` tells: read from there,
 /// not with `fcntl`, so that no number is used as a descriptor before it is known to be one
 /// and to have no owner.
-fn inherited_open(fd: RawFd) -> io::Result<bool> {
+pub(super) fn inherited_open(fd: RawFd) -> io::Result<bool> {
     let info = match std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) {
         Ok(info) => info,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),

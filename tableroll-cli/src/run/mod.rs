@@ -8,25 +8,29 @@
 //! stop signal and the drain timeout.
 //!
 //! - `args`: the command line.
+//! - `activation`: sockets systemd passed to the supervisor itself, adopted as listeners.
 //! - `exec`: the hidden `exec-activated` step that runs in the program's process.
 //! - `join`: joining the group (which may wait for the lock) while answering a stop.
 //! - `child`: starting, signalling and reaping the program.
 //! - `notify`: the `NOTIFY_SOCKET` the program reports readiness to.
 //! - `signals`: the supervisor's own signals, as bytes to poll.
+//! - `fd_store`: `--fd-store`, the listeners kept in systemd's file descriptor store.
 //! - `supervisor`: the loop: start, readiness, serving, restarts, draining.
 //! - `watchdog`: the hidden `drain-watchdog` step that bounds the drain if the supervisor dies.
 //! - `leftovers`: what the program left running when it exited, stopped and reaped.
 //! - `log`: the log lines.
 
+mod activation;
 pub mod args;
 mod child;
 pub mod exec;
+mod fd_store;
 mod generation;
 mod join;
 mod leftovers;
 mod log;
 mod notify;
-mod signals;
+pub mod signals;
 mod supervisor;
 pub mod watchdog;
 
@@ -39,6 +43,7 @@ use anyhow::Context;
 use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+use activation::Activation;
 use args::{Listen, RunArgs, SocketSpec};
 use log::{ms, Log};
 use signals::SignalPipe;
@@ -54,7 +59,15 @@ pub fn run(args: RunArgs) -> ExitCode {
         command.error(clap::error::ErrorKind::ArgumentConflict, message).exit();
     }
     let mut log = Log::new(args.log_format);
-    match join_and_supervise(&args, &mut log) {
+    // First, while this is the only thread: taking the activation changes the environment.
+    let activation = match Activation::take_from_env() {
+        Ok(activation) => activation,
+        Err(e) => {
+            log.event("error", &error_line(&e), json!({}));
+            return ExitCode::FAILURE;
+        }
+    };
+    match join_and_supervise(&args, activation, &mut log) {
         Ok(code) => {
             log.event("exit", &format!("exiting with status {code}"), json!({ "code": code }));
             ExitCode::from(code)
@@ -66,7 +79,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
+fn join_and_supervise(args: &RunArgs, activation: Activation, log: &mut Log) -> anyhow::Result<u8> {
     let started = Instant::now();
     // Caught before anything can block: a stop while waiting for the lock is answered too.
     let signals = SignalPipe::catch(&[SIGTERM, SIGINT, SIGHUP]).context("catching signals")?;
@@ -120,10 +133,12 @@ fn join_and_supervise(args: &RunArgs, log: &mut Log) -> anyhow::Result<u8> {
         json!({ "dir": args.dir.display().to_string(), "generation": generation,
                 "inherited": upgrader.inherited_ids(), "join_ms": ms(started.elapsed()) }),
     );
-    let listeners = open_listeners(&upgrader, &args.listens, log)?;
+    let adopted = activation.adopt(&upgrader, &args.listens, log)?;
+    let listeners = open_listeners(&upgrader, &args.listens, &adopted.names, log)?;
     let reaper =
         leftovers::Reaper::start(log.clone()).context("becoming the reaper of the program's orphans")?;
     let code = supervisor::Supervisor::new(args, &upgrader, listeners, generation, log, signals)
+        .map(|s| s.with_activation(adopted))
         .and_then(|s| s.run());
     // The program is gone for good: let go of the group now, not after its leftovers, so
     // that an instance on probation sees this one gone and becomes the owner again.
@@ -157,16 +172,19 @@ fn fits(dir: &std::path::Path, id: &str) -> bool {
     std::path::absolute(dir).is_ok_and(|dir| dir.as_os_str().len() + 1 + id.len() + ".sock".len() <= 107)
 }
 
-/// Each `--listen`, from the store: the running instance's socket, or a new one.
+/// Each `--listen`, from the store: the running instance's socket, the one adopted from socket
+/// activation (named in `adopted`), or a new one.
 fn open_listeners(
     upgrader: &tableroll::Upgrader,
     listens: &[Listen],
+    adopted: &[String],
     log: &Log,
 ) -> anyhow::Result<Vec<(String, OwnedFd)>> {
     let mut opened = Vec::with_capacity(listens.len());
     for listen in listens {
         let name = listen.name.as_str();
         let inherited = upgrader.inherited_ids().iter().any(|id| id == name);
+        let activated = !inherited && adopted.iter().any(|id| id == name);
         let fds = upgrader.fds();
         let (fd, kind, address): (OwnedFd, &str, String) = match &listen.socket {
             SocketSpec::Tcp(addr) => {
@@ -188,10 +206,16 @@ fn open_listeners(
                 (listener.into(), "unix", path.display().to_string())
             }
         };
+        let message = match (inherited, activated) {
+            (true, _) => "listener inherited",
+            (false, true) => "listener adopted from socket activation",
+            (false, false) => "listener created",
+        };
         log.event(
             "listener",
-            if inherited { "listener inherited" } else { "listener created" },
-            json!({ "name": name, "kind": kind, "address": address, "inherited": inherited }),
+            message,
+            json!({ "name": name, "kind": kind, "address": address, "inherited": inherited,
+                    "activated": activated }),
         );
         opened.push((name.to_string(), fd));
     }

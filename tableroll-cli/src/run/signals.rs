@@ -1,4 +1,5 @@
-//! Signals to the supervisor, delivered as readable bytes on a socket its loop polls.
+//! Signals to the supervisor (and to `tableroll wait`), delivered as readable bytes on a socket
+//! its loop polls.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};

@@ -11,8 +11,10 @@ use anyhow::Context;
 use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use super::activation::Adopted;
 use super::args::{Readiness, RestartPolicy, RunArgs, Signal};
 use super::child::{describe, exit_code, Child, Launch};
+use super::fd_store;
 use super::log::{ms, Log};
 use super::notify::NotifySocket;
 use super::signals::SignalPipe;
@@ -62,6 +64,9 @@ pub struct Supervisor<'a> {
     /// systemd counts it: the supervisor then exits 0, not 128+N, so that a unit with
     /// `Restart=on-failure` is not restarted after a drain.
     stop_signals_sent: Vec<i32>,
+    /// What adopting the supervisor's own socket activation did: with `--fd-store`, the store is
+    /// brought in line with it once this instance is the owner.
+    activation: Adopted,
 }
 
 impl<'a> Supervisor<'a> {
@@ -89,7 +94,13 @@ impl<'a> Supervisor<'a> {
             runs: 0,
             stopping: false,
             stop_signals_sent: Vec::new(),
+            activation: Adopted::default(),
         })
+    }
+
+    /// What adopting the supervisor's own socket activation did (see `activation`).
+    pub fn with_activation(self, activation: Adopted) -> Supervisor<'a> {
+        Supervisor { activation, ..self }
     }
 
     /// Runs until the program exits for good; returns the exit code for the supervisor.
@@ -133,6 +144,12 @@ impl<'a> Supervisor<'a> {
                     "child_started_to_owner_ms": ms(child.started.elapsed()),
                     "closed_unclaimed": closed }),
         );
+        if self.args.fd_store {
+            fd_store::store(&self.listeners, &self.activation.replaced, self.log);
+            let dropped: Vec<String> =
+                closed.into_iter().cloned().chain(self.activation.unused.iter().cloned()).collect();
+            fd_store::remove(&dropped, self.log);
+        }
         self.serve(child)
     }
 

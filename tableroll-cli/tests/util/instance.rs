@@ -3,6 +3,7 @@
 //! bounded by [`TIMEOUT`] only to fail a hung test.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,15 @@ use tableroll_testkit::TIMEOUT;
 /// The test server, built by cargo for these tests (a binary target of this package).
 pub fn activated_server() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_activated_server"))
+}
+
+/// The arguments of `tableroll run --dir DIR --log-format json FLAGS -- PROGRAM...`.
+pub fn run_args(dir: &Path, flags: &[&str], program: &[&str]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["run".into(), "--dir".into(), dir.into()];
+    args.extend(["--log-format", "json"].into_iter().chain(flags.iter().copied()).map(OsString::from));
+    args.push("--".into());
+    args.extend(program.iter().map(OsString::from));
+    args
 }
 
 /// Where a line came from.
@@ -56,8 +66,7 @@ impl Instance {
         notify_socket: Option<&Path>,
     ) -> Instance {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tableroll"));
-        cmd.arg("run").arg("--dir").arg(dir).args(["--log-format", "json"]).args(flags);
-        cmd.arg("--").args(program);
+        cmd.args(run_args(dir, flags, program));
         match notify_socket {
             Some(path) => cmd.env("NOTIFY_SOCKET", path),
             None => cmd.env_remove("NOTIFY_SOCKET"),
@@ -65,6 +74,13 @@ impl Instance {
         // Anything the supervisor would put in a temporary directory goes with the test's
         // directory, also when the test ends by killing the supervisor (and can be found there).
         cmd.env("TMPDIR", dir);
+        Instance::spawn(label, cmd)
+    }
+
+    /// Starts `cmd`, a `tableroll run` (see [`run_args`]), possibly through a program that
+    /// execs it in the same process (such as `systemd-socket-activate`): the pid is the
+    /// supervisor's once it runs.
+    pub fn spawn(label: &str, mut cmd: Command) -> Instance {
         let (tx, lines) = Events::channel();
         let program_pids = Arc::new(Mutex::new(BTreeSet::new()));
         let (log_tx, pids) = (tx.clone(), program_pids.clone());
