@@ -186,6 +186,14 @@ struct FakeSystemd {
 }
 
 impl FakeSystemd {
+    /// Generation `n` of the test server under `tableroll run FLAGS`, reporting to this socket.
+    fn start(&self, dir: &Path, n: u32, flags: &[&str]) -> Instance {
+        let server = activated_server().to_str().unwrap();
+        let generation = n.to_string();
+        let program = [server, "--generation", generation.as_str()];
+        Instance::start_command(&format!("gen-{n}"), dir, flags, &program, Some(&self.path))
+    }
+
     fn bind(dir: &Path) -> FakeSystemd {
         let path = dir.join("notify");
         let socket = UnixDatagram::bind(&path).expect("binding the notification socket");
@@ -286,15 +294,8 @@ fn pidfd_of(pid: u64) -> OwnedFd {
 fn the_fd_store_gives_the_listener_back_after_every_process_was_killed_and_nothing_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let systemd = FakeSystemd::bind(dir.path());
-    let server = activated_server().to_str().unwrap();
     let flags = ["--fd-store", "--listen", "web=tcp:127.0.0.1:0"];
-    let mut first = Instance::start_command(
-        "gen-0",
-        dir.path(),
-        &flags,
-        &[server, "--generation", "0"],
-        Some(&systemd.path),
-    );
+    let mut first = systemd.start(dir.path(), 0, &flags);
     let addr = first.address("web");
     let owner_line = first.log("owner");
     assert!(systemd.receive().0.starts_with("READY=1\n"));
@@ -370,15 +371,8 @@ fn the_fd_store_gives_the_listener_back_after_every_process_was_killed_and_nothi
 fn a_listener_no_longer_listened_on_is_removed_from_the_fd_store() {
     let dir = tempfile::tempdir().unwrap();
     let systemd = FakeSystemd::bind(dir.path());
-    let server = activated_server().to_str().unwrap();
     let flags = ["--fd-store", "--listen", "web=tcp:127.0.0.1:0", "--listen", "admin=tcp:127.0.0.1:0"];
-    let mut first = Instance::start_command(
-        "gen-0",
-        dir.path(),
-        &flags,
-        &[server, "--generation", "0"],
-        Some(&systemd.path),
-    );
+    let mut first = systemd.start(dir.path(), 0, &flags);
     let web = first.address("web");
     first.log("owner");
     assert_eq!(systemd.receive_exactly("FDSTORE=1\nFDNAME=web").len(), 1);
@@ -386,13 +380,7 @@ fn a_listener_no_longer_listened_on_is_removed_from_the_fd_store() {
 
     let listen = format!("web=tcp:{web}");
     let flags = ["--fd-store", "--listen", listen.as_str()];
-    let mut second = Instance::start_command(
-        "gen-1",
-        dir.path(),
-        &flags,
-        &[server, "--generation", "1"],
-        Some(&systemd.path),
-    );
+    let mut second = systemd.start(dir.path(), 1, &flags);
     assert_eq!(second.log("owner")["closed_unclaimed"], json!(["admin"]));
     assert_eq!(systemd.receive_exactly("FDSTORE=1\nFDNAME=web").len(), 1);
     assert!(systemd.receive_exactly("FDSTOREREMOVE=1\nFDNAME=admin").is_empty());
