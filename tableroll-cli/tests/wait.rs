@@ -171,10 +171,10 @@ fn a_newcomer_whose_program_fails_before_ready_stopped() {
 }
 
 #[test]
-fn a_newcomer_ready_after_the_owner_gave_up_is_refused() {
+fn a_newcomer_not_ready_within_the_owners_upgrade_timeout_timed_out() {
     let dir = tempfile::tempdir().unwrap();
     // The owner, in this process, waits 200 ms for a newcomer's ready; the newcomer's
-    // readiness check passes once the owner wrote that it gave up.
+    // readiness check passes only once the owner wrote that it gave up.
     let owner = tableroll::Upgrader::builder(dir.path())
         .id("owner")
         .upgrade_timeout(Duration::from_millis(200))
@@ -188,11 +188,38 @@ fn a_newcomer_ready_after_the_owner_gave_up_is_refused() {
     let mut new =
         generation(dir.path(), 1, "web=tcp:127.0.0.1:0", &["--ready", &ready], &["--ready", "never"]);
     let id = new.log("joined")["id"].as_str().expect("an id").to_owned();
-    let verdict = wait.assert_failed("refused", &id);
+    let verdict = wait.assert_failed("timed_out", &id);
     let message = verdict["message"].as_str().unwrap();
-    assert!(message.starts_with("refused: ") && message.contains("owner gave up the handoff"), "{verdict}");
+    assert!(message.starts_with("timed out: owner gave up waiting for"), "{verdict}");
+    // Ready after that, the newcomer is refused and gives up.
     assert_eq!(new.wait_exit(), 1);
     assert_eq!(tableroll::inspect::owner_id(dir.path()).unwrap().as_deref(), Some("owner"));
+}
+
+#[test]
+fn a_newcomer_whose_ready_the_owner_does_not_answer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, old_id, _) = first(dir.path(), &[]);
+    let (mut wait, from) = Waiter::start(dir.path(), &["--timeout", BOUND]);
+    assert_eq!(from, old_id.as_str());
+    // A newcomer in this process, patient for 300 ms at each step; the owner (its supervisor)
+    // is stopped between the newcomer's join and its ready, and continued after the verdict.
+    let new = tableroll::Upgrader::builder(dir.path())
+        .id("patient")
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .expect("joining from the owner");
+    signal(old.pid(), Signal::STOP);
+    let refused = new.ready().expect_err("a stopped owner cannot answer the handshake");
+    assert_eq!(refused.kind(), tableroll::ErrorKind::OwnerRefused, "{refused}");
+    let verdict = wait.assert_failed("refused", "patient");
+    assert!(
+        verdict["message"].as_str().unwrap().starts_with("refused: the owner did not accept patient"),
+        "{verdict}"
+    );
+    signal(old.pid(), Signal::CONT);
+    drop(new);
+    assert_eq!(tableroll::inspect::owner_id(dir.path()).unwrap().as_deref(), Some(old_id.as_str()));
 }
 
 #[test]

@@ -200,10 +200,7 @@ impl Judge {
                     entry.text("new_owner").map(str::to_owned).or_else(|| self.new_owner.clone());
                 None
             }
-            "handoff_failed" => {
-                self.handoff_failed(entry);
-                None
-            }
+            "handoff_failed" => self.handoff_failed(entry),
             "on_probation" => {
                 self.on_probation = true;
                 self.new_owner =
@@ -236,19 +233,30 @@ impl Judge {
         }
     }
 
-    /// `from` gave up a handoff: kept to explain the newcomer's end, which decides.
-    fn handoff_failed(&mut self, entry: &JournalEntry) {
+    /// `from` gave up a handoff. Its upgrade timeout passing decides: the newcomer was not
+    /// ready in time and can no longer take over from `from`. Any other failure is kept to
+    /// explain the newcomer's end, which decides.
+    fn handoff_failed(&mut self, entry: &JournalEntry) -> Option<Verdict> {
         if self.new_owner.is_some() {
-            return;
+            return None;
         }
         let pid = entry.number("newcomer_pid").map(|pid| pid as u32);
         let newcomer = self.newcomer.get_or_insert(Newcomer { id: None, pid });
         if newcomer.pid.is_some() && pid.is_some() && newcomer.pid != pid {
-            return;
+            return None;
         }
         let kind = entry.text("kind").unwrap_or("unknown");
         let reason = entry.text("reason").unwrap_or("no reason given");
         self.handoff_failure = Some(format!("{kind}: {reason}"));
+        if kind != "Timeout" {
+            return None;
+        }
+        let from = self.from.clone().unwrap_or_default();
+        let message = format!(
+            "timed out: {from} gave up waiting for {} to be ready (its upgrade timeout)",
+            self.describe()
+        );
+        Some(self.fail(Reason::TimedOut, format!("{message}{}", self.owner_said())))
     }
 
     fn ready_failed(&mut self, entry: &JournalEntry) -> Verdict {

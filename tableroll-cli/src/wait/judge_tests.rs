@@ -97,14 +97,14 @@ fn the_owner_giving_up_explains_the_newcomer_end() {
         "old",
         10,
         "handoff_failed",
-        json!({ "newcomer_pid": 20, "kind": "Timeout", "reason": "late" }),
+        json!({ "newcomer_pid": 20, "kind": "Protocol", "reason": "a wrong byte" }),
     );
     let refused = entry("new", 20, "ready_failed", json!({ "kind": "OwnerRefused", "reason": "closed" }));
     let (mut waiting, verdict) = judge(&[joined("new", 20, Some("old")), gave_up.clone()]);
     assert_eq!(verdict, None, "the newcomer's own end decides");
     let (reason, _, message) = failure(waiting.see(&refused));
     assert_eq!(reason, Reason::Refused);
-    assert!(message.ends_with("(old gave up the handoff: Timeout: late)"), "{message}");
+    assert!(message.ends_with("(old gave up the handoff: Protocol: a wrong byte)"), "{message}");
 
     // A process the handoff failed for, that never joined, and exited.
     let (mut waiting, verdict) = judge(&[gave_up]);
@@ -113,6 +113,28 @@ fn the_owner_giving_up_explains_the_newcomer_end() {
     let (reason, _, message) = failure(waiting.newcomer_died());
     assert_eq!(reason, Reason::HandoffFailed);
     assert!(message.starts_with("the handoff to pid 20 failed"), "{message}");
+}
+
+#[test]
+fn the_owners_upgrade_timeout_passing_decides_the_attempt_timed_out() {
+    let gave_up = entry(
+        "old",
+        10,
+        "handoff_failed",
+        json!({ "newcomer_pid": 20, "kind": "Timeout", "reason": "late" }),
+    );
+    let (_, verdict) = judge(&[joined("new", 20, Some("old")), gave_up]);
+    let (reason, _, message) = failure(verdict);
+    assert_eq!(reason, Reason::TimedOut);
+    assert!(message.starts_with("timed out: old gave up waiting for new (pid 20)"), "{message}");
+    // A timeout for another process's handoff says nothing of this one.
+    let other = entry(
+        "old",
+        10,
+        "handoff_failed",
+        json!({ "newcomer_pid": 21, "kind": "Timeout", "reason": "late" }),
+    );
+    assert_eq!(judge(&[joined("new", 20, Some("old")), other]).1, None);
 }
 
 #[test]

@@ -15,10 +15,11 @@
 //! `committed`) names the owner as `from` (`previous`). Success: it committed (its `committed`,
 //! or the owner's `handed_over`), and the owner stepped down (`stepped_down`; with
 //! `after_probation` after an `on_probation`) or exited; with no live owner, the commit alone.
-//! Failure: its `ready_failed` (by kind: refused, timed out, other), its `stopped` or its exit
-//! before a commit, another member joining from the owner after it, the exit of a process whose
-//! handoff the owner gave up (`handoff_failed`) before it joined, or the owner's
-//! `rolled_back`.
+//! Failure: its `ready_failed` (by kind: refused, timed out, other), the owner's `handoff_failed`
+//! of kind `Timeout` for it (its upgrade timeout passed before the newcomer was ready: timed
+//! out), its `stopped` or its exit before a commit, another member joining from the owner after
+//! it, the exit of a process whose handoff the owner gave up (`handoff_failed`) before it
+//! joined, or the owner's `rolled_back`.
 
 mod judge;
 
@@ -68,7 +69,8 @@ The attempt judged is the next one against the owner FROM: the first process to 
 from it (with no live owner, the first process to join at all). It succeeds once that process \
 became the owner (it committed) and FROM let it: FROM stepped down, after its probation if it \
 has one, or exited. It fails at the first sign that it cannot: the newcomer's ready() failed \
-(the owner refused it, a timeout ran out, another error), the newcomer stopped or died before \
+(the owner refused it, a timeout ran out, another error), FROM's upgrade timeout passed before \
+the newcomer was ready (timed out), the newcomer stopped or died before \
 it was ready (it exited, or another process joined after it), or, after it took over, it died \
 during FROM's probation and FROM rolled back. A FROM that is not the owner when wait starts \
 is judged by its journal lines alone (its exit is not watched). One attempt is judged: a second one after a \
