@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use super::names::{self, standby_file_name, Entry};
 use super::Directory;
+use crate::sys::files::{open_nofollow, OpenMode};
 
 /// This process's mark, removed when dropped.
 #[derive(Debug)]
@@ -30,12 +31,22 @@ impl StandbyMark {
     /// which is logged, and nothing else changes.
     pub(crate) fn make(dir: &Directory, id: &[u8]) -> Option<StandbyMark> {
         let path = dir.path().join(OsString::from_vec(standby_file_name(id)));
-        match std::fs::write(&path, b"") {
+        // Never through a symlink put at the path; the time is set anew on an existing mark.
+        let made = open_nofollow(&path, OpenMode::ReadWriteCreate { mode: 0o600 })
+            .and_then(|file| file.set_modified(SystemTime::now()));
+        match made {
             Ok(()) => Some(StandbyMark { path }),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "could not mark this process as a standby; a newcomer that finds the new owner dead will not find it");
                 None
             }
+        }
+    }
+
+    /// Makes this process's mark in `slot` if it has none yet.
+    pub(crate) fn ensure(slot: &mut Option<StandbyMark>, dir: &Directory, id: &[u8]) {
+        if slot.is_none() {
+            *slot = StandbyMark::make(dir, id);
         }
     }
 }
@@ -72,6 +83,17 @@ impl Directory {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn a_symlink_at_the_mark_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Directory::open(tmp.path()).unwrap();
+        let target = tmp.path().join("precious");
+        std::fs::write(&target, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&target, tmp.path().join("a.standby")).unwrap();
+        assert!(StandbyMark::make(&dir, b"a").is_none());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    }
 
     #[test]
     fn lists_live_marked_processes_newest_first() {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::names::{standby_file_name, OWNER_FILE};
+use super::owner_file::{open_read_only, read_settled};
 use crate::error::{Error, Result};
 use crate::sys::socket_table::{self, PathState};
 use crate::sys::unix_socket::{bind_owner_only, connect_bounded};
@@ -98,7 +99,10 @@ const YIELD_WAIT: Duration = Duration::from_secs(1);
 /// anything else, just closes it. Returns once the connection is closed, or after
 /// [`YIELD_WAIT`].
 fn ask_standby_to_yield(path: &Path, mark: &Path, owner_file: &Path, id: &str) {
-    if !mark.is_file() || std::fs::read(owner_file).is_ok_and(|named| named == id.as_bytes()) {
+    // Read as any reader of the owner file without the lock does: never blocking on a FIFO
+    // put there, and settled if a writer is midway.
+    let named = open_read_only(owner_file).and_then(|file| read_settled(&file));
+    if !mark.is_file() || named.is_ok_and(|named| named == id.as_bytes()) {
         return;
     }
     let Ok(mut stream) = connect_bounded(path, Some(YIELD_WAIT)) else { return };
