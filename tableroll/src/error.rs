@@ -148,7 +148,7 @@ impl Error {
     }
 
     pub(crate) fn invalid_id(id: &[u8], reason: &'static str) -> Error {
-        let id = String::from_utf8_lossy(id).into_owned();
+        let id = crate::id::text(id);
         Error::new(ErrorKind::InvalidId).with(|e| {
             e.id = Some(id);
             e.detail = Some(reason.into());

@@ -5,6 +5,12 @@ use crate::error::{Error, Result};
 /// The longest path a Unix socket address holds on Linux (108 bytes with the terminating NUL).
 pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
+/// An id's bytes as text for people (logs, the journal, errors), lossily decoded if they are
+/// not UTF-8.
+pub(crate) fn text(id: &[u8]) -> String {
+    String::from_utf8_lossy(id).into_owned()
+}
+
 /// Checks that `id` can name a file in the coordination directory.
 ///
 /// An id is non-empty, has no `/` and no NUL, and is not `.` or `..`. Whether it is short

@@ -76,8 +76,3 @@ impl Journal {
 pub(crate) fn ms(elapsed: Duration) -> f64 {
     (elapsed.as_secs_f64() * 1e6).round() / 1e3
 }
-
-/// An id's bytes for the journal (lossily decoded if not UTF-8).
-pub(crate) fn id_text(id: &[u8]) -> String {
-    String::from_utf8_lossy(id).into_owned()
-}

@@ -25,7 +25,8 @@ use crate::fds::{self, Shared};
 use crate::handoff::owner::{Committed, Group, Outcome, OwnerSession, FALLBACK_IDLE};
 use crate::handoff::standby::{self, Probation, StandbyEvent};
 use crate::handoff::wire_entries;
-use crate::journal::{id_text, ms, Journal};
+use crate::id;
+use crate::journal::{ms, Journal};
 use crate::peer_policy::PeerPolicy;
 use crate::probation::{Rollback, Rollbacks};
 use crate::signal::UpgradeComplete;
@@ -202,7 +203,7 @@ impl Serving<'_> {
                 if let Some(failed) = committed.failed_owner {
                     // It took over and died before this process saw it step in: a rollback
                     // all the same, the application never having been told anything.
-                    self.record_rollback(&Rollback::new(id_text(&failed), Duration::ZERO));
+                    self.record_rollback(&Rollback::new(id::text(&failed), Duration::ZERO));
                 }
                 true
             }
@@ -211,7 +212,7 @@ impl Serving<'_> {
     }
 
     /// After an accept error: waits out the back-off; `false` if stopped meanwhile.
-    fn pause_after(&mut self, e: &io::Error) -> bool {
+    fn pause_after(&mut self, e: &dyn std::fmt::Display) -> bool {
         if !pause_after_accept_error(&self.group, e, self.backoff) {
             return false;
         }
@@ -222,12 +223,10 @@ impl Serving<'_> {
     /// The owner file names another live process: drain, or first stand by on probation,
     /// watching the new owner (`newcomer`, its process when known).
     fn step_down(&mut self, newcomer: Option<OwnedFd>) {
-        if self.mark.is_none() {
-            self.mark = StandbyMark::make(&self.config.dir, self.group.id);
-        }
+        StandbyMark::ensure(&mut self.mark, &self.config.dir, self.group.id);
         let named = self.group.owner_file.read().ok().flatten();
-        match named.filter(|_| !self.config.probation.is_zero()) {
-            Some(named) => {
+        match named {
+            Some(named) if !self.config.probation.is_zero() => {
                 fds::lock(&self.config.shared).state.begin_probation();
                 let probation = Probation::new(named, newcomer, self.config.probation);
                 self.config.journal.record(
@@ -241,16 +240,17 @@ impl Serving<'_> {
                 );
                 self.role = Role::Standby(Some(probation));
             }
-            None => {
+            named => {
                 tracing::info!("the owner file names a new live owner; stepping down");
-                self.drain(false);
+                self.drain(named.as_deref(), false);
             }
         }
     }
 
-    /// Tells the application to drain; this process goes on as a standby without probation.
-    fn drain(&mut self, after_probation: bool) {
-        let new_owner = self.group.owner_file.read().ok().flatten().map(|named| id_text(&named));
+    /// Tells the application to drain, `new_owner` (as the owner file names it) having taken
+    /// over; this process goes on as a standby without probation.
+    fn drain(&mut self, new_owner: Option<&[u8]>, after_probation: bool) {
+        let new_owner = new_owner.map(id::text);
         self.config
             .journal
             .record("stepped_down", json!({ "new_owner": new_owner, "after_probation": after_probation }));
@@ -279,14 +279,12 @@ impl Serving<'_> {
             }
             Ok(StandbyEvent::ProbationOver(why)) => {
                 tracing::info!(why, "the probation is over; stepping down");
-                self.drain(true);
+                let named = self.group.owner_file.read().ok().flatten();
+                self.drain(named.as_deref(), true);
                 true
             }
             Err(e) if e.kind() == ErrorKind::Stopped => false,
-            Err(e) => {
-                let e = io::Error::other(e.to_string());
-                self.pause_after(&e)
-            }
+            Err(e) => self.pause_after(&e),
         }
     }
 
@@ -334,12 +332,9 @@ impl Serving<'_> {
                 true
             }
             Outcome::StillOwner => match &self.role {
+                // The newcomer it served let go, or committed and died: the file named it.
                 Role::Standby(Some(probation)) => {
-                    let mut rollback = probation.rollback();
-                    if let Some(failed) = committed.failed_owner {
-                        rollback =
-                            Rollback::new(String::from_utf8_lossy(&failed).into_owned(), rollback.took());
-                    }
+                    let rollback = probation.rollback(committed.failed_owner.as_deref());
                     self.roll_back(&rollback)
                 }
                 _ => true,
@@ -400,7 +395,7 @@ fn next_event(group: &Group<'_>) -> io::Result<Idle> {
 /// After an accept error (out of descriptors or memory, say): logs it and waits `backoff`
 /// before the next try, the socket kept open: the shortage may pass, and this process must stay
 /// upgradable. Returns `false` if stopped meanwhile.
-fn pause_after_accept_error(group: &Group<'_>, e: &io::Error, backoff: Duration) -> bool {
+fn pause_after_accept_error(group: &Group<'_>, e: &dyn std::fmt::Display, backoff: Duration) -> bool {
     if backoff == ACCEPT_BACKOFF_MIN {
         tracing::warn!(error = %e, "cannot accept on the upgrade socket; retrying with a back-off");
     } else {
@@ -471,8 +466,8 @@ fn session(
     };
     let descriptors = snapshot.len();
     let owner = matches!(runner, SessionAs::Owner);
-    if owner && mark.is_none() {
-        *mark = StandbyMark::make(&config.dir, group.id);
+    if owner {
+        StandbyMark::ensure(mark, &config.dir, group.id);
     }
     let started = Instant::now();
     let deadline = started.checked_add(config.upgrade_timeout);
@@ -516,7 +511,7 @@ fn session(
                         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                         "a newcomer took over"
                     );
-                    let new_owner = group.owner_file.read().ok().flatten().map(|named| id_text(&named));
+                    let new_owner = group.owner_file.read().ok().flatten().map(|named| id::text(&named));
                     config.journal.record(
                         "handed_over",
                         json!({ "new_owner": new_owner, "newcomer_pid": newcomer_pid,

@@ -15,7 +15,7 @@ use crate::fds::{self, Fds, Inner};
 use crate::handoff::newcomer::Newcomer;
 use crate::handoff::wire_entries;
 use crate::id;
-use crate::journal::{id_text, ms, Journal};
+use crate::journal::{ms, Journal};
 use crate::peer_policy::PeerPolicy;
 use crate::probation::{Rollback, RollbackHook, Rollbacks};
 use crate::server::{ServerConfig, UpgradeServer};
@@ -202,7 +202,7 @@ impl Builder {
         let journal = Journal::new(&dir, &id, self.generation);
         journal.record(
             "joined",
-            json!({ "from": newcomer.from().map(id_text), "descriptors": received.len(),
+            json!({ "from": newcomer.from().map(id::text), "descriptors": received.len(),
                     "join_ms": ms(joining_started.elapsed()) }),
         );
         let shared = Arc::new(Mutex::new(Inner { state: State::Inheriting, entries: BTreeMap::new() }));
@@ -389,7 +389,7 @@ impl Upgrader {
             };
         };
         let ready_started = Instant::now();
-        let previous = newcomer.from().map(id_text);
+        let previous = newcomer.from().map(id::text);
         let closed = self.fds.close_unclaimed();
         if !closed.is_empty() {
             tracing::info!(ids = ?closed, "closed inherited descriptors that were not claimed before ready");

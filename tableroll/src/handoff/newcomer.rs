@@ -132,7 +132,7 @@ fn inherit_from_standby(
     policy: &PeerPolicy,
 ) -> Inherited {
     for standby in dir.standbys(except) {
-        let name = String::from_utf8_lossy(&standby).into_owned();
+        let name = crate::id::text(&standby);
         match inherit(dir, &standby, deadline, policy) {
             Ok(Some(inherited)) => {
                 tracing::info!(standby = name, "received the descriptors from a previous owner standing by");

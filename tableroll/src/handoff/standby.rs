@@ -90,13 +90,14 @@ impl Probation {
 
     /// The id of the owner watched, lossily decoded.
     pub(crate) fn owner(&self) -> String {
-        String::from_utf8_lossy(&self.owner).into_owned()
+        crate::id::text(&self.owner)
     }
 
-    /// The rollback that makes this process the owner again now.
-    pub(crate) fn rollback(&self) -> Rollback {
+    /// The rollback that makes this process the owner again now, from the owner watched, or
+    /// from `failed`, the one the owner file named when this process recorded itself.
+    pub(crate) fn rollback(&self, failed: Option<&[u8]>) -> Rollback {
         let took = self.gone_since.map_or(Duration::ZERO, |since| since.elapsed());
-        Rollback::new(self.owner(), took)
+        Rollback::new(crate::id::text(failed.unwrap_or(&self.owner)), took)
     }
 
     fn verdict(&self, group: &Group<'_>, named: Result<Option<Vec<u8>>>) -> Verdict {
@@ -152,7 +153,7 @@ impl Probation {
             Verdict::Gone => match lock.write_owner(group.id) {
                 Ok(()) => {
                     group.dir.remove_stale_sockets(&[group.id]);
-                    Some(StandbyEvent::RolledBack(self.rollback()))
+                    Some(StandbyEvent::RolledBack(self.rollback(None)))
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the new owner is gone but this process could not record itself as the owner again; trying again");
