@@ -94,6 +94,13 @@ fn kill(pid: u64) {
     signal(u32::try_from(pid).expect("a pid"), Signal::KILL);
 }
 
+/// Waits until this test's child `pid` is stopped, leaving that state to be seen again.
+fn wait_stopped(pid: u32) {
+    use rustix::process::{waitid, WaitId, WaitIdOptions};
+    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a pid");
+    waitid(WaitId::Pid(pid), WaitIdOptions::STOPPED | WaitIdOptions::NOWAIT).expect("waiting for the stop");
+}
+
 fn signal(pid: u32, signal: Signal) {
     let pid = Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a pid");
     kill_process(pid, signal).expect("signalling");
@@ -210,6 +217,7 @@ fn a_newcomer_whose_ready_the_owner_does_not_answer_is_refused() {
         .build()
         .expect("joining from the owner");
     signal(old.pid(), Signal::STOP);
+    wait_stopped(old.pid());
     let refused = new.ready().expect_err("a stopped owner cannot answer the handshake");
     assert_eq!(refused.kind(), tableroll::ErrorKind::OwnerRefused, "{refused}");
     let verdict = wait.assert_failed("refused", "patient");
