@@ -64,46 +64,6 @@ impl WakePipe {
     }
 }
 
-/// Changes to the entries of a directory (files written, created, renamed, removed), as a
-/// descriptor that is readable while some are unread.
-pub struct DirWatch {
-    fd: OwnedFd,
-}
-
-impl DirWatch {
-    /// Watches `dir` from now on.
-    pub fn new(dir: &Path) -> io::Result<DirWatch> {
-        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
-        let changes = inotify::WatchFlags::MODIFY
-            | inotify::WatchFlags::CREATE
-            | inotify::WatchFlags::MOVED_TO
-            | inotify::WatchFlags::MOVED_FROM
-            | inotify::WatchFlags::DELETE
-            | inotify::WatchFlags::CLOSE_WRITE;
-        inotify::add_watch(&fd, dir, changes)?;
-        Ok(DirWatch { fd })
-    }
-
-    /// Forgets the changes noticed so far: the descriptor is readable again at the next one.
-    pub fn clear(&self) -> io::Result<()> {
-        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
-        loop {
-            match rustix::io::read(&self.fd, &mut buf) {
-                Ok((read, _)) if !read.is_empty() => continue,
-                Ok(_) | Err(rustix::io::Errno::AGAIN) => return Ok(()),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-}
-
-impl AsFd for DirWatch {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
 /// The exit of a process (not necessarily a child of this one): a pidfd, readable once the
 /// process has exited.
 pub struct ProcessExit {
@@ -209,17 +169,6 @@ impl FileWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_directory_watch_sees_a_file_written_once_per_clear() {
-        let dir = tempfile::tempdir().unwrap();
-        let watch = DirWatch::new(dir.path()).unwrap();
-        assert_eq!(wait_readable(&[watch.as_fd()], Some(Duration::ZERO)).unwrap(), [false]);
-        std::fs::write(dir.path().join("journal"), "line\n").unwrap();
-        assert_eq!(wait_readable(&[watch.as_fd()], None).unwrap(), [true]);
-        watch.clear().unwrap();
-        assert_eq!(wait_readable(&[watch.as_fd()], Some(Duration::ZERO)).unwrap(), [false]);
-    }
 
     #[test]
     fn a_process_exit_is_readable_once_the_process_exited() {

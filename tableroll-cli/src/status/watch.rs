@@ -39,7 +39,8 @@ pub fn follow(dir: &Path, history: Option<usize>, json: bool) -> anyhow::Result<
     .context("catching SIGINT and SIGTERM")?;
     // The watch first, then the follower: nothing appended after the follower's start goes
     // unnoticed.
-    let watch = FileWatch::new(dir, "journal").with_context(|| format!("watching {}", dir.display()))?;
+    let watch = FileWatch::new(dir, tableroll::inspect::JOURNAL_FILE)
+        .with_context(|| format!("watching {}", dir.display()))?;
     let mut follower = JournalFollower::from_end(dir)?;
     // What was printed from the history: an entry appended between the follower's start and
     // the reading of the history is in both, and printed once.

@@ -35,7 +35,7 @@ use tableroll::inspect::{self, JournalEntry, JournalFollower};
 
 use crate::duration::parse_duration;
 use crate::run::signals::SignalPipe;
-use crate::sys::{wait_readable, DirWatch, ProcessExit};
+use crate::sys::{wait_readable, FileWatch, ProcessExit};
 use judge::{Judge, Newcomer, Success, Verdict};
 
 /// Arguments of `tableroll wait`.
@@ -127,7 +127,7 @@ pub fn run(args: &WaitArgs) -> ExitCode {
 struct Watch {
     judge: Judge,
     from: Option<String>,
-    dir_watch: DirWatch,
+    journal_watch: FileWatch,
     follower: JournalFollower,
     /// Entries read before the owner was, judged first.
     backlog: Vec<JournalEntry>,
@@ -181,7 +181,7 @@ impl Watch {
         let signals = SignalPipe::catch(&[SIGTERM, SIGINT])?;
         // The directory is watched, then the journal followed, then the owner read: whatever
         // is written after the owner was read is seen, and wakes the wait.
-        let dir_watch = DirWatch::new(&args.dir)
+        let journal_watch = FileWatch::new(&args.dir, inspect::JOURNAL_FILE)
             .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", args.dir.display()))?;
         let mut follower = JournalFollower::from_end(&args.dir)?;
         let status = inspect::inspect(&args.dir)?;
@@ -204,7 +204,7 @@ impl Watch {
         Ok(Watch {
             judge: Judge::new(from.clone(), from_alive),
             from,
-            dir_watch,
+            journal_watch,
             follower,
             backlog,
             from_exit,
@@ -290,14 +290,15 @@ impl Watch {
             },
             None => None,
         };
-        let mut fds = vec![self.dir_watch.as_fd(), self.signals.fd()];
+        let mut fds = vec![self.journal_watch.fd(), self.signals.fd()];
         for watched in [&self.from_exit, &self.newcomer_exit] {
             if let Watched::Alive(_, exit) = watched {
                 fds.push(exit.as_fd());
             }
         }
         wait_readable(&fds, timeout)?;
-        self.dir_watch.clear()?;
+        // Whatever the events say (a directory gone too), the next look reads the journal.
+        self.journal_watch.changes()?;
         Ok(true)
     }
 }

@@ -17,7 +17,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 pub(crate) use journal_file::JournalFile;
-pub(crate) use names::{entry, socket_file_name, Entry, JOURNAL_FILE, JOURNAL_ROTATED, OWNER_FILE};
+pub use names::JOURNAL_FILE;
+pub(crate) use names::{entry, socket_file_name, Entry, JOURNAL_ROTATED, OWNER_FILE};
 pub(crate) use owner_file::{open_read_only, read_bounded, read_settled, HeldLock, OwnerFile, OwnerLock};
 pub(crate) use owner_file_watch::OwnerFileWatch;
 pub(crate) use owner_watch::{OwnerWatch, GRACE};

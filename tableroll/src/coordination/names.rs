@@ -7,7 +7,7 @@
 /// be process ids, and Go tableroll processes share the name.)
 pub(crate) const OWNER_FILE: &str = "pid";
 /// The journal of the group's events (see `journal_file`), and its previous part.
-pub(crate) const JOURNAL_FILE: &str = "journal";
+pub const JOURNAL_FILE: &str = "journal";
 pub(crate) const JOURNAL_ROTATED: &str = "journal.1";
 const SOCKET_SUFFIX: &str = ".sock";
 const STANDBY_SUFFIX: &str = ".standby";

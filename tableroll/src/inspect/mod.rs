@@ -27,6 +27,9 @@ mod tests;
 
 use std::path::Path;
 
+/// The name of the journal in a coordination directory (its previous part is `journal.1`): for
+/// a reader that waits for it to change.
+pub use crate::coordination::JOURNAL_FILE;
 pub use journal::{read_journal, JournalEntry, JournalFollower, JournalRead};
 
 pub use status::{
