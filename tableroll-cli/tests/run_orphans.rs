@@ -148,3 +148,35 @@ fn an_orphan_that_exits_while_the_program_runs_is_reaped() {
     assert_ne!(parent, Some(owner.process.pid().to_string().as_str()), "{stat}");
     owner.process.kill();
 }
+
+/// A watchdog whose supervisor died before the watchdog looked for it has been handed to a
+/// reaper: it must not take that reaper for its supervisor (and wait for it forever), but give
+/// the program's group its drain timeout and end. Here it is started by this test, as if by a
+/// supervisor that is gone: a pid that is not its parent's. It runs in a group of its own,
+/// the group it drains.
+#[test]
+fn a_watchdog_whose_supervisor_died_before_it_started_drains_and_ends() {
+    let mut gone = std::process::Command::new("true").spawn().expect("spawning true");
+    let gone_pid = gone.id().to_string();
+    gone.wait().expect("reaping true");
+    let mut watchdog = std::process::Command::new(env!("CARGO_BIN_EXE_tableroll"));
+    watchdog.args(["drain-watchdog", "--supervisor-pid", &gone_pid, "--stop-signal", "15"]);
+    watchdog.args(["--drain-timeout-ms", "100"]).stdin(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut watchdog, 0);
+    let mut child = watchdog.spawn().expect("spawning the watchdog");
+    let watched = Watched {
+        pid: u64::from(child.id()),
+        pidfd: pidfd_open(Pid::from_raw(child.id() as i32).expect("a pid"), PidfdFlags::empty())
+            .expect("a pidfd of the watchdog"),
+    };
+    assert!(
+        watched.exited_within(Some(TIMEOUT)),
+        "the watchdog waited for a supervisor that is not its parent"
+    );
+    let status = child.wait().expect("reaping the watchdog");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "killed with its group at the deadline"
+    );
+}

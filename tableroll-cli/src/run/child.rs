@@ -153,7 +153,8 @@ impl Drop for Child {
 /// group `group`, with nothing of the supervisor's but stderr.
 fn start_watchdog(group: Pid, launch: &Launch<'_>) -> io::Result<std::process::Child> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("drain-watchdog").arg("--stop-signal").arg(launch.stop_signal.0.to_string());
+    cmd.arg("drain-watchdog").arg("--supervisor-pid").arg(std::process::id().to_string());
+    cmd.arg("--stop-signal").arg(launch.stop_signal.0.to_string());
     cmd.arg("--drain-timeout-ms").arg(launch.drain_timeout.as_millis().to_string());
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).process_group(group.as_raw_pid());
     spawn_own(|| cmd.spawn())

@@ -29,6 +29,10 @@ const GROUP_CHECK: Duration = Duration::from_millis(100);
 /// Arguments of the hidden `drain-watchdog` command.
 #[derive(Debug, clap::Args)]
 pub struct WatchdogArgs {
+    /// The supervisor that started it: its parent, unless the supervisor died before the
+    /// watchdog looked (it is then a child of a reaper).
+    #[arg(long)]
+    pub supervisor_pid: u32,
     /// The program's stop signal (a number), sent to its group once it exited.
     #[arg(long)]
     pub stop_signal: i32,
@@ -55,7 +59,7 @@ fn watch(args: &WatchdogArgs) -> io::Result<()> {
         signal_hook::flag::register(signal.as_raw(), Arc::new(AtomicBool::new(false)))?;
     }
     let group = rustix::process::getpgrp();
-    let Some(supervisor) = supervisor()? else {
+    let Some(supervisor) = supervisor(args.supervisor_pid)? else {
         // Gone already: its death is what is watched for.
         return drain_without_supervisor(group, stop, Duration::from_millis(args.drain_timeout_ms));
     };
@@ -63,9 +67,14 @@ fn watch(args: &WatchdogArgs) -> io::Result<()> {
     drain_without_supervisor(group, stop, Duration::from_millis(args.drain_timeout_ms))
 }
 
-/// A pidfd of the supervisor (this process's parent), or `None` if it is gone already.
-fn supervisor() -> io::Result<Option<OwnedFd>> {
+/// A pidfd of the supervisor `pid` while it is this process's parent, or `None` if it is gone
+/// already: a parent of another pid is the reaper this process was handed to, not to be
+/// watched.
+fn supervisor(pid: u32) -> io::Result<Option<OwnedFd>> {
     let Some(parent) = rustix::process::getppid() else { return Ok(None) };
+    if u32::try_from(parent.as_raw_nonzero().get()).ok() != Some(pid) {
+        return Ok(None);
+    }
     let pidfd = match pidfd_open(parent, PidfdFlags::empty()) {
         Ok(pidfd) => pidfd,
         Err(rustix::io::Errno::SRCH) => return Ok(None),
