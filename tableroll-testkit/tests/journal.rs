@@ -132,3 +132,46 @@ fn a_damaged_journal_is_read_around_and_appended_to() {
         ["joined", "committed", "handed_over", "stepped_down", "stopped"]
     );
 }
+
+#[test]
+fn a_line_cut_short_by_a_full_disk_costs_no_other_line() {
+    let dir = TestDir::new();
+    let (mut old, addr) = serving(&dir, "old", "127.0.0.1:0", &[]);
+    // The newcomer may write 8 KiB (`ulimit -f 16`, in 512-byte blocks) and finds the journal
+    // 30 bytes short of that: its first line is cut short there, as on a full disk (the kernel
+    // writes what fits, then refuses), and the signal the limit raises is ignored.
+    const LIMIT: usize = 16 * 512;
+    let path = dir.join("journal");
+    let len = usize::try_from(std::fs::metadata(&path).unwrap().len()).unwrap();
+    let (head, tail) = ("{\"ts\":0,\"event\":\"filler\",\"id\":\"test\",\"pid\":1,\"pad\":\"", "\"}\n");
+    let pad = "x".repeat(LIMIT - 30 - len - head.len() - tail.len());
+    let mut journal = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    journal.write_all(format!("{head}{pad}{tail}").as_bytes()).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), (LIMIT - 30) as u64);
+
+    let listen = format!("web=tcp:{addr}");
+    let mut new = Peer::start_after_shell(
+        dir.path(),
+        "trap '' XFSZ; ulimit -f 16",
+        &["--id", "new", "--listen", &listen, "--serve"],
+    );
+    new.wait_for("ready");
+    old.wait_for("upgrade_complete");
+    old.expect_clean_exit();
+    assert_hello(http_get(&addr, "/"), "new");
+
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = &bytes[LIMIT - 30..LIMIT];
+    assert!(
+        cut.starts_with(b"{\"") && !cut.contains(&b'\n'),
+        "no line was cut at the limit: {:?}",
+        String::from_utf8_lossy(cut)
+    );
+    let read = read_journal(dir.path()).unwrap();
+    assert_eq!(read.skipped, 1, "only the cut line is lost");
+    assert_eq!(events_of(&read.entries, "new"), Vec::<&str>::new(), "the newcomer could write nothing whole");
+    assert_eq!(
+        events_of(&read.entries, "old"),
+        ["joined", "committed", "handed_over", "stepped_down", "stopped"]
+    );
+}

@@ -9,12 +9,17 @@
 //! once. A member still holding the old file appends to `journal.1` until its next write
 //! notices the path names another file, and reopens.
 //!
+//! A write cut short by a full disk leaves the start of a line at the end of the file. Whoever
+//! appends next finds no newline at the end and writes one before its line, so the piece is a
+//! line of its own (a reader skips it and counts it) and the next event is not lost with it.
+//!
 //! Nothing here may affect a handoff: a journal that cannot be opened or written (a full disk,
 //! a read-only file, a FIFO put at the path) is logged once and then left alone.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -66,7 +71,9 @@ impl JournalFile {
             _ => self.open()?,
         };
         let file = if file.metadata()?.len() >= CAP { self.rotate(file)? } else { file };
-        let written = (&file).write(line)?;
+        let line =
+            if ends_mid_line(&file)? { Cow::Owned([b"\n", line].concat()) } else { Cow::Borrowed(line) };
+        let written = (&file).write(&line)?;
         if written != line.len() {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "the journal took part of a line"));
         }
@@ -75,7 +82,7 @@ impl JournalFile {
     }
 
     fn open(&self) -> io::Result<File> {
-        open_nofollow(&self.path, OpenMode::AppendCreate { mode: 0o600 })
+        open_nofollow(&self.path, OpenMode::ReadAppendCreate { mode: 0o600 })
     }
 
     /// Whether the journal's path still names `file`.
@@ -99,6 +106,13 @@ impl JournalFile {
     }
 }
 
+/// Whether `file` ends with part of a line: a write that a full disk cut short.
+fn ends_mid_line(file: &File) -> io::Result<bool> {
+    let Some(last) = file.metadata()?.len().checked_sub(1) else { return Ok(false) };
+    let mut byte = [0];
+    Ok(file.read_at(&mut byte, last)? == 1 && byte[0] != b'\n')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +134,23 @@ mod tests {
             assert!(part.chunks(line.len()).all(|chunk| chunk == line.as_slice()), "whole lines only");
         }
         assert!(previous.len() as u64 >= CAP, "the previous part was full when it was rotated");
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_full_disk_is_ended_before_the_next() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(JOURNAL_FILE);
+        // What a write that ran out of space midway leaves (seen on a full tmpfs).
+        std::fs::write(&path, b"{\"event\":\"ready\"}\n{\"descriptors\":1,\"event\":\"joi").unwrap();
+        let journal = JournalFile::new(tmp.path());
+        journal.append(b"{\"event\":\"committed\"}\n");
+        journal.append(b"{\"event\":\"stopped\"}\n");
+        assert_eq!(
+            String::from_utf8(std::fs::read(&path).unwrap()).unwrap(),
+            "{\"event\":\"ready\"}\n{\"descriptors\":1,\"event\":\"joi\n\
+             {\"event\":\"committed\"}\n{\"event\":\"stopped\"}\n"
+        );
+        assert!(!journal.warned.load(Ordering::Relaxed));
     }
 
     #[test]

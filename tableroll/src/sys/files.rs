@@ -15,9 +15,9 @@ pub(crate) enum OpenMode {
     Read,
     /// Read and write, created with `mode` if missing, never truncated.
     ReadWriteCreate { mode: u32 },
-    /// Append only (`O_APPEND`: each write lands whole at the end), created with `mode` if
-    /// missing.
-    AppendCreate { mode: u32 },
+    /// Read, and write only at the end (`O_APPEND`: each write lands whole at the end),
+    /// created with `mode` if missing.
+    ReadAppendCreate { mode: u32 },
 }
 
 /// Opens `path` without following a symlink at its last component (`O_NOFOLLOW`); then checks
@@ -42,8 +42,9 @@ pub(crate) fn open_nofollow(path: &Path, how: OpenMode) -> io::Result<File> {
             .mode(mode)
             .custom_flags(OFlags::NOFOLLOW.bits() as i32)
             .open(path)?,
-        // Not blocking on a FIFO put at the path either (no reader: ENXIO).
-        OpenMode::AppendCreate { mode } => options
+        // Not blocking on a FIFO put at the path either.
+        OpenMode::ReadAppendCreate { mode } => options
+            .read(true)
             .append(true)
             .create(true)
             .mode(mode)
