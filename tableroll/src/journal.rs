@@ -72,7 +72,8 @@ impl Journal {
     }
 }
 
-/// Milliseconds, rounded to microseconds, for the journal's duration fields.
+/// Milliseconds, rounded to microseconds, for the journal's duration fields and for logs (a
+/// plain `as_secs_f64() * 1e3` logged `took_ms=0.21255300000000002`).
 pub(crate) fn ms(elapsed: Duration) -> f64 {
     (elapsed.as_secs_f64() * 1e6).round() / 1e3
 }

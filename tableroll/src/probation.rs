@@ -75,7 +75,7 @@ impl Rollbacks {
         self.count.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             failed_owner = rollback.failed_owner,
-            took_ms = rollback.took.as_secs_f64() * 1e3,
+            took_ms = crate::journal::ms(rollback.took),
             "the owner that took over from this process is gone; this process is the owner again"
         );
         if let Some(hook) = &self.hook {

@@ -496,7 +496,7 @@ fn session(
                 fds::lock(&config.shared).state.await_commit();
             }
             tracing::debug!(
-                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                elapsed_ms = ms(started.elapsed()),
                 "the newcomer is ready; waiting for it to become the owner"
             );
             session.await_commit(group, reclaim)
@@ -507,10 +507,7 @@ fn session(
         Ok(committed) => {
             match committed.outcome {
                 Outcome::SteppedDown => {
-                    tracing::info!(
-                        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-                        "a newcomer took over"
-                    );
+                    tracing::info!(elapsed_ms = ms(started.elapsed()), "a newcomer took over");
                     let new_owner = group.owner_file.read().ok().flatten().map(|named| id::text(&named));
                     config.journal.record(
                         "handed_over",
