@@ -184,8 +184,10 @@ impl Serving<'_> {
             Ok(Idle::Stopped) => false,
             Ok(Idle::FileChanged) => {
                 // Events about other files (a newcomer binding its socket, say) need no look.
-                if self.group.watch.take_changes() && self.group.replaced() {
-                    self.step_down(None);
+                if self.group.watch.take_changes() {
+                    if let Some(new_owner) = self.group.new_owner() {
+                        self.step_down(new_owner, None);
+                    }
                 }
                 true
             }
@@ -197,13 +199,14 @@ impl Serving<'_> {
                     return false;
                 };
                 self.held.extend(committed.held);
-                if committed.outcome == Outcome::SteppedDown {
-                    self.step_down(committed.newcomer);
-                }
-                if let Some(failed) = committed.failed_owner {
+                match committed.outcome {
+                    Outcome::SteppedDown { new_owner } => self.step_down(new_owner, committed.newcomer),
                     // It took over and died before this process saw it step in: a rollback
                     // all the same, the application never having been told anything.
-                    self.record_rollback(&Rollback::new(id::text(&failed), Duration::ZERO));
+                    Outcome::StillOwner { failed_owner: Some(failed) } => {
+                        self.record_rollback(&Rollback::new(id::text(&failed), Duration::ZERO));
+                    }
+                    Outcome::StillOwner { failed_owner: None } | Outcome::LetGo => {}
                 }
                 true
             }
@@ -220,31 +223,27 @@ impl Serving<'_> {
         true
     }
 
-    /// The owner file names another live process: drain, or first stand by on probation,
-    /// watching the new owner (`newcomer`, its process when known).
-    fn step_down(&mut self, newcomer: Option<OwnedFd>) {
+    /// The owner file names another live process, `new_owner`: drain, or first stand by on
+    /// probation, watching the new owner (`newcomer`, its process when known).
+    fn step_down(&mut self, new_owner: Vec<u8>, newcomer: Option<OwnedFd>) {
         StandbyMark::ensure(&mut self.mark, &self.config.dir, self.group.id);
-        let named = self.group.owner_file.read().ok().flatten();
-        match named {
-            Some(named) if !self.config.probation.is_zero() => {
-                fds::lock(&self.config.shared).state.begin_probation();
-                let probation = Probation::new(named, newcomer, self.config.probation);
-                self.config.journal.record(
-                    "on_probation",
-                    json!({ "new_owner": probation.owner(), "window_ms": ms(self.config.probation) }),
-                );
-                tracing::info!(
-                    new_owner = probation.owner(),
-                    probation_ms = self.config.probation.as_millis(),
-                    "the owner file names a new live owner; standing by on probation"
-                );
-                self.role = Role::Standby(Some(probation));
-            }
-            named => {
-                tracing::info!("the owner file names a new live owner; stepping down");
-                self.drain(named.as_deref(), false);
-            }
+        if self.config.probation.is_zero() {
+            tracing::info!("the owner file names a new live owner; stepping down");
+            self.drain(Some(&new_owner), false);
+            return;
         }
+        fds::lock(&self.config.shared).state.begin_probation();
+        let probation = Probation::new(new_owner, newcomer, self.config.probation);
+        self.config.journal.record(
+            "on_probation",
+            json!({ "new_owner": probation.owner(), "window_ms": ms(self.config.probation) }),
+        );
+        tracing::info!(
+            new_owner = probation.owner(),
+            probation_ms = self.config.probation.as_millis(),
+            "the owner file names a new live owner; standing by on probation"
+        );
+        self.role = Role::Standby(Some(probation));
     }
 
     /// Tells the application to drain, `new_owner` (as the owner file names it) having taken
@@ -295,7 +294,7 @@ impl Serving<'_> {
         match self.group.owner_file.read() {
             Ok(Some(named)) if named.as_slice() != self.group.id && self.config.dir.is_live(&named) => {
                 if probation.is_some() {
-                    tracing::info!(owner = %String::from_utf8_lossy(&named), "refused a connection as a standby: the owner is live");
+                    tracing::info!(owner = %id::text(&named), "refused a connection as a standby: the owner is live");
                     return true;
                 }
                 // Nobody needs this draining process's descriptors while the owner lives: the
@@ -322,19 +321,21 @@ impl Serving<'_> {
         };
         self.held.extend(committed.held);
         match committed.outcome {
-            Outcome::SteppedDown => {
+            Outcome::SteppedDown { new_owner } => {
                 if on_probation {
                     // A newcomer of the same release may fail as the last one did: a new window.
-                    let named = self.group.owner_file.read().ok().flatten().unwrap_or_default();
-                    self.role =
-                        Role::Standby(Some(Probation::new(named, committed.newcomer, self.config.probation)));
+                    self.role = Role::Standby(Some(Probation::new(
+                        new_owner,
+                        committed.newcomer,
+                        self.config.probation,
+                    )));
                 }
                 true
             }
-            Outcome::StillOwner => match &self.role {
+            Outcome::StillOwner { failed_owner } => match &self.role {
                 // The newcomer it served let go, or committed and died: the file named it.
                 Role::Standby(Some(probation)) => {
-                    let rollback = probation.rollback(committed.failed_owner.as_deref());
+                    let rollback = probation.rollback(failed_owner.as_deref());
                     self.roll_back(&rollback)
                 }
                 _ => true,
@@ -435,17 +436,19 @@ fn session(
     runner: SessionAs,
     mark: &mut Option<StandbyMark>,
 ) -> Result<Committed> {
-    let not_committed = |outcome| Committed { outcome, held: Vec::new(), newcomer: None, failed_owner: None };
-    let unchanged = match runner {
-        SessionAs::Owner => Outcome::StillOwner,
-        SessionAs::Standby { .. } => Outcome::LetGo,
+    let not_committed = || {
+        let outcome = match runner {
+            SessionAs::Owner => Outcome::StillOwner { failed_owner: None },
+            SessionAs::Standby { .. } => Outcome::LetGo,
+        };
+        Committed { outcome, held: Vec::new(), newcomer: None }
     };
     // 0: a process this one cannot name (another PID namespace).
     let newcomer_pid = Some(peer_cred(&stream).map_or(0, |cred| cred.pid_number())).filter(|&pid| pid > 0);
     if let Err(e) = config.peer_policy.check(&stream, "reading the peer credentials of a newcomer") {
         tracing::warn!(error = %e, "refused a connection on the upgrade socket");
         config.journal.record_error("handoff_failed", &e, json!({ "newcomer_pid": newcomer_pid }));
-        return Ok(not_committed(unchanged));
+        return Ok(not_committed());
     }
     let snapshot = {
         let mut inner = fds::lock(&config.shared);
@@ -459,7 +462,7 @@ fn session(
             Err(e) if e.kind() == ErrorKind::Stopped => return Err(e),
             Err(e) => {
                 tracing::debug!(error = %e, "not handing over");
-                return Ok(not_committed(unchanged));
+                return Ok(not_committed());
             }
         }
         wire_entries::snapshot(&inner.entries)
@@ -505,17 +508,16 @@ fn session(
     };
     match committed {
         Ok(committed) => {
-            match committed.outcome {
-                Outcome::SteppedDown => {
+            match &committed.outcome {
+                Outcome::SteppedDown { new_owner } => {
                     tracing::info!(elapsed_ms = ms(started.elapsed()), "a newcomer took over");
-                    let new_owner = group.owner_file.read().ok().flatten().map(|named| id::text(&named));
                     config.journal.record(
                         "handed_over",
-                        json!({ "new_owner": new_owner, "newcomer_pid": newcomer_pid,
+                        json!({ "new_owner": id::text(new_owner), "newcomer_pid": newcomer_pid,
                                 "descriptors": descriptors, "handoff_ms": ms(started.elapsed()) }),
                     );
                 }
-                Outcome::StillOwner | Outcome::LetGo => {
+                Outcome::StillOwner { .. } | Outcome::LetGo => {
                     if owner {
                         *mark = None;
                         fds::lock(&config.shared).state.remain_owner();
@@ -532,7 +534,7 @@ fn session(
                 *mark = None;
                 fds::lock(&config.shared).state.remain_owner();
             }
-            Ok(not_committed(unchanged))
+            Ok(not_committed())
         }
     }
 }

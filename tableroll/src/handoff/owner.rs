@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use crate::coordination::{accept_one, Directory, HeldLock, OwnerFile, OwnerFileWatch};
 use crate::error::{Error, Result};
 use crate::fault::{self, Point};
+use crate::id;
 use crate::protocol::messages::{ReadyReply, ReadyRequest, PROTOCOL_VERSION, READY_V0, READY_V1};
 use crate::protocol::{frame, Channel, WireEntry};
 use crate::sys::peer_cred::peer_cred;
@@ -54,12 +55,14 @@ pub(crate) const FALLBACK_IDLE: Duration = Duration::from_millis(50);
 const MAX_HELD: usize = 64;
 
 /// How a session ended for the owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The owner file names another live process: this one drains.
-    SteppedDown,
+    /// The owner file names another live process, `new_owner`: this one drains.
+    SteppedDown { new_owner: Vec<u8> },
     /// The handoff did not commit: this process owns the group (as before, or again).
-    StillOwner,
+    /// `failed_owner`: the process the owner file named, not live, when this one recorded
+    /// itself over it (the newcomer committed and died at once, say).
+    StillOwner { failed_owner: Option<Vec<u8>> },
     /// The handoff did not commit, the owner file names no live process, and this process,
     /// a draining standby, does not claim the group (see [`Group::reclaim`]).
     LetGo,
@@ -84,29 +87,28 @@ pub(crate) struct Committed {
     /// The newcomer's process, when the outcome is [`Outcome::SteppedDown`], it is visible
     /// here and had not exited: the new owner, for a probation to watch.
     pub(crate) newcomer: Option<OwnedFd>,
-    /// With [`Outcome::StillOwner`]: the process the owner file named, not live, when this
-    /// one recorded itself over it (the newcomer committed and died at once, say).
-    pub(crate) failed_owner: Option<Vec<u8>>,
 }
 
 impl Group<'_> {
-    /// Whether the owner file names another process that is live: the group has a new owner.
-    pub(crate) fn replaced(&self) -> bool {
+    /// The other live process the owner file names, if it names one: the group's new owner.
+    pub(crate) fn new_owner(&self) -> Option<Vec<u8>> {
         match self.owner_file.read() {
-            Ok(Some(named)) => named != self.id && self.dir.is_live(&named),
-            _ => false,
+            Ok(Some(named)) if named != self.id && self.dir.is_live(&named) => Some(named),
+            _ => None,
         }
     }
 
     /// The newcomer let go and this process holds the lock: decide, and, if `reclaim`, make
-    /// the file name this process again if it names no live one. With the outcome, the id the
-    /// file named when this process recorded itself over it: an owner that took over and died
-    /// before this process saw it step in.
-    fn settle(&self, held: &HeldLock<'_>, reclaim: bool) -> (Outcome, Option<Vec<u8>>) {
+    /// the file name this process again if it names no live one (the id it named then is the
+    /// outcome's `failed_owner`: an owner that took over and died before this process saw it
+    /// step in).
+    fn settle(&self, held: &HeldLock<'_>, reclaim: bool) -> Outcome {
         let named = match held.read_owner() {
-            Ok(Some(named)) if named.as_slice() == self.id => return (Outcome::StillOwner, None),
-            Ok(Some(named)) if self.dir.is_live(&named) => return (Outcome::SteppedDown, None),
-            _ if !reclaim => return (Outcome::LetGo, None),
+            Ok(Some(named)) if named.as_slice() == self.id => {
+                return Outcome::StillOwner { failed_owner: None }
+            }
+            Ok(Some(named)) if self.dir.is_live(&named) => return Outcome::SteppedDown { new_owner: named },
+            _ if !reclaim => return Outcome::LetGo,
             Ok(named) => named,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the owner file");
@@ -115,7 +117,7 @@ impl Group<'_> {
         };
         match &named {
             Some(dead) => tracing::info!(
-                named = %String::from_utf8_lossy(dead),
+                named = %id::text(dead),
                 "the owner file names a process that is not live; recording this process as owner again"
             ),
             None => tracing::info!(
@@ -125,7 +127,7 @@ impl Group<'_> {
         if let Err(e) = held.write_owner(self.id) {
             tracing::error!(error = %e, "could not record this process as owner again; it still serves");
         }
-        (Outcome::StillOwner, named)
+        Outcome::StillOwner { failed_owner: named }
     }
 }
 
@@ -182,13 +184,13 @@ impl<'c> OwnerSession<'c> {
         let mut recheck = RECHECK_MIN;
         let mut held = Vec::new();
         let mut listening = true;
-        let end = |(outcome, failed_owner), held, newcomer: Option<OwnedFd>| {
-            let newcomer = newcomer.filter(|_| outcome == Outcome::SteppedDown);
-            Ok(Committed { outcome, held, newcomer, failed_owner })
+        let end = |outcome: Outcome, held, newcomer: Option<OwnedFd>| {
+            let newcomer = newcomer.filter(|_| matches!(outcome, Outcome::SteppedDown { .. }));
+            Ok(Committed { outcome, held, newcomer })
         };
         loop {
-            if group.replaced() {
-                return end((Outcome::SteppedDown, None), held, newcomer);
+            if let Some(new_owner) = group.new_owner() {
+                return end(Outcome::SteppedDown { new_owner }, held, newcomer);
             }
             match group.owner_file.try_lock() {
                 Ok(Some(lock)) => return end(group.settle(&lock, reclaim), held, newcomer),
@@ -202,14 +204,14 @@ impl<'c> OwnerSession<'c> {
                         // A newcomer connects holding the lock, having read this process's id:
                         // the first one released the lock without the file naming another
                         // live process.
-                        if group.replaced() {
-                            return end((Outcome::SteppedDown, None), held, newcomer);
+                        if let Some(new_owner) = group.new_owner() {
+                            return end(Outcome::SteppedDown { new_owner }, held, newcomer);
                         }
                         if !reclaim {
-                            return end((Outcome::LetGo, None), held, newcomer);
+                            return end(Outcome::LetGo, held, newcomer);
                         }
                         tracing::info!("the next lock holder connected while the newcomer had not become the owner; remaining the owner");
-                        return end((Outcome::StillOwner, None), held, newcomer);
+                        return end(Outcome::StillOwner { failed_owner: None }, held, newcomer);
                     }
                     Arrival::Other => listening = held.len() < MAX_HELD,
                     // Cannot accept now (out of descriptors, say): the lock and the file still
