@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use serde::Serialize;
-use tableroll::inspect::{JournalEntry, JournalRead};
+use tableroll::inspect::{JournalEntry, JournalRead, JOURNAL_FILE};
 
 use super::entry;
 
@@ -29,7 +29,7 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
 
 /// Whether `dir` has a journal at all (either part), as opposed to an empty one.
 pub fn exists(dir: &Path) -> bool {
-    ["journal", "journal.1"].iter().any(|name| dir.join(name).symlink_metadata().is_ok())
+    [JOURNAL_FILE, "journal.1"].iter().any(|name| dir.join(name).symlink_metadata().is_ok())
 }
 
 /// Prints `entries` as lines in words.
@@ -71,7 +71,7 @@ pub fn print(dir: &Path, read: &JournalRead, count: usize, json: bool) -> io::Re
         return writeln!(out);
     }
     if read.entries.is_empty() && read.skipped == 0 {
-        let shown = super::printable(&dir.join("journal").to_string_lossy());
+        let shown = super::printable(&dir.join(JOURNAL_FILE).to_string_lossy());
         return match exists(dir) {
             true => writeln!(out, "no events: the journal {shown} is empty"),
             false => writeln!(out, "no events: there is no journal {shown} (no member has written one)"),

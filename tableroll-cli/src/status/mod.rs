@@ -195,15 +195,11 @@ fn failed(error: &dyn std::fmt::Display) -> ExitCode {
 fn run_status(args: &StatusArgs, json: bool) -> ExitCode {
     let status = match inspect::inspect(&args.dir) {
         Ok(status) => status,
-        Err(e) => {
-            eprintln!("tableroll status: {e}");
-            return ExitCode::from(FAILED);
-        }
+        Err(e) => return failed(&e),
     };
     let printed = if json { print_json(&status) } else { print_text(&status) };
     if let Err(e) = printed {
-        eprintln!("tableroll status: writing the report: {e}");
-        return ExitCode::from(FAILED);
+        return failed(&format!("writing the report: {e}"));
     }
     ExitCode::from(if is_served(&status) { ALIVE } else { NO_OWNER })
 }

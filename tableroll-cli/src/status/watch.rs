@@ -4,8 +4,6 @@
 //! directory, never by polling.
 
 use std::io::{self, Write};
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use anyhow::Context;
@@ -13,7 +11,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use tableroll::inspect::{read_journal, JournalEntry, JournalFollower};
 
 use super::history;
-use crate::signal_thread::SignalThread;
+use crate::run::signals::SignalPipe;
 use crate::sys::{self, FileChange, FileWatch};
 
 /// Why following stopped without an error.
@@ -31,12 +29,7 @@ pub enum Stopped {
 /// The directory or its journal cannot be read or watched, or it went away.
 pub fn follow(dir: &Path, history: Option<usize>, json: bool) -> anyhow::Result<Stopped> {
     history::check_dir(dir).map_err(anyhow::Error::msg)?;
-    let (signalled, mut on_signal) = UnixStream::pair().context("creating the signal socket")?;
-    let _signals = SignalThread::spawn(&[SIGINT, SIGTERM], move |_| {
-        let _ = on_signal.write_all(&[1]);
-        false
-    })
-    .context("catching SIGINT and SIGTERM")?;
+    let signals = SignalPipe::catch(&[SIGINT, SIGTERM]).context("catching SIGINT and SIGTERM")?;
     // The watch first, then the follower: nothing appended after the follower's start goes
     // unnoticed.
     let watch = FileWatch::new(dir, tableroll::inspect::JOURNAL_FILE)
@@ -65,8 +58,7 @@ pub fn follow(dir: &Path, history: Option<usize>, json: bool) -> anyhow::Result<
                 return Ok(Stopped::OutputClosed);
             }
         }
-        let ready =
-            sys::wait_readable(&[watch.fd(), signalled.as_fd()], None).context("waiting for changes")?;
+        let ready = sys::wait_readable(&[watch.fd(), signals.fd()], None).context("waiting for changes")?;
         if ready[1] {
             return Ok(Stopped::Signalled);
         }

@@ -115,6 +115,11 @@ impl Judge {
         }
     }
 
+    /// The owner the attempt is against (`None`: there was no live owner).
+    pub fn from(&self) -> Option<&str> {
+        self.from.as_deref()
+    }
+
     pub fn newcomer(&self) -> Option<&Newcomer> {
         self.newcomer.as_ref()
     }
@@ -193,23 +198,25 @@ impl Judge {
         newcomer.pid = Some(entry.pid);
     }
 
+    /// The new owner `entry` of `from` names, else the one named before.
+    fn new_owner_in(&self, entry: &JournalEntry) -> Option<String> {
+        entry.text("new_owner").map(str::to_owned).or_else(|| self.new_owner.clone())
+    }
+
     fn see_from(&mut self, entry: &JournalEntry) -> Option<Verdict> {
         match entry.event.as_str() {
             "handed_over" => {
-                self.new_owner =
-                    entry.text("new_owner").map(str::to_owned).or_else(|| self.new_owner.clone());
+                self.new_owner = self.new_owner_in(entry);
                 None
             }
             "handoff_failed" => self.handoff_failed(entry),
             "on_probation" => {
                 self.on_probation = true;
-                self.new_owner =
-                    entry.text("new_owner").map(str::to_owned).or_else(|| self.new_owner.clone());
+                self.new_owner = self.new_owner_in(entry);
                 None
             }
             "stepped_down" => {
-                let new_owner =
-                    entry.text("new_owner").map(str::to_owned).or_else(|| self.new_owner.clone())?;
+                let new_owner = self.new_owner_in(entry)?;
                 let after_probation = entry.fields.get("after_probation").and_then(|v| v.as_bool());
                 let how = if after_probation == Some(true) {
                     Success::ProbationPassed

@@ -112,10 +112,10 @@ enum Outcome {
 pub fn run(args: &WaitArgs) -> ExitCode {
     let outcome = Watch::start(args).and_then(|mut watch| {
         watch.announce(args);
-        Ok((watch.until_verdict()?, watch.from))
+        Ok((watch.until_verdict()?, watch.judge))
     });
     match outcome {
-        Ok((outcome, from)) => report(args, from.as_deref(), &outcome),
+        Ok((outcome, judge)) => report(args, judge.from(), &outcome),
         Err(e) => {
             eprintln!("tableroll wait: {e}");
             ExitCode::from(BROKEN)
@@ -126,7 +126,6 @@ pub fn run(args: &WaitArgs) -> ExitCode {
 /// What is watched: the journal, and the processes of the attempt.
 struct Watch {
     judge: Judge,
-    from: Option<String>,
     journal_watch: FileWatch,
     follower: JournalFollower,
     /// Entries read before the owner was, judged first.
@@ -202,8 +201,7 @@ impl Watch {
         };
         let from_exit = if from_alive { Watched::start(from_pid)? } else { Watched::Unknown };
         Ok(Watch {
-            judge: Judge::new(from.clone(), from_alive),
-            from,
+            judge: Judge::new(from, from_alive),
             journal_watch,
             follower,
             backlog,
@@ -218,9 +216,9 @@ impl Watch {
     fn announce(&self, args: &WaitArgs) {
         let dir = args.dir.display();
         let line = if args.json {
-            json!({ "event": "watching", "dir": args.dir, "from": self.from }).to_string()
+            json!({ "event": "watching", "dir": args.dir, "from": self.judge.from() }).to_string()
         } else {
-            match &self.from {
+            match self.judge.from() {
                 Some(from) => format!("watching {dir}: judging the next upgrade from owner {from}"),
                 None => format!("watching {dir}: no live owner; judging the first process to join"),
             }
