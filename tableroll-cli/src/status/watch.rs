@@ -43,7 +43,7 @@ pub fn follow(dir: &Path, history: Option<usize>, json: bool) -> anyhow::Result<
         if !print(history::last(&read, count), read.skipped, json)? {
             return Ok(Stopped::OutputClosed);
         }
-        printed = read.entries;
+        printed = history::last(&read, count).to_vec();
     }
     eprintln!("tableroll status: following {}; interrupt to stop", follower.path().display());
     // Read once at the start, then whenever the journal changed (written, created, or moved
