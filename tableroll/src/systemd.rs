@@ -22,7 +22,9 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::os::unix::net::UnixDatagram;
+
+use rustix::net::SocketAddrUnix;
 
 use crate::error::{Error, Result};
 
@@ -38,10 +40,7 @@ pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 /// `$NOTIFY_SOCKET` names no usable address (neither an absolute path nor `@` and an abstract
 /// name), or the datagram could not be sent (nobody listens there any more, say).
 pub fn notify(state: &str) -> Result<bool> {
-    match std::env::var_os(NOTIFY_SOCKET) {
-        Some(socket) if !socket.is_empty() => notify_to(&socket, state).map(|()| true),
-        _ => Ok(false),
-    }
+    notify_socket().map_or(Ok(false), |socket| notify_to(&socket, state).map(|()| true))
 }
 
 /// Sends `state` to the notification socket `socket`, written as systemd writes
@@ -51,15 +50,7 @@ pub fn notify(state: &str) -> Result<bool> {
 ///
 /// `socket` is not such an address, or the datagram could not be sent.
 pub fn notify_to(socket: &OsStr, state: &str) -> Result<()> {
-    let addr = notify_address(socket)?;
-    let sender = UnixDatagram::unbound().map_err(|e| Error::io("creating a socket to notify systemd", e))?;
-    let sent = sender
-        .send_to_addr(state.as_bytes(), &addr)
-        .map_err(|e| Error::io_at("notifying systemd", socket, e))?;
-    if sent != state.len() {
-        return Err(Error::io_at("notifying systemd", socket, io::ErrorKind::WriteZero.into()));
-    }
-    Ok(())
+    send(socket, state, None, "notifying systemd")
 }
 
 /// Stores `fd` in the file descriptor store of the unit, named `name`, through the socket named
@@ -75,10 +66,7 @@ pub fn notify_to(socket: &OsStr, state: &str) -> Result<()> {
 /// `name` is not a valid descriptor name (see [`valid_fd_name`]), `$NOTIFY_SOCKET` names no
 /// usable address, or the datagram could not be sent.
 pub fn store_fd(name: &str, fd: impl AsFd) -> Result<bool> {
-    match std::env::var_os(NOTIFY_SOCKET) {
-        Some(socket) if !socket.is_empty() => store_fd_to(&socket, name, fd.as_fd()).map(|()| true),
-        _ => Ok(false),
-    }
+    notify_socket().map_or(Ok(false), |socket| store_fd_to(&socket, name, fd.as_fd()).map(|()| true))
 }
 
 /// Sends `FDSTORE=1` and `FDNAME=<name>` with `fd` attached to the notification socket `socket`,
@@ -89,18 +77,7 @@ pub fn store_fd(name: &str, fd: impl AsFd) -> Result<bool> {
 /// As for [`store_fd`].
 pub fn store_fd_to(socket: &OsStr, name: &str, fd: BorrowedFd<'_>) -> Result<()> {
     let state = format!("FDSTORE=1\nFDNAME={}", checked_fd_name(socket, name)?);
-    let addr = notify_address(socket)?;
-    let sender = UnixDatagram::unbound().map_err(|e| Error::io("creating a socket to notify systemd", e))?;
-    let sent = crate::sys::scm_rights::send_to_with_fd(sender.as_fd(), &addr, state.as_bytes(), fd)
-        .map_err(|e| Error::io_at("storing a descriptor with systemd", socket, e))?;
-    if sent != state.len() {
-        return Err(Error::io_at(
-            "storing a descriptor with systemd",
-            socket,
-            io::ErrorKind::WriteZero.into(),
-        ));
-    }
-    Ok(())
+    send(socket, &state, Some(fd), "storing a descriptor with systemd")
 }
 
 /// Removes the descriptors named `name` from the unit's file descriptor store
@@ -111,10 +88,7 @@ pub fn store_fd_to(socket: &OsStr, name: &str, fd: BorrowedFd<'_>) -> Result<()>
 ///
 /// As for [`store_fd`].
 pub fn remove_stored_fd(name: &str) -> Result<bool> {
-    match std::env::var_os(NOTIFY_SOCKET) {
-        Some(socket) if !socket.is_empty() => remove_stored_fd_to(&socket, name).map(|()| true),
-        _ => Ok(false),
-    }
+    notify_socket().map_or(Ok(false), |socket| remove_stored_fd_to(&socket, name).map(|()| true))
 }
 
 /// Sends `FDSTOREREMOVE=1` and `FDNAME=<name>` to the notification socket `socket`.
@@ -147,8 +121,26 @@ fn checked_fd_name<'n>(socket: &OsStr, name: &'n str) -> Result<&'n str> {
     ))
 }
 
+/// `$NOTIFY_SOCKET`, unless unset or empty.
+fn notify_socket() -> Option<OsString> {
+    std::env::var_os(NOTIFY_SOCKET).filter(|socket| !socket.is_empty())
+}
+
+/// Sends `state`, with `fd` attached if given, as one datagram to the notification socket
+/// `socket`; `operation` names the sending in errors.
+fn send(socket: &OsStr, state: &str, fd: Option<BorrowedFd<'_>>, operation: &'static str) -> Result<()> {
+    let addr = notify_address(socket)?;
+    let sender = UnixDatagram::unbound().map_err(|e| Error::io("creating a socket to notify systemd", e))?;
+    let sent = crate::sys::scm_rights::send_to(sender.as_fd(), &addr, state.as_bytes(), fd)
+        .map_err(|e| Error::io_at(operation, socket, e))?;
+    if sent != state.len() {
+        return Err(Error::io_at(operation, socket, io::ErrorKind::WriteZero.into()));
+    }
+    Ok(())
+}
+
 /// Parses a `NOTIFY_SOCKET` value.
-fn notify_address(socket: &OsStr) -> Result<SocketAddr> {
+fn notify_address(socket: &OsStr) -> Result<SocketAddrUnix> {
     let bytes = socket.as_bytes();
     let invalid = |detail: &str| {
         Error::io_at(
@@ -158,10 +150,9 @@ fn notify_address(socket: &OsStr) -> Result<SocketAddr> {
         )
     };
     match bytes.first() {
-        Some(b'/') => SocketAddr::from_pathname(socket).map_err(|_| invalid("path too long")),
+        Some(b'/') => SocketAddrUnix::new(socket).map_err(|_| invalid("path too long")),
         Some(b'@') => {
-            use std::os::linux::net::SocketAddrExt;
-            SocketAddr::from_abstract_name(&bytes[1..]).map_err(|_| invalid("abstract name too long"))
+            SocketAddrUnix::new_abstract_name(&bytes[1..]).map_err(|_| invalid("abstract name too long"))
         }
         _ => Err(invalid("neither an absolute path nor an abstract socket name")),
     }
@@ -176,7 +167,7 @@ pub(crate) struct Reporter {
 impl Reporter {
     /// Reports to `$NOTIFY_SOCKET` if `enabled` and the variable is set.
     pub(crate) fn from_env(enabled: bool) -> Reporter {
-        let socket = std::env::var_os(NOTIFY_SOCKET).filter(|s| enabled && !s.is_empty());
+        let socket = notify_socket().filter(|_| enabled);
         Reporter { socket }
     }
 
@@ -231,6 +222,7 @@ mod tests {
     #[test]
     fn sends_to_an_abstract_name() {
         use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::SocketAddr;
         let name = format!("tableroll-test-{}-{:?}", std::process::id(), std::thread::current().id());
         let socket =
             UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();

@@ -7,8 +7,6 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-use std::os::unix::net::SocketAddr;
-
 use rustix::net::{
     recvmsg, sendmsg, sendmsg_addr, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
@@ -43,38 +41,26 @@ pub(crate) fn send_with_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<
     sendmsg(sock, &[IoSlice::new(payload)], &mut control, flags).map_err(Into::into)
 }
 
-/// Sends `payload` with `fd` attached as one datagram from `sock` (an unbound Unix datagram
-/// socket) to `addr`, a path or an abstract name; returns the payload bytes written. Waits if the
-/// receiver's queue is full, as `sd_notify(3)` does.
-pub(crate) fn send_to_with_fd(
+/// Sends `payload`, with `fd` attached if given, as one datagram from `sock` (an unbound Unix
+/// datagram socket) to `addr`; returns the payload bytes written. Waits if the receiver's queue
+/// is full, as `sd_notify(3)` does.
+pub(crate) fn send_to(
     sock: BorrowedFd<'_>,
-    addr: &SocketAddr,
+    addr: &SocketAddrUnix,
     payload: &[u8],
-    fd: BorrowedFd<'_>,
+    fd: Option<BorrowedFd<'_>>,
 ) -> io::Result<usize> {
-    let addr = unix_address(addr)?;
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds = [fd];
-    let pushed = control.push(SendAncillaryMessage::ScmRights(&fds));
-    debug_assert!(pushed);
+    if fd.is_some() {
+        let pushed = control.push(SendAncillaryMessage::ScmRights(fd.as_slice()));
+        debug_assert!(pushed);
+    }
     loop {
-        match sendmsg_addr(sock, &addr, &[IoSlice::new(payload)], &mut control, SendFlags::NOSIGNAL) {
+        match sendmsg_addr(sock, addr, &[IoSlice::new(payload)], &mut control, SendFlags::NOSIGNAL) {
             Err(rustix::io::Errno::INTR) => continue,
             sent => return sent.map_err(Into::into),
         }
-    }
-}
-
-/// std's Unix socket address as rustix's.
-fn unix_address(addr: &SocketAddr) -> io::Result<SocketAddrUnix> {
-    use std::os::linux::net::SocketAddrExt;
-    if let Some(path) = addr.as_pathname() {
-        return Ok(SocketAddrUnix::new(path)?);
-    }
-    match addr.as_abstract_name() {
-        Some(name) => Ok(SocketAddrUnix::new_abstract_name(name)?),
-        None => Err(io::Error::new(io::ErrorKind::InvalidInput, "an unnamed socket address")),
     }
 }
 
