@@ -197,7 +197,7 @@ impl Builder {
         let (stop_rx, stop_tx) =
             wake::pipe().map_err(|e| Error::io("creating the upgrader's stop pipe", e))?;
         let joining_started = Instant::now();
-        let deadline = self.connect_timeout.and_then(|t| Instant::now().checked_add(t));
+        let deadline = self.connect_timeout.and_then(|t| joining_started.checked_add(t));
         let (newcomer, received) = Newcomer::join(&dir, &id, deadline, &self.peer_policy)?;
         let journal = Journal::new(&dir, &id, self.generation);
         journal.record(

@@ -72,13 +72,18 @@ impl Newcomer {
             Some(owner) => match inherit(dir, owner, deadline, policy)? {
                 Some(inherited) => inherited,
                 None => {
-                    tracing::info!(owner = %String::from_utf8_lossy(owner), "the previous owner is gone");
+                    tracing::info!(owner = %crate::id::text(owner), "the previous owner is gone");
                     inherit_from_standby(dir, &[owner, id.as_bytes()], deadline, policy)
                 }
             },
             None => (None, Vec::new(), None),
         };
         Ok((Newcomer { lock, session, from }, received))
+    }
+
+    /// The id of the process that handed over (the owner, or a standby), if one did.
+    pub(crate) fn from(&self) -> Option<&[u8]> {
+        self.from.as_deref()
     }
 
     /// Runs the ready handshake with the owner (if there is one), then records `id` as the
@@ -94,11 +99,6 @@ impl Newcomer {
     /// `deadline` passed); [`ErrorKind::Stopped`](crate::ErrorKind::Stopped) if `cancel` became readable; [`ErrorKind::Io`](crate::ErrorKind::Io) if the
     /// owner file could not be written. In every case this process is not the owner, and the
     /// owner, seeing the session closed and the lock released, remains the owner.
-    /// The id of the process that handed over (the owner, or a standby), if one did.
-    pub(crate) fn from(&self) -> Option<&[u8]> {
-        self.from.as_deref()
-    }
-
     pub(crate) fn take_over(
         self,
         id: &str,
