@@ -1,22 +1,12 @@
 //! What this process writes to the group's journal: one JSON object a line per event of its
-//! life in the group (see [`inspect::journal`](crate::inspect::journal) for the reader, and
+//! life in the group (see [`inspect::read_journal`](crate::inspect::read_journal) for the reader, and
 //! `coordination::journal_file` for how lines are appended and capped).
 //!
 //! Every line has `ts` (seconds since the Unix epoch, with microseconds), `event`, `id`, `pid`
 //! and, when the process has one ([`Builder::generation`](crate::Builder::generation)),
-//! `generation`; then the event's own fields, in milliseconds where they are durations:
-//!
-//! | event | when | fields |
-//! | --- | --- | --- |
-//! | `joined` | `build()` returned: the lock is held, the descriptors received | `from` (the id that handed over, or null), `descriptors`, `join_ms` |
-//! | `committed` | `ready()` made this process the owner | `previous` (the id it took over from, or null), `ready_ms` |
-//! | `ready_failed` | `ready()` failed: this process is not the owner | `kind` (an [`ErrorKind`](crate::ErrorKind) name), `reason` |
-//! | `handed_over` | as owner (or standby), a newcomer it served became the owner | `new_owner`, `newcomer_pid`, `descriptors`, `handoff_ms` |
-//! | `handoff_failed` | as owner, a handoff to a newcomer failed; this process stays the owner | `newcomer_pid`, `kind`, `reason` |
-//! | `on_probation` | stepped down with a probation window | `new_owner`, `window_ms` |
-//! | `rolled_back` | the new owner died and this process is the owner again | `failed_owner`, `took_ms` |
-//! | `stepped_down` | the application is told to drain | `new_owner` (null if unknown), `after_probation` |
-//! | `stopped` | the upgrader stopped (or was dropped) | |
+//! `generation`; then the event's own fields, in milliseconds where they are durations. The
+//! events, when each is written and its fields are listed once, for readers, on
+//! [`JournalEntry`](crate::inspect::JournalEntry).
 //!
 //! Writing never affects a handoff: a journal that cannot be written is left alone.
 

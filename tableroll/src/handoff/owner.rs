@@ -64,7 +64,8 @@ pub(crate) enum Outcome {
     /// itself over it (the newcomer committed and died at once, say).
     StillOwner { failed_owner: Option<Vec<u8>> },
     /// The handoff did not commit, the owner file names no live process, and this process,
-    /// a draining standby, does not claim the group (see [`Group::reclaim`]).
+    /// a draining standby, does not claim the group (see `reclaim` at
+    /// [`OwnerSession::await_commit`]).
     LetGo,
 }
 

@@ -1,6 +1,5 @@
 //! Reading a group's journal: its entries in order ([`read_journal`]), or as they are appended
-//! ([`JournalFollower`]). What the members write, and when, is listed in the crate's `journal`
-//! module docs, repeated on [`JournalEntry`].
+//! ([`JournalFollower`]). What the members write, and when, is listed on [`JournalEntry`].
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
