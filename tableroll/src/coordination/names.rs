@@ -1,7 +1,7 @@
 //! The names in a coordination directory: the owner file `pid`, the journal `journal` (and
-//! `journal.1`), each process's upgrade socket `<id>.sock`, and the standby mark `<id>.standby` of a process of ours that stepped down (or
-//! is handing over) and still holds the group's descriptors. No other part of the crate spells
-//! them.
+//! `journal.1`), each process's upgrade socket `<id>.sock`, and the standby mark
+//! `<id>.standby` of a process of ours that stepped down (or is handing over) and still holds
+//! the group's descriptors. No other part of the crate spells them.
 
 /// The owner file's name, which is also the lock file. (Named `pid` for history: ids used to
 /// be process ids, and Go tableroll processes share the name.)
