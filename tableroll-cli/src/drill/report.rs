@@ -195,6 +195,11 @@ pub fn us_between(from_ns: u64, to_ns: u64) -> u64 {
     to_ns.saturating_sub(from_ns) / 1000
 }
 
+/// Milliseconds from `from_ns` to `to_ns`.
+pub fn ms_since(from_ns: u64, to_ns: u64) -> f64 {
+    to_ns.saturating_sub(from_ns) as f64 / 1e6
+}
+
 impl UpgradeRecord {
     /// The upgrade to `new` from `old` (if it found an owner); `notice` says whether `old`'s
     /// notice is `new`'s doing (it was the last to take over from `old`).
@@ -212,7 +217,7 @@ impl UpgradeRecord {
             pid: new.pid,
             took_over_from: old.map(|g| g.number),
             crashed: new.crashed(),
-            started_at_ms: new.spawned_ns.saturating_sub(origin_ns) as f64 / 1e6,
+            started_at_ms: ms_since(origin_ns, new.spawned_ns),
             inherited: listening.map(|l| l.2),
             construction_us: listening.map(|l| l.1),
             ready_us: new.ready.map(|r| r.0),
