@@ -240,8 +240,13 @@ impl UpgradeRecord {
     /// Whether it was to complete: not if its generation was to crash, nor if it became the
     /// owner while there was none (a crashed generation left none and nobody rolled back).
     fn expected(&self, args: &DrillArgs) -> bool {
-        let started_afresh = self.ready_us.is_some() && self.took_over_from.is_none();
-        !args.crashes_generation(self.generation) && !started_afresh
+        !args.crashes_generation(self.generation) && !self.started_afresh()
+    }
+
+    /// Whether its generation became ready with no owner to take over from (a crashed
+    /// generation left none and nobody rolled back).
+    pub fn started_afresh(&self) -> bool {
+        self.ready_us.is_some() && self.took_over_from.is_none()
     }
 }
 

@@ -184,8 +184,7 @@ fn verdict(out: &mut String, report: &Report) {
         _ => "FAILED",
     };
     let _ = writeln!(out, "{word}: {upgrades}, {failed}");
-    let afresh =
-        report.upgrades.iter().filter(|u| u.ready_us.is_some() && u.took_over_from.is_none()).count();
+    let afresh = report.upgrades.iter().filter(|u| u.started_afresh()).count();
     if afresh > 0 {
         let generations = count(afresh as u64, "generation", "generations");
         let _ = writeln!(
