@@ -285,8 +285,8 @@ impl Report {
         let expected: Vec<&UpgradeRecord> = upgrades.iter().filter(|u| u.expected(args)).collect();
         let upgrades_completed = expected.iter().filter(|u| u.completed).count();
         let (crashes, rollbacks) = crashes::records(gens, window.0, window.1, &stats.dead_peer_failures);
-        let requests = Requests::of(stats, &crashes, window.1 - window.0);
         let duration_ns = window.1 - window.0;
+        let requests = Requests::of(stats, &crashes, duration_ns);
         let (result, error) = match outcome {
             Outcome::Interrupted => ("interrupted", None),
             Outcome::Failed(why) => ("failed", Some(why)),

@@ -42,7 +42,7 @@ fn header(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "a new generation every {:?}, load for {:.1} s\n",
-        std::time::Duration::from_secs_f64(s.interval_ms / 1e3),
+        duration(s.interval_ms),
         report.duration_ms / 1e3
     );
     if let Some(after) = s.crash_after_ms {
