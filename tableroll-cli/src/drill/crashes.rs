@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::attribution::{self, CrashWindow};
 use super::generation::{Generation, Rollback};
+use super::report::{ms_since, us_between};
 
 /// A generation that crashed as planned.
 #[derive(Debug, Clone, Serialize)]
@@ -55,21 +56,25 @@ pub fn records(
     dead_peer_failures: &[(u64, u64)],
 ) -> (Vec<CrashRecord>, Vec<RollbackRecord>) {
     let rollbacks = rollback_records(gens, origin_ns);
-    let crashed: Vec<&Generation> = gens.iter().filter(|g| g.crash.is_some()).collect();
-    let windows: Vec<CrashWindow> = crashed.iter().filter_map(|g| window(g, stopped_ns)).collect();
+    let crashed: Vec<(&Generation, CrashWindow)> =
+        gens.iter().filter_map(|g| Some((g, window(g, stopped_ns)?))).collect();
+    let windows: Vec<CrashWindow> = crashed.iter().map(|&(_, window)| window).collect();
     let lost = attribution::lost_inside(&windows, dead_peer_failures);
     let crashes = crashed
         .iter()
-        .zip(windows.iter().zip(lost))
-        .map(|(gen, (window, lost_inside))| CrashRecord {
-            generation: gen.number,
-            pid: gen.pid,
-            at_ms: ms_since(origin_ns, window.at_ns),
-            after_ready_ms: gen.ready.map(|(_, ready_ns)| ms_since(ready_ns, window.at_ns)),
-            open_connections: window.open_connections,
-            lost_inside,
-            rolled_back_to: rollback_after(&rollbacks, gen).map(|r| r.generation),
-            crash_to_rollback_us: rollback_after(&rollbacks, gen).and_then(|r| r.crash_to_rollback_us),
+        .zip(lost)
+        .map(|(&(gen, window), lost_inside)| {
+            let rollback = rollback_after(&rollbacks, gen);
+            CrashRecord {
+                generation: gen.number,
+                pid: gen.pid,
+                at_ms: ms_since(origin_ns, window.at_ns),
+                after_ready_ms: gen.ready.map(|(_, ready_ns)| ms_since(ready_ns, window.at_ns)),
+                open_connections: window.open_connections,
+                lost_inside,
+                rolled_back_to: rollback.map(|r| r.generation),
+                crash_to_rollback_us: rollback.and_then(|r| r.crash_to_rollback_us),
+            }
         })
         .collect();
     (crashes, rollbacks)
@@ -81,14 +86,16 @@ fn rollback_records(gens: &[Generation], origin_ns: u64) -> Vec<RollbackRecord> 
     let mut records: Vec<RollbackRecord> = gens
         .iter()
         .flat_map(|gen| gen.rollbacks.iter().map(move |r| (gen.number, r)))
-        .map(|(generation, r): (u32, &Rollback)| RollbackRecord {
-            generation,
-            failed_owner: r.failed_owner.clone(),
-            failed_generation: r.failed_generation(),
-            at_ms: ms_since(origin_ns, r.at_ns),
-            took_us: r.took_us,
-            crash_to_rollback_us: crash_of(r.failed_generation())
-                .map(|c| r.at_ns.saturating_sub(c.at_ns) / 1000),
+        .map(|(generation, r): (u32, &Rollback)| {
+            let failed_generation = r.failed_generation();
+            RollbackRecord {
+                generation,
+                failed_owner: r.failed_owner.clone(),
+                failed_generation,
+                at_ms: ms_since(origin_ns, r.at_ns),
+                took_us: r.took_us,
+                crash_to_rollback_us: crash_of(failed_generation).map(|c| us_between(c.at_ns, r.at_ns)),
+            }
         })
         .collect();
     records.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
@@ -105,9 +112,4 @@ fn window(gen: &Generation, stopped_ns: u64) -> Option<CrashWindow> {
 /// The rollback that followed the crash of `gen`, if one did.
 fn rollback_after<'r>(rollbacks: &'r [RollbackRecord], gen: &Generation) -> Option<&'r RollbackRecord> {
     rollbacks.iter().find(|r| r.failed_generation == Some(gen.number))
-}
-
-/// Milliseconds from `from_ns` to `to_ns`.
-fn ms_since(from_ns: u64, to_ns: u64) -> f64 {
-    to_ns.saturating_sub(from_ns) as f64 / 1e6
 }

@@ -195,6 +195,11 @@ pub fn us_between(from_ns: u64, to_ns: u64) -> u64 {
     to_ns.saturating_sub(from_ns) / 1000
 }
 
+/// Milliseconds from `from_ns` to `to_ns`.
+pub fn ms_since(from_ns: u64, to_ns: u64) -> f64 {
+    to_ns.saturating_sub(from_ns) as f64 / 1e6
+}
+
 impl UpgradeRecord {
     /// The upgrade to `new` from `old` (if it found an owner); `notice` says whether `old`'s
     /// notice is `new`'s doing (it was the last to take over from `old`).
@@ -212,7 +217,7 @@ impl UpgradeRecord {
             pid: new.pid,
             took_over_from: old.map(|g| g.number),
             crashed: new.crashed(),
-            started_at_ms: new.spawned_ns.saturating_sub(origin_ns) as f64 / 1e6,
+            started_at_ms: ms_since(origin_ns, new.spawned_ns),
             inherited: listening.map(|l| l.2),
             construction_us: listening.map(|l| l.1),
             ready_us: new.ready.map(|r| r.0),
@@ -235,8 +240,13 @@ impl UpgradeRecord {
     /// Whether it was to complete: not if its generation was to crash, nor if it became the
     /// owner while there was none (a crashed generation left none and nobody rolled back).
     fn expected(&self, args: &DrillArgs) -> bool {
-        let started_afresh = self.ready_us.is_some() && self.took_over_from.is_none();
-        !args.crashes_generation(self.generation) && !started_afresh
+        !args.crashes_generation(self.generation) && !self.started_afresh()
+    }
+
+    /// Whether its generation became ready with no owner to take over from (a crashed
+    /// generation left none and nobody rolled back).
+    pub fn started_afresh(&self) -> bool {
+        self.ready_us.is_some() && self.took_over_from.is_none()
     }
 }
 
@@ -275,8 +285,8 @@ impl Report {
         let expected: Vec<&UpgradeRecord> = upgrades.iter().filter(|u| u.expected(args)).collect();
         let upgrades_completed = expected.iter().filter(|u| u.completed).count();
         let (crashes, rollbacks) = crashes::records(gens, window.0, window.1, &stats.dead_peer_failures);
-        let requests = Requests::of(stats, &crashes, window.1 - window.0);
         let duration_ns = window.1 - window.0;
+        let requests = Requests::of(stats, &crashes, duration_ns);
         let (result, error) = match outcome {
             Outcome::Interrupted => ("interrupted", None),
             Outcome::Failed(why) => ("failed", Some(why)),

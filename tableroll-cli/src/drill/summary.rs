@@ -42,7 +42,7 @@ fn header(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "a new generation every {:?}, load for {:.1} s\n",
-        std::time::Duration::from_secs_f64(s.interval_ms / 1e3),
+        duration(s.interval_ms),
         report.duration_ms / 1e3
     );
     if let Some(after) = s.crash_after_ms {
@@ -184,8 +184,7 @@ fn verdict(out: &mut String, report: &Report) {
         _ => "FAILED",
     };
     let _ = writeln!(out, "{word}: {upgrades}, {failed}");
-    let afresh =
-        report.upgrades.iter().filter(|u| u.ready_us.is_some() && u.took_over_from.is_none()).count();
+    let afresh = report.upgrades.iter().filter(|u| u.started_afresh()).count();
     if afresh > 0 {
         let generations = count(afresh as u64, "generation", "generations");
         let _ = writeln!(

@@ -20,8 +20,7 @@ pub fn store(listeners: &[(String, OwnedFd)], replace: &[String], log: &Log) {
         let replaced = replace.contains(name);
         if replaced {
             if let Err(e) = tableroll::systemd::remove_stored_fd(name) {
-                let message = format!("could not remove {name} from systemd's file descriptor store: {e}");
-                log.event("fd_store_failed", &message, json!({ "name": name }));
+                removal_failed(name, &e, log);
             }
         }
         match tableroll::systemd::store_fd(name, fd) {
@@ -57,11 +56,13 @@ pub fn remove(names: &[String], log: &Log) {
                 json!({ "name": name }),
             ),
             Ok(false) => return,
-            Err(e) => log.event(
-                "fd_store_failed",
-                &format!("could not remove {name} from systemd's file descriptor store: {e}"),
-                json!({ "name": name }),
-            ),
+            Err(e) => removal_failed(name, &e, log),
         }
     }
+}
+
+/// Logs that the descriptor stored under `name` could not be removed, and why.
+fn removal_failed(name: &str, error: &dyn std::fmt::Display, log: &Log) {
+    let message = format!("could not remove {name} from systemd's file descriptor store: {error}");
+    log.event("fd_store_failed", &message, json!({ "name": name }));
 }

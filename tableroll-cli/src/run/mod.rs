@@ -137,8 +137,7 @@ fn join_and_supervise(args: &RunArgs, activation: Activation, log: &mut Log) -> 
     let listeners = open_listeners(&upgrader, &args.listens, &adopted.names, log)?;
     let reaper =
         leftovers::Reaper::start(log.clone()).context("becoming the reaper of the program's orphans")?;
-    let code = supervisor::Supervisor::new(args, &upgrader, listeners, generation, log, signals)
-        .map(|s| s.with_activation(adopted))
+    let code = supervisor::Supervisor::new(args, &upgrader, listeners, generation, log, signals, adopted)
         .and_then(|s| s.run());
     // The program is gone for good: let go of the group now, not after its leftovers, so
     // that an instance on probation sees this one gone and becomes the owner again.

@@ -77,6 +77,7 @@ impl<'a> Supervisor<'a> {
         generation: Option<u64>,
         log: &'a Log,
         signals: SignalPipe,
+        activation: Adopted,
     ) -> anyhow::Result<Supervisor<'a>> {
         let notify = match args.ready {
             Readiness::Notify => Some(NotifySocket::bind().context("creating the notification socket")?),
@@ -94,13 +95,8 @@ impl<'a> Supervisor<'a> {
             runs: 0,
             stopping: false,
             stop_signals_sent: Vec::new(),
-            activation: Adopted::default(),
+            activation,
         })
-    }
-
-    /// What adopting the supervisor's own socket activation did (see `activation`).
-    pub fn with_activation(self, activation: Adopted) -> Supervisor<'a> {
-        Supervisor { activation, ..self }
     }
 
     /// Runs until the program exits for good; returns the exit code for the supervisor.
