@@ -13,7 +13,7 @@
 # Exit status, as `tableroll wait`'s: 0 once the new instance took over; 1 if nothing was
 # started (an earlier upgrade is still draining) or the new instance failed (the old one keeps
 # serving; the reason is printed); 2 if there was no verdict within TIMEOUT; 3 if DIR cannot be
-# watched.
+# watched, or was removed during the wait.
 set -eu
 
 unit="${1:-app}"

@@ -275,3 +275,27 @@ fn text_output_and_a_missing_directory() {
     assert_eq!(run.code(), Some(3), "{}", run.describe());
     assert!(run.stdout().is_empty() && run.stderr().contains("missing"), "{}", run.describe());
 }
+
+#[test]
+fn the_directory_removed_or_moved_during_the_wait_exits_3() {
+    let parent = tempfile::tempdir().unwrap();
+    for remove in [true, false] {
+        let dir = parent.path().join("group");
+        std::fs::create_dir(&dir).unwrap();
+        let (mut wait, _) = Waiter::start(&dir, &["--timeout", BOUND]);
+        if remove {
+            std::fs::remove_dir(&dir).unwrap();
+        } else {
+            std::fs::rename(&dir, parent.path().join("group.old")).unwrap();
+        }
+        let status = wait.process.wait();
+        let context = wait.process.diagnostics();
+        assert_eq!(status.code(), Some(3), "{context}");
+        let message = format!(
+            "tableroll wait: {} was removed or moved away during the wait, so no verdict can come: \
+             no member joined the group",
+            dir.display()
+        );
+        assert!(context.contains(&message), "{context}");
+    }
+}

@@ -35,7 +35,7 @@ use tableroll::inspect::{self, JournalEntry, JournalFollower};
 
 use crate::duration::parse_duration;
 use crate::run::signals::SignalPipe;
-use crate::sys::{wait_readable, FileWatch, ProcessExit};
+use crate::sys::{wait_readable, FileChange, FileWatch, ProcessExit};
 use judge::{Judge, Newcomer, Success, Verdict};
 
 /// Arguments of `tableroll wait`.
@@ -91,7 +91,8 @@ stdout (with --json, every line is on stdout)
 ready, rolled back)
   2  no verdict: the timeout ran out first, or SIGTERM or SIGINT came (what was seen so far \
 on stderr); also bad usage
-  3  DIR cannot be watched or read (missing, not a directory, no permission)";
+  3  DIR cannot be watched or read (missing, not a directory, no permission), or it was \
+removed or moved away during the wait (after one last look at the journal)";
 
 /// Exit status when the newcomer took over.
 const SUCCEEDED: u8 = 0;
@@ -125,6 +126,7 @@ pub fn run(args: &WaitArgs) -> ExitCode {
 
 /// What is watched: the journal, and the processes of the attempt.
 struct Watch {
+    dir: PathBuf,
     judge: Judge,
     journal_watch: FileWatch,
     follower: JournalFollower,
@@ -201,6 +203,7 @@ impl Watch {
         };
         let from_exit = if from_alive { Watched::start(from_pid)? } else { Watched::Unknown };
         Ok(Watch {
+            dir: args.dir.clone(),
             judge: Judge::new(from, from_alive),
             journal_watch,
             follower,
@@ -228,9 +231,10 @@ impl Watch {
 
     fn until_verdict(&mut self) -> anyhow::Result<Outcome> {
         let mut entries = std::mem::take(&mut self.backlog);
+        let mut directory_gone = false;
         loop {
             // A signal is answered after a whole look that began after it: whatever happened
-            // before the signal counts.
+            // before the signal counts. So is the directory going away.
             let signal = self.signals.take().first().copied();
             if let Some(verdict) = self.look(&mut entries)? {
                 return Ok(Outcome::Judged(verdict));
@@ -239,8 +243,19 @@ impl Watch {
                 let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
                 return Ok(Outcome::TimedOut(Some(name), self.judge.progress()));
             }
-            if !self.sleep()? {
-                return Ok(Outcome::TimedOut(None, self.judge.progress()));
+            if directory_gone {
+                // Nothing written from now on can be seen: waiting on would last until the
+                // timeout, or for ever without one.
+                anyhow::bail!(
+                    "{} was removed or moved away during the wait, so no verdict can come: {}",
+                    self.dir.display(),
+                    self.judge.progress()
+                );
+            }
+            match self.sleep()? {
+                Wake::Event => {}
+                Wake::DirectoryGone => directory_gone = true,
+                Wake::DeadlinePassed => return Ok(Outcome::TimedOut(None, self.judge.progress())),
             }
         }
     }
@@ -278,13 +293,12 @@ impl Watch {
         Ok(true)
     }
 
-    /// Waits for a change in the directory, an exit or a signal; `false` once the deadline
-    /// passed.
-    fn sleep(&mut self) -> anyhow::Result<bool> {
+    /// Waits for a change in the directory, an exit or a signal, or for the deadline.
+    fn sleep(&mut self) -> anyhow::Result<Wake> {
         let timeout = match self.deadline {
             Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => Some(left),
-                _ => return Ok(false),
+                _ => return Ok(Wake::DeadlinePassed),
             },
             None => None,
         };
@@ -295,10 +309,22 @@ impl Watch {
             }
         }
         wait_readable(&fds, timeout)?;
-        // Whatever the events say (a directory gone too), the next look reads the journal.
-        self.journal_watch.changes()?;
-        Ok(true)
+        // Whatever the events say, the next look reads the journal.
+        Ok(match self.journal_watch.changes()? {
+            FileChange::DirectoryGone => Wake::DirectoryGone,
+            FileChange::None | FileChange::Changed => Wake::Event,
+        })
     }
+}
+
+/// Why [`Watch::sleep`] returned.
+enum Wake {
+    /// A change in the directory, an exit or a signal (or nothing, on a spurious wake-up).
+    Event,
+    /// The directory was removed or moved: one last look, and no more.
+    DirectoryGone,
+    /// The deadline passed.
+    DeadlinePassed,
 }
 
 /// Prints the verdict and turns it into the exit status.
