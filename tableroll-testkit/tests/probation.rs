@@ -147,6 +147,39 @@ fn a_newcomer_that_finds_the_new_owner_dead_takes_the_listeners_from_the_one_on_
     assert_hello(http_get(&addr, "/"), "old");
 }
 
+/// The process on probation is paused (SIGSTOP) when the new owner dies. A newcomer finds it
+/// as the standby, which does not answer: with a connect timeout, the newcomer gives up with an
+/// error and changes nothing. Clients wait in the backlog of the listening socket the paused
+/// process holds; continued, it rolls back and answers them.
+#[test]
+fn a_paused_process_on_probation_fails_a_newcomer_cleanly_and_rolls_back_once_continued() {
+    let dir = TestDir::new();
+    let (mut old, addr) = serving(&dir, "old", "127.0.0.1:0", &["--probation-ms", LONG_PROBATION]);
+    let (mut new, _) = serving(&dir, "new", &addr, &[]);
+    let stopped = rustix::process::Pid::from_raw(old.pid() as i32).expect("a pid");
+    rustix::process::kill_process(stopped, rustix::process::Signal::STOP).expect("pausing old");
+    util::wait_stopped(old.pid());
+    new.kill();
+
+    let mut waiting = TcpStream::connect(&addr).expect("the listening socket is open in the paused process");
+    waiting.set_read_timeout(Some(TIMEOUT)).unwrap();
+    waiting.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+
+    let listen = format!("web=tcp:{addr}");
+    let args = ["--id", "third", "--listen", &listen, "--serve", "--connect-timeout-ms", "300"];
+    let mut third = Peer::start(dir.path(), &args);
+    let error = third.expect_error_exit();
+    assert!(error.contains("in use"), "the port is held by the paused process: {error}");
+    assert_eq!(dir.owner(), "new", "the newcomer that failed changed the owner file");
+
+    util::continue_process(old.pid());
+    assert_eq!(old.wait_for("rolled_back")["failed_owner"], "new");
+    assert_sole_owner(&dir, "old");
+    let response = read_response(&waiting).unwrap_or_else(|e| old.fail(&format!("the waiting request: {e}")));
+    assert_eq!(response.body, "hello from old\n");
+    assert_hello(http_get(&addr, "/"), "old");
+}
+
 /// Without probation, a stepped-down peer drops its upgrader (its standby mark, its socket and
 /// the store's copies) as soon as it is told to drain, while a request keeps it alive. A
 /// newcomer after the new owner's death either still finds it as a standby and inherits, or no
