@@ -288,14 +288,15 @@ fn the_directory_removed_or_moved_during_the_wait_exits_3() {
         } else {
             std::fs::rename(&dir, parent.path().join("group.old")).unwrap();
         }
-        let status = wait.process.wait();
-        let context = wait.process.diagnostics();
-        assert_eq!(status.code(), Some(3), "{context}");
         let message = format!(
             "tableroll wait: {} was removed or moved away during the wait, so no verdict can come: \
              no member joined the group",
             dir.display()
         );
-        assert!(context.contains(&message), "{context}");
+        let said = wait.process.wait_for_stderr(&message, TIMEOUT);
+        let status = wait.process.wait();
+        let context = wait.process.diagnostics();
+        assert_eq!(status.code(), Some(3), "{context}");
+        assert!(said, "{context}");
     }
 }
