@@ -6,7 +6,9 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -93,14 +95,27 @@ impl AsFd for ProcessExit {
 
 /// A directory watched (inotify) for changes to one file in it: written to, created, or moved
 /// in or out; and for the directory itself going away.
+///
+/// The directory's own watch hears of its removal only once nothing holds it any more, and a
+/// file open in it (the journal a follower reads) holds it. So its parent is watched too, for
+/// the removal or move of an entry of the directory's name, and the path is then looked at.
 pub struct FileWatch {
-    /// A close-on-exec, non-blocking inotify instance with one watch, on the directory.
+    /// A close-on-exec, non-blocking inotify instance with the watches.
     inotify: OwnedFd,
     name: Vec<u8>,
+    /// The watch on the directory.
+    dir_watch: i32,
+    /// The directory's path, without symlinks, and its device and inode when the watch began.
+    dir: PathBuf,
+    identity: (u64, u64),
+    /// The watch on the directory's parent and the directory's name in it, when one could be
+    /// had (the parent may not be readable, say).
+    parent_watch: Option<(i32, Vec<u8>)>,
 }
 
-/// What happened since the last [`FileWatch::changes`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happened since the last [`FileWatch::changes`], in order of weight: a batch of events
+/// says the weightiest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FileChange {
     /// Nothing about the file.
     None,
@@ -116,7 +131,7 @@ impl FileWatch {
     /// # Errors
     ///
     /// No inotify instance (`EMFILE`: `fs.inotify.max_user_instances`) or watch (`ENOSPC`:
-    /// `max_user_watches`) can be had, or `dir` is not a directory.
+    /// `max_user_watches`) can be had for the directory, or `dir` is not a directory.
     pub fn new(dir: &Path, name: &str) -> io::Result<FileWatch> {
         let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
         let events = WatchFlags::MODIFY
@@ -126,8 +141,19 @@ impl FileWatch {
             | WatchFlags::DELETE_SELF
             | WatchFlags::MOVE_SELF
             | WatchFlags::ONLYDIR;
-        inotify::add_watch(&inotify, dir, events)?;
-        Ok(FileWatch { inotify, name: name.as_bytes().to_vec() })
+        let dir_watch = inotify::add_watch(&inotify, dir, events)?;
+        let dir = std::fs::canonicalize(dir)?;
+        let identity = identity(&dir)?;
+        let parent_watch = match (dir.parent(), dir.file_name()) {
+            (Some(parent), Some(dir_name)) => {
+                let events = WatchFlags::DELETE | WatchFlags::MOVED_FROM | WatchFlags::ONLYDIR;
+                inotify::add_watch(&inotify, parent, events)
+                    .ok()
+                    .map(|watch| (watch, dir_name.as_bytes().to_vec()))
+            }
+            _ => None,
+        };
+        Ok(FileWatch { inotify, name: name.as_bytes().to_vec(), dir_watch, dir, identity, parent_watch })
     }
 
     /// Readable when events are queued.
@@ -152,18 +178,56 @@ impl FileWatch {
                 Err(e) => return Err(e.into()),
             };
             let flags = event.events();
-            let gone =
-                ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF | ReadFlags::IGNORED | ReadFlags::UNMOUNT;
-            if flags.intersects(gone) {
-                change = FileChange::DirectoryGone;
-            } else if change == FileChange::None
-                && (flags.contains(ReadFlags::QUEUE_OVERFLOW)
-                    || event.file_name().is_some_and(|n| n.to_bytes() == self.name.as_slice()))
-            {
-                change = FileChange::Changed;
-            }
+            let named = |name: &[u8]| event.file_name().is_some_and(|n| n.to_bytes() == name);
+            let parent_event = self
+                .parent_watch
+                .as_ref()
+                .is_some_and(|(watch, dir_name)| event.wd() == *watch && named(dir_name));
+            let seen = if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+                // Events were lost, the directory's own among them maybe.
+                self.gone_or(FileChange::Changed)
+            } else if event.wd() == self.dir_watch {
+                let gone =
+                    ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF | ReadFlags::IGNORED | ReadFlags::UNMOUNT;
+                if flags.intersects(gone) {
+                    FileChange::DirectoryGone
+                } else if named(&self.name) {
+                    FileChange::Changed
+                } else {
+                    FileChange::None
+                }
+            } else if parent_event {
+                self.gone_or(FileChange::None)
+            } else {
+                FileChange::None
+            };
+            change = change.max(seen);
         }
     }
+
+    /// [`FileChange::DirectoryGone`] if the directory's path no longer names the directory
+    /// watched (it was removed, moved away or replaced), else `otherwise`. A path that cannot be
+    /// looked at for another reason is taken as still there.
+    fn gone_or(&self, otherwise: FileChange) -> FileChange {
+        let gone = match identity(&self.dir) {
+            Ok(now) => now != self.identity,
+            Err(e) => {
+                e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+            }
+        };
+        if gone {
+            FileChange::DirectoryGone
+        } else {
+            otherwise
+        }
+    }
+}
+
+/// The device and inode of what `path` names, symlinks not followed.
+fn identity(path: &Path) -> io::Result<(u64, u64)> {
+    let metadata = std::fs::symlink_metadata(path)?;
+    Ok((metadata.dev(), metadata.ino()))
 }
 
 #[cfg(test)]
@@ -211,5 +275,42 @@ mod tests {
         let bound = Some(Duration::from_secs(30));
         assert_eq!(wait_readable(&[watch.fd()], bound).unwrap(), [true], "no event for the removal");
         assert_eq!(watch.changes().unwrap(), FileChange::DirectoryGone);
+    }
+
+    #[test]
+    fn a_file_watch_sees_the_directory_go_while_a_file_in_it_is_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("group");
+        let bound = Some(Duration::from_secs(30));
+        for recreate in [false, true] {
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("journal"), b"x").unwrap();
+            let watch = FileWatch::new(&dir, "journal").unwrap();
+            // As a follower holds the journal: the directory's own watch hears nothing now.
+            let open = std::fs::File::open(dir.join("journal")).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            if recreate {
+                std::fs::create_dir(&dir).unwrap();
+            }
+            assert_eq!(wait_readable(&[watch.fd()], bound).unwrap(), [true], "no event for the removal");
+            assert_eq!(watch.changes().unwrap(), FileChange::DirectoryGone, "recreated: {recreate}");
+            drop(open);
+            if recreate {
+                std::fs::remove_dir(&dir).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_watch_ignores_its_siblings_in_the_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("group");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(tmp.path().join("group.old")).unwrap();
+        let watch = FileWatch::new(&dir, "journal").unwrap();
+        std::fs::remove_dir(tmp.path().join("group.old")).unwrap();
+        std::fs::write(tmp.path().join("other"), b"x").unwrap();
+        std::fs::rename(tmp.path().join("other"), tmp.path().join("moved")).unwrap();
+        assert_eq!(watch.changes().unwrap(), FileChange::None);
     }
 }

@@ -279,12 +279,17 @@ fn text_output_and_a_missing_directory() {
 #[test]
 fn the_directory_removed_or_moved_during_the_wait_exits_3() {
     let parent = tempfile::tempdir().unwrap();
-    for remove in [true, false] {
+    // With a journal, wait holds it open, and the directory's own watch hears of its removal
+    // only once that is closed.
+    for (remove, journal) in [(true, false), (true, true), (false, true)] {
         let dir = parent.path().join("group");
         std::fs::create_dir(&dir).unwrap();
+        if journal {
+            std::fs::write(dir.join("journal"), b"").unwrap();
+        }
         let (mut wait, _) = Waiter::start(&dir, &["--timeout", BOUND]);
         if remove {
-            std::fs::remove_dir(&dir).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
         } else {
             std::fs::rename(&dir, parent.path().join("group.old")).unwrap();
         }
