@@ -384,6 +384,32 @@ fn watch_fails_when_the_directory_goes_away() {
 }
 
 #[test]
+fn watch_prints_what_was_written_just_before_the_directory_went() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("group");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("journal"), b"").unwrap();
+    let mut watch = Watch::start(&dir, &["--json"]);
+    // Paused, it sees the line and the removal in one read of its events.
+    let pid = Pid::from_raw(watch.process.pid() as i32).unwrap();
+    kill_process(pid, Signal::STOP).unwrap();
+    rustix::process::waitid(
+        rustix::process::WaitId::Pid(pid),
+        rustix::process::WaitIdOptions::STOPPED | rustix::process::WaitIdOptions::NOWAIT,
+    )
+    .expect("waiting for the stop");
+    let line = "{\"ts\":1,\"event\":\"joined\",\"id\":\"last\",\"pid\":1}\n";
+    std::fs::write(dir.join("journal"), line).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    kill_process(pid, Signal::CONT).unwrap();
+    watch.entry("last", "joined");
+    if !watch.process.wait_for_stderr("was removed or moved", TIMEOUT) {
+        watch.process.fail("did not notice the directory going");
+    }
+    assert_eq!(watch.process.wait().code(), Some(2), "{}", watch.process.diagnostics());
+}
+
+#[test]
 fn a_damaged_or_missing_journal_and_a_missing_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -47,10 +47,11 @@ pub fn follow(dir: &Path, history: Option<usize>, json: bool) -> anyhow::Result<
     }
     eprintln!("tableroll status: following {}; interrupt to stop", follower.path().display());
     // Read once at the start, then whenever the journal changed (written, created, or moved
-    // away by a rotation).
+    // away by a rotation), and a last time when the directory went: what was written to the
+    // journal before is printed.
     let mut change = FileChange::Changed;
     loop {
-        if change == FileChange::Changed {
+        if change != FileChange::None {
             let read = follower.read_new()?;
             let new = unprinted(read.entries, &printed);
             printed.clear();
@@ -58,14 +59,14 @@ pub fn follow(dir: &Path, history: Option<usize>, json: bool) -> anyhow::Result<
                 return Ok(Stopped::OutputClosed);
             }
         }
+        if change == FileChange::DirectoryGone {
+            anyhow::bail!("{} was removed or moved", dir.display());
+        }
         let ready = sys::wait_readable(&[watch.fd(), signals.fd()], None).context("waiting for changes")?;
         if ready[1] {
             return Ok(Stopped::Signalled);
         }
         change = watch.changes().context("reading inotify events")?;
-        if change == FileChange::DirectoryGone {
-            anyhow::bail!("{} was removed or moved", dir.display());
-        }
     }
 }
 
