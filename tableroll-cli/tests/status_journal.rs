@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use openmetrics_parser::{openmetrics::parse_openmetrics, OpenMetricsType, OpenMetricsValue};
-use rustix::process::{kill_process, Pid, Signal};
+use rustix::process::{kill_process, waitid, Pid, Signal, WaitId, WaitIdOptions};
 use serde_json::Value;
 use tableroll::{PeerPolicy, Upgrader};
 use tableroll_testkit::events::{Events, Missed};
@@ -393,11 +393,7 @@ fn watch_prints_what_was_written_just_before_the_directory_went() {
     // Paused, it sees the line and the removal in one read of its events.
     let pid = Pid::from_raw(watch.process.pid() as i32).unwrap();
     kill_process(pid, Signal::STOP).unwrap();
-    rustix::process::waitid(
-        rustix::process::WaitId::Pid(pid),
-        rustix::process::WaitIdOptions::STOPPED | rustix::process::WaitIdOptions::NOWAIT,
-    )
-    .expect("waiting for the stop");
+    waitid(WaitId::Pid(pid), WaitIdOptions::STOPPED | WaitIdOptions::NOWAIT).expect("waiting for the stop");
     let line = "{\"ts\":1,\"event\":\"joined\",\"id\":\"last\",\"pid\":1}\n";
     std::fs::write(dir.join("journal"), line).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
