@@ -40,10 +40,11 @@ pub fn follow(dir: &Path, history: Option<usize>, json: bool) -> anyhow::Result<
     let mut printed = Vec::new();
     if let Some(count) = history {
         let read = read_journal(dir)?;
-        if !print(history::last(&read, count), read.skipped, json)? {
+        let last = history::last(&read, count);
+        if !print(last, read.skipped, json)? {
             return Ok(Stopped::OutputClosed);
         }
-        printed = history::last(&read, count).to_vec();
+        printed = last.to_vec();
     }
     eprintln!("tableroll status: following {}; interrupt to stop", follower.path().display());
     // Read once at the start, then whenever the journal changed (written, created, or moved
