@@ -23,6 +23,16 @@ fn handed_over(from: &str, new_owner: &str, newcomer_pid: u32) -> JournalEntry {
     entry(from, 10, "handed_over", json!({ "new_owner": new_owner, "newcomer_pid": newcomer_pid }))
 }
 
+/// The owner `old` gave up its handoff to process `newcomer_pid`.
+fn handoff_failed(newcomer_pid: u32, kind: &str, reason: &str) -> JournalEntry {
+    entry(
+        "old",
+        10,
+        "handoff_failed",
+        json!({ "newcomer_pid": newcomer_pid, "kind": kind, "reason": reason }),
+    )
+}
+
 fn stepped_down(from: &str, new_owner: &str, after_probation: bool) -> JournalEntry {
     entry(from, 10, "stepped_down", json!({ "new_owner": new_owner, "after_probation": after_probation }))
 }
@@ -93,12 +103,7 @@ fn ready_failures_are_worded_by_kind() {
 
 #[test]
 fn the_owner_giving_up_explains_the_newcomer_end() {
-    let gave_up = entry(
-        "old",
-        10,
-        "handoff_failed",
-        json!({ "newcomer_pid": 20, "kind": "Protocol", "reason": "a wrong byte" }),
-    );
+    let gave_up = handoff_failed(20, "Protocol", "a wrong byte");
     let refused = entry("new", 20, "ready_failed", json!({ "kind": "OwnerRefused", "reason": "closed" }));
     let (mut waiting, verdict) = judge(&[joined("new", 20, Some("old")), gave_up.clone()]);
     assert_eq!(verdict, None, "the newcomer's own end decides");
@@ -117,23 +122,13 @@ fn the_owner_giving_up_explains_the_newcomer_end() {
 
 #[test]
 fn the_owners_upgrade_timeout_passing_decides_the_attempt_timed_out() {
-    let gave_up = entry(
-        "old",
-        10,
-        "handoff_failed",
-        json!({ "newcomer_pid": 20, "kind": "Timeout", "reason": "late" }),
-    );
+    let gave_up = handoff_failed(20, "Timeout", "late");
     let (_, verdict) = judge(&[joined("new", 20, Some("old")), gave_up]);
     let (reason, _, message) = failure(verdict);
     assert_eq!(reason, Reason::TimedOut);
     assert!(message.starts_with("timed out: old gave up waiting for new (pid 20)"), "{message}");
     // A timeout for another process's handoff says nothing of this one.
-    let other = entry(
-        "old",
-        10,
-        "handoff_failed",
-        json!({ "newcomer_pid": 21, "kind": "Timeout", "reason": "late" }),
-    );
+    let other = handoff_failed(21, "Timeout", "late");
     assert_eq!(judge(&[joined("new", 20, Some("old")), other]).1, None);
 }
 
