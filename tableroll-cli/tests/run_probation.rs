@@ -8,11 +8,10 @@ mod util;
 use std::path::Path;
 use std::time::Instant;
 
-use rustix::process::{kill_process, Pid, Signal};
-use serde_json::Value;
 use tableroll_testkit::http::http_get;
 use tableroll_testkit::load::{Load, Target};
 use util::instance::Instance;
+use util::kill_program;
 
 fn body_of(addr: &str) -> String {
     let response = http_get(addr, "/").unwrap_or_else(|e| panic!("GET / on {addr}: {e}"));
@@ -26,13 +25,6 @@ fn generation(dir: &Path, n: u32, listen: &str, flags: &[&str], server_args: &[&
     let n = n.to_string();
     let server_args = [&["--generation", n.as_str()], server_args].concat();
     Instance::start(&format!("gen-{n}"), dir, &args, &server_args)
-}
-
-/// Kills the program the instance started (its pid from the `owner` line).
-fn kill_program(owner_line: &Value) {
-    let pid = owner_line["child_pid"].as_u64().expect("the owner line names the program's pid");
-    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a pid");
-    kill_process(pid, Signal::KILL).expect("killing the program");
 }
 
 /// The owner file names `id` and its upgrade socket is live.

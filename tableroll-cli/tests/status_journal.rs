@@ -14,14 +14,14 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use openmetrics_parser::{openmetrics::parse_openmetrics, OpenMetricsType, OpenMetricsValue};
-use rustix::process::{kill_process, waitid, Pid, Signal, WaitId, WaitIdOptions};
+use rustix::process::Signal;
 use serde_json::Value;
 use tableroll::{PeerPolicy, Upgrader};
 use tableroll_testkit::events::{Events, Missed};
 use tableroll_testkit::process::Process;
 use tableroll_testkit::TIMEOUT;
 use util::instance::Instance;
-use util::{run, Run};
+use util::{kill_program, run, Run};
 
 fn status(dir: &Path, flags: &[&str]) -> Run {
     run(&[&["status", "--dir", dir.to_str().expect("a UTF-8 temp path")], flags].concat())
@@ -106,12 +106,6 @@ fn events(entries: &[Value]) -> Vec<(String, String)> {
 /// The events of member `id`, in order.
 fn events_of(entries: &[Value], id: &str) -> Vec<String> {
     events(entries).into_iter().filter(|(of, _)| of == id).map(|(_, event)| event).collect()
-}
-
-/// Kills the program a `tableroll run` instance started (its pid from the `owner` line).
-fn kill_program(owner_line: &Value) {
-    let pid = owner_line["child_pid"].as_u64().expect("the owner line names the program's pid");
-    kill_process(Pid::from_raw(pid as i32).expect("a pid"), Signal::KILL).expect("killing the program");
 }
 
 #[test]
@@ -302,7 +296,7 @@ impl Watch {
 
     /// Sends `signal`; the exit code.
     fn stop(mut self, signal: Signal) -> (Option<i32>, Vec<String>) {
-        kill_process(Pid::from_raw(self.process.pid() as i32).unwrap(), signal).unwrap();
+        util::signal(self.process.pid(), signal);
         let code = self.process.wait().code();
         (code, self.process.stdout_lines())
     }
@@ -391,13 +385,13 @@ fn watch_prints_what_was_written_just_before_the_directory_went() {
     std::fs::write(dir.join("journal"), b"").unwrap();
     let mut watch = Watch::start(&dir, &["--json"]);
     // Paused, it sees the line and the removal in one read of its events.
-    let pid = Pid::from_raw(watch.process.pid() as i32).unwrap();
-    kill_process(pid, Signal::STOP).unwrap();
-    waitid(WaitId::Pid(pid), WaitIdOptions::STOPPED | WaitIdOptions::NOWAIT).expect("waiting for the stop");
+    let pid = watch.process.pid();
+    util::signal(pid, Signal::STOP);
+    util::wait_stopped(pid);
     let line = "{\"ts\":1,\"event\":\"joined\",\"id\":\"last\",\"pid\":1}\n";
     std::fs::write(dir.join("journal"), line).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    kill_process(pid, Signal::CONT).unwrap();
+    util::signal(pid, Signal::CONT);
     watch.entry("last", "joined");
     if !watch.process.wait_for_stderr("was removed or moved", TIMEOUT) {
         watch.process.fail("did not notice the directory going");

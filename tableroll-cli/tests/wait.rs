@@ -9,12 +9,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rustix::process::{kill_process, Pid, Signal};
+use rustix::process::Signal;
 use serde_json::Value;
 use tableroll_testkit::events::{Events, Missed};
 use tableroll_testkit::process::Process;
 use tableroll_testkit::TIMEOUT;
 use util::instance::Instance;
+use util::{signal, wait_stopped};
 
 /// The bound every wait gets, to fail a hung test: within the test's own (TIMEOUT, 30 s).
 const BOUND: &str = "20s";
@@ -92,18 +93,6 @@ fn first(dir: &Path, flags: &[&str]) -> (Instance, String, String) {
 
 fn kill(pid: u64) {
     signal(u32::try_from(pid).expect("a pid"), Signal::KILL);
-}
-
-/// Waits until this test's child `pid` is stopped, leaving that state to be seen again.
-fn wait_stopped(pid: u32) {
-    use rustix::process::{waitid, WaitId, WaitIdOptions};
-    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a pid");
-    waitid(WaitId::Pid(pid), WaitIdOptions::STOPPED | WaitIdOptions::NOWAIT).expect("waiting for the stop");
-}
-
-fn signal(pid: u32, signal: Signal) {
-    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a pid");
-    kill_process(pid, signal).expect("signalling");
 }
 
 #[test]

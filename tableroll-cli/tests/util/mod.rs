@@ -9,6 +9,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use rustix::process::{kill_process, waitid, Pid, Signal, WaitId, WaitIdOptions};
 use serde_json::Value;
 
 /// How long one drill in a test may take before the test fails (a bound, not a measure).
@@ -130,4 +131,22 @@ pub fn run_in(cwd: &Path, args: &[&str]) -> Run {
     let mut described = vec![format!("(in {})", cwd.display())];
     described.extend(args.iter().map(|a| a.to_string()));
     run_command(cmd, args, described)
+}
+
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: Signal) {
+    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a pid");
+    kill_process(pid, signal).expect("signalling");
+}
+
+/// Waits until this test's child `pid` is stopped, leaving that state to be seen again.
+pub fn wait_stopped(pid: u32) {
+    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a pid");
+    waitid(WaitId::Pid(pid), WaitIdOptions::STOPPED | WaitIdOptions::NOWAIT).expect("waiting for the stop");
+}
+
+/// Kills the program a `tableroll run` instance started (its pid from the `owner` line).
+pub fn kill_program(owner_line: &Value) {
+    let pid = owner_line["child_pid"].as_u64().expect("the owner line names the program's pid");
+    signal(u32::try_from(pid).expect("a pid"), Signal::KILL);
 }
