@@ -156,8 +156,7 @@ fn a_paused_process_on_probation_fails_a_newcomer_cleanly_and_rolls_back_once_co
     let dir = TestDir::new();
     let (mut old, addr) = serving(&dir, "old", "127.0.0.1:0", &["--probation-ms", LONG_PROBATION]);
     let (mut new, _) = serving(&dir, "new", &addr, &[]);
-    let stopped = rustix::process::Pid::from_raw(old.pid() as i32).expect("a pid");
-    rustix::process::kill_process(stopped, rustix::process::Signal::STOP).expect("pausing old");
+    util::stop_process(old.pid());
     util::wait_stopped(old.pid());
     new.kill();
 

@@ -394,6 +394,13 @@ pub fn wait_stopped(pid: u32) {
         .unwrap_or_else(|e| panic!("waiting for process {pid:?} to stop: {e}"));
 }
 
+/// Stops process `pid` (`SIGSTOP`); [`wait_stopped`] waits until it is.
+pub fn stop_process(pid: u32) {
+    use rustix::process::{kill_process, Pid, Signal};
+    let pid = Pid::from_raw(i32::try_from(pid).expect("a pid")).expect("a pid");
+    kill_process(pid, Signal::STOP).unwrap_or_else(|e| panic!("stopping process {pid:?}: {e}"));
+}
+
 /// Continues the stopped process `pid` (`SIGCONT`).
 pub fn continue_process(pid: u32) {
     use rustix::process::{kill_process, Pid, Signal};
